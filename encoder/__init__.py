@@ -1,0 +1,1 @@
+"""encoder layer of larsight (see DESIGN.md)."""

@@ -1,0 +1,25 @@
+"""The data layer: the Event model, file formats, the simulator, projections and datasets.
+
+    import events
+    for ev in events.read("file.h5"): ...          # lazy, one event at a time
+    ev = events.read("file.h5", index=3)            # one event
+    events.write("out.root", evs)                   # atomic; format from the extension
+    ev = events.sim.particle_gun(13, 500.0, seed=1)
+"""
+from events.model import (
+    EVENT_CLASSES, PID_CLASSES, PILARNET_VOLUME, PROCESSES, SEMANTIC_CLASSES,
+    Event, EventError, EventMeta, Interaction, Particle, Volume,
+)
+from events.formats import read, write  # noqa: E402
+
+__all__ = [
+    "Event", "EventError", "EventMeta", "Interaction", "Particle", "Volume", "PILARNET_VOLUME",
+    "SEMANTIC_CLASSES", "PID_CLASSES", "EVENT_CLASSES", "PROCESSES", "read", "write",
+]
+
+
+def __getattr__(name):  # `events.sim`, `events.display`, ... imported on first use
+    import importlib
+    if name in ("sim", "display", "projections", "dataset", "inspect"):
+        return importlib.import_module(f"events.{name}")
+    raise AttributeError(f"module 'events' has no attribute {name!r}")

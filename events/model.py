@@ -1,0 +1,267 @@
+"""The one in-memory event type: numpy arrays for per-point data, pydantic for the tables.
+
+Coordinates are detector coordinates in cm; for voxelised data a point is the voxel index times
+the voxel size plus the volume origin (the PILArNet-M convention: index * 0.3 cm), so voxel
+indices are recovered exactly by ``Event.voxel_indices()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SEMANTIC_CLASSES = ("shower", "track", "michel", "delta", "low_energy")
+"""Per-point semantic labels, SPINE / PILArNet convention (index = label)."""
+
+PID_CLASSES = ("photon", "electron", "muon", "pion", "proton", "kaon")
+"""Particle-identification classes (index = PILArNet PID code; -1 means none)."""
+
+EVENT_CLASSES = ("nue_cc", "numu_cc", "nc")
+"""Interaction classes used by the VLM paper."""
+
+PROCESSES = (
+    "primary", "decay", "conversion", "compton", "photoelectric", "delta", "hadronic",
+    "capture", "brem", "annihilation", "other",
+)
+"""Creation processes recorded in the particle table (index used by the file formats)."""
+
+Vec3 = tuple[float, float, float]
+
+
+class EventError(ValueError):
+    """An event (or a file holding events) is malformed; the message names the field."""
+
+
+class Volume(BaseModel):
+    """An axis-aligned active volume on a regular voxel grid."""
+
+    model_config = ConfigDict(frozen=True)
+
+    voxel_size_cm: float = Field(0.3, gt=0, description="edge of one cubic voxel, cm")
+    shape: tuple[int, int, int] = Field((768, 768, 768), description="number of voxels per axis")
+    origin_cm: Vec3 = Field((0.0, 0.0, 0.0), description="coordinate of voxel (0,0,0), cm")
+
+    @property
+    def lower_cm(self) -> np.ndarray:
+        return np.asarray(self.origin_cm, dtype=np.float64)
+
+    @property
+    def upper_cm(self) -> np.ndarray:
+        return self.lower_cm + np.asarray(self.shape, dtype=np.float64) * self.voxel_size_cm
+
+    @property
+    def size_cm(self) -> np.ndarray:
+        return self.upper_cm - self.lower_cm
+
+    def contains(self, points_cm: np.ndarray) -> np.ndarray:
+        """Boolean mask of points inside [lower, upper)."""
+        p = np.asarray(points_cm, dtype=np.float64)
+        return np.all((p >= self.lower_cm) & (p < self.upper_cm), axis=-1)
+
+    def coarsened(self, factor: int) -> "Volume":
+        """The same volume on a grid ``factor`` times coarser."""
+        if factor < 1 or any(s % factor for s in self.shape):
+            raise EventError(f"Volume.coarsened: factor {factor} does not divide shape {self.shape}")
+        return Volume(voxel_size_cm=self.voxel_size_cm * factor,
+                      shape=tuple(s // factor for s in self.shape), origin_cm=self.origin_cm)
+
+
+PILARNET_VOLUME = Volume()
+"""PILArNet-Medium geometry: 768^3 voxels of 3 mm, a (2.304 m)^3 cube."""
+
+
+class Particle(BaseModel):
+    """One row of the particle table (truth)."""
+
+    id: int = Field(description="particle (group) id; per-point `particle` labels refer to it")
+    pdg: int = Field(0, description="PDG code (0 if unknown)")
+    pid: int = Field(-1, ge=-1, le=len(PID_CLASSES) - 1, description="PID class index, -1 none")
+    parent: int = Field(-1, description="parent particle id, -1 for a primary")
+    process: str = Field("primary", description="creation process, one of PROCESSES")
+    interaction: int = Field(-1, description="interaction id, -1 for none")
+    semantic: int = Field(-1, ge=-1, le=4, description="dominant semantic class of its voxels")
+    start_cm: Vec3 = Field((0.0, 0.0, 0.0), description="creation point, cm")
+    end_cm: Vec3 = Field((0.0, 0.0, 0.0), description="end point (stop, decay, interaction), cm")
+    momentum_mev: Vec3 = Field((0.0, 0.0, 0.0), description="initial momentum, MeV/c")
+    kinetic_energy_mev: float = Field(0.0, ge=0, description="initial kinetic energy, MeV")
+    deposited_energy_mev: float = Field(0.0, ge=0, description="energy in its voxels, MeV")
+    n_voxels: int = Field(0, ge=0, description="number of voxels labelled with this particle")
+
+    @property
+    def pid_name(self) -> str:
+        return PID_CLASSES[self.pid] if self.pid >= 0 else "none"
+
+
+class Interaction(BaseModel):
+    """One row of the interaction table (truth)."""
+
+    id: int
+    vertex_cm: Vec3 = Field((0.0, 0.0, 0.0), description="interaction vertex, cm")
+    nu_pdg: int = Field(0, description="neutrino PDG code (12, 14, -12, -14); 0 for a particle gun")
+    current: Optional[Literal["CC", "NC"]] = None
+    channel: Optional[Literal["QE", "MEC", "RES", "DIS", "COH", "GUN"]] = None
+    nu_energy_mev: float = Field(0.0, ge=0, description="neutrino energy, MeV (0 for a gun)")
+    event_class: Optional[Literal["nue_cc", "numu_cc", "nc"]] = None
+
+
+class EventMeta(BaseModel):
+    """Provenance and geometry."""
+
+    volume: Volume = PILARNET_VOLUME
+    source: Optional[str] = Field(None, description="file the event was read from")
+    index: Optional[int] = Field(None, description="position of the event in that file")
+    event_id: Optional[int] = None
+    generator: Optional[str] = Field(None, description="e.g. 'larsight.sim 0.1 (nu)' or 'PILArNet-M'")
+    seed: Optional[int] = Field(None, description="simulator seed that reproduces this event")
+
+
+# Per-point arrays: name -> (dtype, number of columns or None for 1-D).
+_POINT_ARRAYS: dict[str, tuple[type, Optional[int]]] = {
+    "points": (np.float32, 3),
+    "energy": (np.float32, None),
+    "semantic": (np.int8, None),
+    "particle": (np.int32, None),
+    "fragment": (np.int32, None),
+    "interaction": (np.int32, None),
+    "pid": (np.int8, None),
+    "n_electrons": (np.float32, None),
+    "time_us": (np.float32, None),
+    "dx_cm": (np.float32, None),
+}
+
+
+@dataclass(eq=False)
+class Event:
+    """A 3D LArTPC event.
+
+    Required: ``points`` (N,3) cm and ``energy`` (N,) MeV. Optional per-point truth (N,):
+    ``semantic`` (0 shower, 1 track, 2 Michel, 3 delta, 4 low energy), ``particle`` (instance
+    = PILArNet group id, -1 none), ``fragment`` (PILArNet fragment id), ``interaction`` (-1
+    background), ``pid`` (per-point PID of its particle, -1 none), and detector quantities
+    ``n_electrons`` (ionisation electrons after recombination), ``time_us``, ``dx_cm``.
+    Tables: ``particles``, ``interactions``. Everything is validated on construction.
+    """
+
+    points: np.ndarray
+    energy: np.ndarray
+    semantic: Optional[np.ndarray] = None
+    particle: Optional[np.ndarray] = None
+    fragment: Optional[np.ndarray] = None
+    interaction: Optional[np.ndarray] = None
+    pid: Optional[np.ndarray] = None
+    n_electrons: Optional[np.ndarray] = None
+    time_us: Optional[np.ndarray] = None
+    dx_cm: Optional[np.ndarray] = None
+    particles: list[Particle] = field(default_factory=list)
+    interactions: list[Interaction] = field(default_factory=list)
+    meta: EventMeta = field(default_factory=EventMeta)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.meta, EventMeta):
+            self.meta = EventMeta.model_validate(self.meta)
+        self.particles = [p if isinstance(p, Particle) else Particle.model_validate(p)
+                          for p in self.particles]
+        self.interactions = [i if isinstance(i, Interaction) else Interaction.model_validate(i)
+                             for i in self.interactions]
+        self._coerce_and_validate()
+
+    # ------------------------------------------------------------------ validation
+    def _coerce_and_validate(self) -> None:
+        n = None
+        for name, (dtype, ncol) in _POINT_ARRAYS.items():
+            value = getattr(self, name)
+            if value is None:
+                if name in ("points", "energy"):
+                    raise EventError(f"Event.{name} is required")
+                continue
+            arr = np.asarray(value)
+            if arr.dtype == object:
+                raise EventError(f"Event.{name}: not a numeric array")
+            expected = f"(N, {ncol})" if ncol else "(N,)"
+            if (ncol and (arr.ndim != 2 or arr.shape[1] != ncol)) or (not ncol and arr.ndim != 1):
+                raise EventError(f"Event.{name}: expected shape {expected}, got {arr.shape}")
+            if n is None:
+                n = arr.shape[0]
+            elif arr.shape[0] != n:
+                raise EventError(f"Event.{name}: has {arr.shape[0]} rows but the event has {n} points")
+            if np.issubdtype(dtype, np.floating):
+                if not np.all(np.isfinite(arr)):
+                    bad = int(np.flatnonzero(~np.isfinite(arr).reshape(arr.shape[0], -1).all(1))[0])
+                    raise EventError(f"Event.{name}: non-finite value (NaN or inf) at point {bad}")
+            elif not np.issubdtype(arr.dtype, np.integer):
+                if arr.size and not np.all(np.mod(arr, 1) == 0):
+                    raise EventError(f"Event.{name}: labels must be integers")
+            setattr(self, name, np.ascontiguousarray(arr, dtype=dtype))
+        if np.any(self.energy < 0):
+            bad = int(np.flatnonzero(self.energy < 0)[0])
+            raise EventError(f"Event.energy: negative energy {self.energy[bad]:.4g} MeV at point {bad}")
+        inside = self.meta.volume.contains(self.points)
+        if not np.all(inside):
+            bad = int(np.flatnonzero(~inside)[0])
+            v = self.meta.volume
+            raise EventError(
+                f"Event.points: point {bad} at {self.points[bad].tolist()} cm is outside the volume "
+                f"[{v.lower_cm.tolist()}, {v.upper_cm.tolist()}) cm")
+        if self.semantic is not None and self.semantic.size:
+            lo, hi = int(self.semantic.min()), int(self.semantic.max())
+            if lo < -1 or hi > len(SEMANTIC_CLASSES) - 1:
+                raise EventError(f"Event.semantic: labels must be in -1..4, found {lo}..{hi}")
+        if self.pid is not None and self.pid.size:
+            lo, hi = int(self.pid.min()), int(self.pid.max())
+            if lo < -1 or hi > len(PID_CLASSES) - 1:
+                raise EventError(f"Event.pid: labels must be in -1..{len(PID_CLASSES) - 1}, found {lo}..{hi}")
+
+    # ------------------------------------------------------------------ convenience
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    def __repr__(self) -> str:
+        cls = self.event_class or "-"
+        return (f"Event(n_points={len(self)}, energy={self.energy.sum():.1f} MeV, "
+                f"particles={len(self.particles)}, interactions={len(self.interactions)}, "
+                f"class={cls}, source={self.meta.source!r}, index={self.meta.index})")
+
+    @property
+    def event_class(self) -> Optional[str]:
+        """Class of the first neutrino interaction (``nue_cc``, ``numu_cc``, ``nc``), if any."""
+        for inter in self.interactions:
+            if inter.event_class:
+                return inter.event_class
+        return None
+
+    @property
+    def total_energy_mev(self) -> float:
+        return float(self.energy.sum(dtype=np.float64))
+
+    def voxel_indices(self) -> np.ndarray:
+        """Integer voxel indices (N,3) of the points on the event's grid."""
+        v = self.meta.volume
+        return np.floor((self.points - v.lower_cm) / v.voxel_size_cm + 1e-3).astype(np.int64)
+
+    def point_arrays(self) -> dict[str, np.ndarray]:
+        """The per-point arrays that are set, by name."""
+        return {name: getattr(self, name) for name in _POINT_ARRAYS if getattr(self, name) is not None}
+
+    def select(self, mask: np.ndarray) -> "Event":
+        """A new event with only the points where ``mask`` is true (tables kept as they are)."""
+        mask = np.asarray(mask)
+        return replace(self, **{k: v[mask] for k, v in self.point_arrays().items()})
+
+    def copy(self, **changes) -> "Event":
+        return replace(self, **changes)
+
+    def equals(self, other: "Event", *, meta: bool = False) -> bool:
+        """Exact equality of arrays and tables (and of ``meta`` if asked)."""
+        mine, theirs = self.point_arrays(), other.point_arrays()
+        if mine.keys() != theirs.keys():
+            return False
+        if any(not np.array_equal(mine[k], theirs[k]) for k in mine):
+            return False
+        if self.particles != other.particles or self.interactions != other.interactions:
+            return False
+        return not meta or self.meta == other.meta
+
+
+POINT_ARRAY_NAMES = tuple(_POINT_ARRAYS)

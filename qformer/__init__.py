@@ -1,0 +1,1 @@
+"""qformer layer of larsight (see DESIGN.md)."""
