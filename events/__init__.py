@@ -10,7 +10,6 @@ from events.model import (
     EVENT_CLASSES, PID_CLASSES, PILARNET_VOLUME, PROCESSES, SEMANTIC_CLASSES,
     Event, EventError, EventMeta, Interaction, Particle, Volume,
 )
-from events.formats import read, write  # noqa: E402
 
 __all__ = [
     "Event", "EventError", "EventMeta", "Interaction", "Particle", "Volume", "PILARNET_VOLUME",
@@ -18,8 +17,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # `events.sim`, `events.display`, ... imported on first use
+def __getattr__(name):
+    # Submodules and the format verbs load on first use, so `import events` stays light
+    # (no h5py / uproot / plotly until they are needed).
     import importlib
+    if name in ("read", "write"):
+        return getattr(importlib.import_module("events.formats"), name)
     if name in ("sim", "display", "projections", "dataset", "inspect"):
         return importlib.import_module(f"events.{name}")
     raise AttributeError(f"module 'events' has no attribute {name!r}")
