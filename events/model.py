@@ -55,10 +55,16 @@ class Volume(BaseModel):
     def size_cm(self) -> np.ndarray:
         return self.upper_cm - self.lower_cm
 
-    def contains(self, points_cm: np.ndarray) -> np.ndarray:
-        """Boolean mask of points inside [lower, upper)."""
+    def voxel_index(self, points_cm: np.ndarray) -> np.ndarray:
+        """Integer voxel indices of points (the 1e-3 voxel tolerance absorbs float32 rounding
+        of ``index * voxel_size``)."""
         p = np.asarray(points_cm, dtype=np.float64)
-        return np.all((p >= self.lower_cm) & (p < self.upper_cm), axis=-1)
+        return np.floor((p - self.lower_cm) / self.voxel_size_cm + 1e-3).astype(np.int64)
+
+    def contains(self, points_cm: np.ndarray) -> np.ndarray:
+        """Boolean mask of points whose voxel lies on the grid (consistent with ``voxel_index``)."""
+        idx = self.voxel_index(points_cm)
+        return np.all((idx >= 0) & (idx < np.asarray(self.shape)), axis=-1)
 
     def coarsened(self, factor: int) -> "Volume":
         """The same volume on a grid ``factor`` times coarser."""
@@ -237,8 +243,7 @@ class Event:
 
     def voxel_indices(self) -> np.ndarray:
         """Integer voxel indices (N,3) of the points on the event's grid."""
-        v = self.meta.volume
-        return np.floor((self.points - v.lower_cm) / v.voxel_size_cm + 1e-3).astype(np.int64)
+        return self.meta.volume.voxel_index(self.points)
 
     def point_arrays(self) -> dict[str, np.ndarray]:
         """The per-point arrays that are set, by name."""
