@@ -86,15 +86,28 @@ def _hadron_dirs(rng, qhat, n, spread=0.6) -> np.ndarray:
     return unit(qhat + spread * 1.6 * isotropic(rng, n) * rng.uniform(0.2, 1.0, (n, 1)))
 
 
+MIN_VOXELS = 10   # a detector records nothing of an interaction that leaves no visible energy
+
+
 def neutrino(seed: int = 0, index: int = 0, volume: Volume = PILARNET_VOLUME,
              flavour: Optional[str] = None, energy_mev: Optional[float] = None,
-             options: Optional[SimOptions] = None):
+             options: Optional[SimOptions] = None, min_voxels: int = MIN_VOXELS):
     """A toy neutrino interaction along +z (nu_e CC, nu_mu CC or NC) at a random vertex.
 
     ``flavour`` forces the class: 'nue_cc', 'numu_cc' or 'nc'. Channels QE/MEC, RES, DIS with
     the PHYSICS.md shares; lepton energy (1-y) E_nu, angle from Q^2; final-state protons,
-    neutrons, charged and neutral pions."""
+    neutrons, charged and neutral pions. Interactions that leave fewer than ``min_voxels``
+    voxels (e.g. an NC event whose only hadron is a neutron) are redrawn from the same random
+    stream, as a trigger would never have recorded them; the event stays reproducible."""
     rng = _rng(seed, index)
+    for _ in range(100):
+        ev = _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options)
+        if len(ev) >= min_voxels:
+            break
+    return ev
+
+
+def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
     opt = options or SimOptions()
     if flavour is None:
         if rng.random() < CC_FRACTION:
