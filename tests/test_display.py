@@ -156,21 +156,8 @@ def test_render_png(tmp_path, color_by):
     assert sorted(os.listdir(tmp_path)) == [f"ev_{color_by}.png"]
 
 
-REAL_EVENT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pilarnet_m_test_event_7675.npz"
-
-
-def real_event() -> Event:
-    if not REAL_EVENT.exists():
-        pytest.skip(f"real PILArNet-M event not found at {REAL_EVENT}")
-    d = np.load(REAL_EVENT)
-    pid = d["pid"].astype(np.int64)
-    pid[pid == 5] = -1          # PILArNet-M's 'none' code; here -1
-    return Event(points=d["voxels"].astype(np.float32) * 0.3, energy=d["energy_mev"],
-                 semantic=d["semantic"], pid=pid, particle=d["instance"])
-
-
-def test_real_event_displays(tmp_path):
-    ev = real_event()
+def test_real_event_displays(tmp_path, real_event):
+    ev = real_event
     fig = plot_event(ev, color_by="semantic")
     counts = {t.name: n_points(t) for t in fig.data}
     assert counts == {"shower": 571, "track": 706, "low_energy": 113}

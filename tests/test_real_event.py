@@ -10,11 +10,9 @@ import pytest
 from events import PILARNET_VOLUME, EventError
 from events.formats import convert, read, write
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pilarnet_m_test_event_7675.npz"
-if not DATA.exists():  # the shared folder next to the checkout (e.g. /work/shared)
-    DATA = Path("/work/shared/data/pilarnet_m_test_event_7675.npz")
+from conftest import REAL_EVENT_NPZ as DATA
 
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"real event not available at {DATA}")
+pytestmark = pytest.mark.skipif(DATA is None, reason="real event not found (set LARSIGHT_SHARED)")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,37 @@
+"""Shared test fixtures."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import events
+
+
+def _real_event_path() -> Path | None:
+    """The real PILArNet-M event lives in the shared folder beside the checkout (never copied in)."""
+    name = Path("data") / "pilarnet_m_test_event_7675.npz"
+    candidates = [Path(os.environ["LARSIGHT_SHARED"]) / name] if "LARSIGHT_SHARED" in os.environ else []
+    candidates += [Path(__file__).resolve().parents[2] / "shared" / name, Path("/work/shared") / name]
+    return next((p for p in candidates if p.exists()), None)
+
+
+REAL_EVENT_NPZ = _real_event_path()
+
+
+@pytest.fixture
+def real_event_npz() -> Path:
+    if REAL_EVENT_NPZ is None:
+        pytest.skip("real PILArNet-M event not found (set LARSIGHT_SHARED to the shared folder)")
+    return REAL_EVENT_NPZ
+
+
+@pytest.fixture
+def real_event(real_event_npz) -> events.Event:
+    """The real event as an Event (its pid 5 = none becomes -1; instance -1 = none)."""
+    d = np.load(real_event_npz)
+    pid = d["pid"].astype(np.int8)
+    pid[pid == 5] = -1
+    return events.Event(points=d["voxels"].astype(np.float32) * np.float32(0.3),
+                        energy=d["energy_mev"], semantic=d["semantic"],
+                        particle=d["instance"].astype(np.int32), pid=pid)
