@@ -51,6 +51,62 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _n_events(value: str) -> int | None:
+    if value.lower() == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1 (or 'all')")
+    return n
+
+
+def cmd_pretrain(args) -> int:
+    from encoder.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(
+        objective=args.objective, preset=args.preset, run_dir=args.run_dir, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+        time_limit_min=args.time_limit, data_mode=args.data_mode, seed=args.seed,
+        voxel_size_cm=args.voxel_size, files=tuple(args.files or ()), log_every=args.log_every,
+        ckpt_every=args.ckpt_every, resume=args.resume, n_local=args.n_local,
+        mask_ratio=args.mask_ratio, mpm_mask_ratio=args.mpm_mask_ratio, mpm_cell=args.mpm_cell)
+    pretrain(cfg)
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    import json
+
+    from encoder.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        task=args.task, mode=args.mode, init=args.init, preset=args.preset, head=args.head,
+        n_events=args.n_events, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        data_mode=args.data_mode, seed=args.seed, voxel_size_cm=args.voxel_size,
+        files=tuple(args.files or ()), eval_files=tuple(args.eval_files or ()),
+        n_eval=args.n_eval, run_dir=args.run_dir)
+    result = finetune(cfg)
+    summary = {k: v for k, v in result["metrics"].items()
+               if not isinstance(v, (dict, list))}
+    print(f"finetune {cfg.task} ({cfg.mode}) on {result['n_events']} events -> {cfg.run_dir}")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from encoder.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, tasks=args.task, n=args.n, seed=args.seed,
+                              data_mode=args.data_mode, files=args.files or (),
+                              out_dir=args.out)
+    print((Path(res["out_dir"]) / "report.md").read_text())
+    print(f"report and plots in {res['out_dir']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="larsight", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -80,6 +136,69 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=4)
     d.add_argument("--seed", type=int, default=2026)
     d.set_defaults(func=cmd_demo)
+
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of the point encoder "
+                        "(no labels; runs under `accelerate launch` on many GPUs)")
+    pt.add_argument("--objective", choices=["distill", "mpm"], default="distill",
+                    help="self-distillation (student / EMA teacher) or masked point modelling")
+    pt.add_argument("--preset", choices=["tiny", "small", "base"], default="tiny")
+    pt.add_argument("--run-dir", default="runs/pretrain", help="checkpoints, loss.csv, loss.png")
+    pt.add_argument("--steps", type=int, default=2000)
+    pt.add_argument("--batch-size", type=int, default=8, help="events per process per step")
+    pt.add_argument("--lr", type=float, default=1e-3)
+    pt.add_argument("--warmup", type=int, default=100)
+    pt.add_argument("--time-limit", type=float, default=None, help="stop after MINUTES")
+    pt.add_argument("--data-mode", default="nu,mpv,mpr",
+                    help="simulator modes, comma-separated, cycled event by event")
+    pt.add_argument("--seed", type=int, default=0, help="data seed (pretraining split)")
+    pt.add_argument("--voxel-size", type=float, default=None, help="cm (default: the preset's)")
+    pt.add_argument("--files", nargs="+", help="event files / globs instead of simulated events")
+    pt.add_argument("--log-every", type=int, default=10)
+    pt.add_argument("--ckpt-every", type=int, default=200)
+    pt.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state")
+    pt.add_argument("--n-local", type=int, default=4, help="distill: local crops per event")
+    pt.add_argument("--mask-ratio", type=float, default=0.4, help="distill: student mask ratio")
+    pt.add_argument("--mpm-mask-ratio", type=float, default=0.6, help="mpm: masked cell share")
+    pt.add_argument("--mpm-cell", type=int, default=4, help="mpm: cell edge in voxels")
+    pt.set_defaults(func=cmd_pretrain)
+
+    ft = sub.add_parser("finetune", help="train a task head on the encoder (probe or full)")
+    ft.add_argument("--task", required=True,
+                    choices=["semantic", "particle", "interaction", "vertex", "pid", "event"])
+    ft.add_argument("--mode", choices=["probe", "full"], default="probe",
+                    help="probe: frozen encoder (linear probe); full: fine-tune everything")
+    ft.add_argument("--init", default="scratch",
+                    help="pretrained encoder .safetensors, or 'scratch'")
+    ft.add_argument("--preset", choices=["tiny", "small", "base"], default="tiny",
+                    help="encoder preset with --init scratch")
+    ft.add_argument("--head", choices=["linear", "mlp"], default=None,
+                    help="default: linear for probe, mlp for full")
+    ft.add_argument("--n-events", type=_n_events, default=100,
+                    help="fine-tuning set size (10, 100, 1000...) or 'all' (fresh events)")
+    ft.add_argument("--steps", type=int, default=300)
+    ft.add_argument("--batch-size", type=int, default=8)
+    ft.add_argument("--lr", type=float, default=3e-3)
+    ft.add_argument("--data-mode", default=None,
+                    help="simulator modes (default: nu; mpr for --task interaction)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--voxel-size", type=float, default=None)
+    ft.add_argument("--files", nargs="+", help="fine-tuning event files instead of simulation")
+    ft.add_argument("--eval-files", nargs="+", help="held-out event files for the evaluation")
+    ft.add_argument("--n-eval", type=int, default=200, help="held-out events evaluated at the end")
+    ft.add_argument("--run-dir", default="runs/finetune")
+    ft.set_defaults(func=cmd_finetune)
+
+    ev = sub.add_parser("eval", help="evaluate a trained component")
+    ev_sub = ev.add_subparsers(dest="target", required=True)
+    ee = ev_sub.add_parser("encoder", help="metrics of an encoder checkpoint's task heads")
+    ee.add_argument("checkpoint", help="model.safetensors written by `larsight finetune`")
+    ee.add_argument("--task", nargs="+", default=None, help="heads to evaluate (default: all)")
+    ee.add_argument("--n", type=int, default=200, help="held-out simulated events")
+    ee.add_argument("--seed", type=int, default=0, help="data seed (its eval split is used)")
+    ee.add_argument("--data-mode", default=None)
+    ee.add_argument("--files", nargs="+", help="evaluate on these files (e.g. PILArNet-M .h5)")
+    ee.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
+    ee.set_defaults(func=cmd_eval)
     return p
 
 
@@ -90,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (EventError, FileNotFoundError, FileExistsError) as err:
+        print(f"larsight {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # bad options, checkpoint mismatches (CheckpointError)
+        if args.command not in ("pretrain", "finetune", "eval"):
+            raise
         print(f"larsight {args.command}: error: {err}", file=sys.stderr)
         return 2
 
