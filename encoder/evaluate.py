@@ -247,13 +247,45 @@ def write_report(results: Mapping[str, Mapping[str, Any]], out_dir: str | Path,
     return out / "report.md"
 
 
+def evaluate_on_split(encoder, heads: Mapping[str, Any], *, n: int = 200, seed: int = 0,
+                      data_mode: Optional[str] = None, files: Sequence[str] = (),
+                      device=None, progress: bool = True, split: str = "eval"
+                      ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Metrics of ``heads`` on ``n`` held-out events per data group.
+
+    Without ``data_mode`` / ``files`` each head is evaluated on its task's default simulator
+    mode (``encoder.finetune.DEFAULT_DATA_MODE``: 'nu', 'mpr' for interaction grouping), so a
+    multi-task checkpoint is scored like its single-task counterparts. Returns
+    (results per task, one description per data group).
+    """
+    from .data import DataSpec, take
+    from .finetune import DEFAULT_DATA_MODE
+
+    groups: dict[str, list[str]] = {}
+    for task in heads:
+        mode = data_mode or (DEFAULT_DATA_MODE[next(iter(heads))] if files else DEFAULT_DATA_MODE[task])
+        groups.setdefault(mode, []).append(task)
+    cfg = encoder.config
+    results: dict[str, dict[str, Any]] = {}
+    data: list[dict[str, Any]] = []
+    for mode, tasks in groups.items():
+        spec = DataSpec(modes=mode, seed=seed, voxel_size_cm=cfg.voxel_size_cm, files=tuple(files))
+        evs = take(spec, split, n)
+        results.update(evaluate(encoder, {t: heads[t] for t in tasks}, evs, device=device,
+                                progress=progress))
+        data.append({"modes": mode, "tasks": tasks, "events": len(evs),
+                     "description": "files " + ", ".join(map(str, files)) if files else
+                     f"simulated {mode}, {split} split of seed {seed} at {cfg.voxel_size_cm} cm"})
+    return {t: results[t] for t in heads}, data
+
+
 def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Optional[Sequence[str]] = None,
                         n: int = 200, seed: int = 0, data_mode: Optional[str] = None,
                         files: Sequence[str] = (), out_dir: Optional[str | Path] = None,
                         device=None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate a checkpoint's heads on held-out simulated events or on files."""
+    """Evaluate a checkpoint's heads on held-out simulated events or on files
+    (``n`` events per data group; see ``evaluate_on_split``)."""
     from .checkpoint import load_weights
-    from .data import DataSpec, take
 
     loaded = load_weights(checkpoint)
     heads = loaded.heads
@@ -265,20 +297,15 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Optional[Sequence[str]
         heads = {t: heads[t] for t in tasks}
     if not heads:
         raise ValueError(f"{checkpoint} has no task heads; train one with `larsight finetune`")
-    from .finetune import DEFAULT_DATA_MODE
-
-    mode = data_mode or DEFAULT_DATA_MODE[next(iter(heads))]
-    cfg = loaded.encoder.config
-    spec = DataSpec(modes=mode, seed=seed, voxel_size_cm=cfg.voxel_size_cm, files=tuple(files))
-    evs = take(spec, "eval", n)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded.encoder.to(device)
     for h in heads.values():
         h.to(device)
-    results = evaluate(loaded.encoder, heads, evs, device=device, progress=progress)
-    header = {"checkpoint": str(checkpoint), "events": len(evs),
-              "data": "files " + ", ".join(map(str, files)) if files else
-              f"simulated {mode}, eval split of seed {seed} at {cfg.voxel_size_cm} cm"}
+    results, groups = evaluate_on_split(loaded.encoder, heads, n=n, seed=seed, data_mode=data_mode,
+                                        files=files, device=device, progress=progress)
+    header = {"checkpoint": str(checkpoint), "events": sum(g["events"] for g in groups),
+              "data": "; ".join(g["description"] + (f" ({', '.join(g['tasks'])})" if len(groups) > 1
+                                                      else "") for g in groups)}
     out = Path(out_dir) if out_dir else Path(checkpoint).with_suffix("").parent / "eval"
     write_report(results, out, header)
     return {"out_dir": str(out), **header, "results": results}

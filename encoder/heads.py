@@ -20,7 +20,8 @@ Tasks (``TASKS``):
   connected pieces whose mean embeddings are closer than ``delta_d`` (so a photon shower's
   disconnected fragments join). scipy's KD-tree and connected components; no sklearn.
 - ``vertex``: every point votes for the vertex with an offset (``coords + scale * offset``)
-  and a confidence logit; the event's vertex is the softmax-weighted mean of the votes.
+  and a confidence logit; the event's vertex is the softmax-weighted mean of the votes
+  (``weight``: each vote's share of its event, summing to 1 per event).
 - ``event``: event class (nue_cc / numu_cc / nc) from the pooled event embedding.
 
 ``kind``: ``linear`` (a linear probe) or ``mlp`` (one hidden layer). ``spec()`` is the JSON
@@ -259,7 +260,7 @@ class VertexHead(Head):
         w = torch.exp(logit - peak[b])
         norm = torch.zeros(n_ev, device=w.device, dtype=w.dtype).index_add_(0, b, w)
         vertex = torch.zeros(n_ev, 3, device=w.device, dtype=w.dtype).index_add_(0, b, w[:, None] * votes)
-        return {"votes": votes, "vertex": vertex / norm[:, None]}
+        return {"votes": votes, "vertex": vertex / norm[:, None], "weight": w / norm[b]}
 
     def loss(self, pred, batch) -> Tensor:
         truth = batch["vertex"]

@@ -87,12 +87,13 @@ def cmd_finetune(args) -> int:
         n_events=args.n_events, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         data_mode=args.data_mode, seed=args.seed, voxel_size_cm=args.voxel_size,
         files=tuple(args.files or ()), eval_files=tuple(args.eval_files or ()),
-        n_eval=args.n_eval, run_dir=args.run_dir)
+        n_eval=args.n_eval, run_dir=args.run_dir, task_weights=args.task_weights)
     result = finetune(cfg)
-    summary = {k: v for k, v in result["metrics"].items()
-               if not isinstance(v, (dict, list))}
+    per_task = result["metrics"] if cfg.multi else {cfg.task: result["metrics"]}
+    summary = {t: {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+               for t, m in per_task.items()}
     print(f"finetune {cfg.task} ({cfg.mode}) on {result['n_events']} events -> {cfg.run_dir}")
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary if cfg.multi else summary[cfg.task], indent=2))
     return 0
 
 
@@ -162,9 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--mpm-cell", type=int, default=4, help="mpm: cell edge in voxels")
     pt.set_defaults(func=cmd_pretrain)
 
-    ft = sub.add_parser("finetune", help="train a task head on the encoder (probe or full)")
+    ft = sub.add_parser("finetune", help="train task heads on the encoder (probe or full); "
+                        "several tasks train jointly into one checkpoint")
     ft.add_argument("--task", required=True,
-                    choices=["semantic", "particle", "interaction", "vertex", "pid", "event"])
+                    help="semantic, particle, interaction, vertex, pid or event; a comma list "
+                         "(e.g. semantic,particle,vertex,pid,event) or 'all' for multi-task")
+    ft.add_argument("--task-weights", default=None,
+                    help="multi-task loss weights, e.g. semantic=1,vertex=2 "
+                         "(default: encoder.finetune.DEFAULT_TASK_WEIGHTS)")
     ft.add_argument("--mode", choices=["probe", "full"], default="probe",
                     help="probe: frozen encoder (linear probe); full: fine-tune everything")
     ft.add_argument("--init", default="scratch",
@@ -184,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--voxel-size", type=float, default=None)
     ft.add_argument("--files", nargs="+", help="fine-tuning event files instead of simulation")
     ft.add_argument("--eval-files", nargs="+", help="held-out event files for the evaluation")
-    ft.add_argument("--n-eval", type=int, default=200, help="held-out events evaluated at the end")
+    ft.add_argument("--n-eval", type=int, default=200,
+                    help="held-out events evaluated at the end (per data group)")
     ft.add_argument("--run-dir", default="runs/finetune")
     ft.set_defaults(func=cmd_finetune)
 
