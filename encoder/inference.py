@@ -43,8 +43,9 @@ DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "encoder_tiny" / "model.safeten
 """The shipped multi-task checkpoint (tiny encoder with every head)."""
 
 TRAIN_HINT = ("train it with `larsight finetune --task all --mode full --init "
-              "<runs/pretrain/encoder.safetensors or scratch> --n-events all --steps 3000 "
-              "--run-dir checkpoints/encoder_tiny` (writes checkpoints/encoder_tiny/model.safetensors)")
+              "checkpoints/encoder_tiny_pretrained/encoder.safetensors --n-events all --steps 1500 "
+              "--run-dir checkpoints/encoder_tiny` (writes checkpoints/encoder_tiny/model.safetensors; "
+              "see checkpoints/README.md)")
 
 VERTEX_CONFIDENCE_RADIUS_CM = 3.0
 
@@ -211,6 +212,31 @@ class EncoderModel:
             pooled = self.encoder(encoder_inputs(batch)).pooled
             out[rows] = pooled.float().cpu().numpy()
         return out
+
+    @torch.no_grad()
+    def event_tokens(self, events: Event | Iterable[Event]) -> dict[str, torch.Tensor]:
+        """The Q-Former's inputs for a batch: ``tokens`` (B, T, D), ``mask`` (B, T) bool and
+        ``coords`` (B, T, 3) cm, on this model's device. An event without points gets an
+        all-False mask row."""
+        evs, _ = self._as_list(events)
+        keep = [i for i, e in enumerate(evs) if len(e) > 0]
+        d = self.embedding_dim
+        if not keep:
+            z = torch.zeros(len(evs), 1, d, device=self.device)
+            return {"tokens": z, "mask": torch.zeros(len(evs), 1, dtype=torch.bool,
+                                                     device=self.device),
+                    "coords": torch.zeros(len(evs), 1, 3, device=self.device)}
+        batch, _ = self._prepare([evs[i] for i in keep])
+        out = self.encoder(encoder_inputs(batch))
+        width = out.event_tokens.shape[1]
+        tokens = torch.zeros(len(evs), width, d, device=self.device)
+        mask = torch.zeros(len(evs), width, dtype=torch.bool, device=self.device)
+        coords = torch.zeros(len(evs), width, 3, device=self.device)
+        rows = torch.tensor(keep, device=self.device)
+        tokens[rows] = out.event_tokens.float()
+        mask[rows] = out.event_token_mask
+        coords[rows] = out.event_token_coords.float()
+        return {"tokens": tokens, "mask": mask, "coords": coords}
 
     # ------------------------------------------------------------------ predict
     @torch.no_grad()

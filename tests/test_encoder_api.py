@@ -160,6 +160,24 @@ def test_load_model_missing_path_is_clear(tmp_path):
     assert DEFAULT_CHECKPOINT.parent.name == "encoder_tiny"
 
 
+def test_shipped_checkpoint_loads_with_its_manifest_and_segments(real_event):
+    """The shipped weights: every head, a manifest naming how they were made, and sane output
+    on a simulated event and on the real PILArNet-M event (their accuracy is the report's job)."""
+    model = load_model()
+    assert set(model.tasks) == set(TASKS)
+    man = model.manifest
+    assert man["command"].startswith("larsight finetune --task all")
+    assert man["data"]["seed"] == 0 and man["data"]["split"] == "finetune"
+    assert 0 < man["metrics"]["semantic"]["macro_f1"] <= 1
+    assert model.voxel_size_cm == 0.3
+    sim = take(DataSpec(modes="nu", seed=0), "eval", 1, min_points=8)[0]
+    for ev in (sim, real_event):
+        p = model.predict(ev)[0]
+        assert p.semantic.shape == (len(ev),) and p.semantic.max() < 5
+        assert np.allclose(p.semantic_probs.sum(axis=1), 1, atol=1e-4)
+        assert np.isfinite(p.vertex).all() and p.event_class in events.EVENT_CLASSES
+
+
 def test_cli_multitask_options_and_eval_of_a_multihead_checkpoint(multi_run, tmp_path, capsys):
     from ui.cli import main
 
