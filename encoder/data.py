@@ -6,7 +6,7 @@
 
 Seeds and splits: a simulated event is drawn from ``default_rng([data_seed, index])``, and the
 data seed of a split is ``split_seed(seed, split) = 1000 * seed + {pretrain: 0, finetune: 1,
-eval: 2}[split]``, an injective map, so held-out evaluation events never coincide with any
+eval: 2, align: 3}[split]``, an injective map, so held-out evaluation events never coincide with any
 pretraining or fine-tuning event for any base seed.
 
 Batches are built from arrays (not ``Event`` objects, whose validation would reject augmented
@@ -30,7 +30,7 @@ from events.model import EVENT_CLASSES, PILARNET_VOLUME, Event, Volume
 from .backbone import energy_feature
 from .config import EncoderConfig
 
-SPLITS = {"pretrain": 0, "finetune": 1, "eval": 2}
+SPLITS = {"pretrain": 0, "finetune": 1, "eval": 2, "align": 3}
 MASK_ENERGY_FEATURE = -1.0
 """Energy feature of a masked point / mask token (real points have log1p(E/0.1) >= 0)."""
 

@@ -35,3 +35,26 @@ def real_event(real_event_npz) -> events.Event:
     return events.Event(points=d["voxels"].astype(np.float32) * np.float32(0.3),
                         energy=d["energy_mev"], semantic=d["semantic"],
                         particle=d["instance"].astype(np.int32), pid=pid)
+
+
+@pytest.fixture(scope="session")
+def lm_cache(tmp_path_factory) -> Path:
+    """A larsight cache for this test session (never the user's ~/.cache/larsight); all
+    pytest-xdist workers of one run share it (``ensure_hf_dir`` locks, so one converts)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "larsight-cache"
+        path.mkdir(exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("larsight-cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(lm_cache) -> Path:
+    """The bundled SmolLM2-135M-Instruct converted to a Hugging Face folder (once per run)."""
+    from qformer.lm import default_gguf_path, ensure_hf_dir
+
+    try:
+        gguf = default_gguf_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    return ensure_hf_dir(gguf, cache_dir=lm_cache)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -108,6 +110,52 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_align(args) -> int:
+    from qformer.align import AlignConfig, align
+
+    cfg = AlignConfig(stage=args.stage, run_dir=args.run_dir or f"runs/align{args.stage}", encoder=args.encoder, lm=args.lm,
+                      quantization=args.quantization, init=args.init, steps=args.steps,
+                      batch_size=args.batch_size, lr=args.lr, lora_lr=args.lora_lr,
+                      warmup=args.warmup, contrastive=args.contrastive, n_queries=args.n_queries,
+                      data_mode=args.data_mode, seed=args.seed, time_limit_min=args.time_limit,
+                      ckpt_every=args.ckpt_every, resume=args.resume)
+    align(cfg, command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
+    return 0
+
+
+def _event_ref(ref: str):
+    """FILE or FILE:INDEX -> one event (index 0 when none is given)."""
+    from events import read
+
+    path, index = ref, 0
+    head, sep, tail = ref.rpartition(":")
+    if sep and tail.isdigit():
+        path, index = head, int(tail)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no such event file: {path}")
+    return read(path, index)
+
+
+def cmd_classify(args) -> int:
+    from qformer import load_vlm
+
+    event = _event_ref(args.event)
+    vlm = load_vlm(args.vlm)
+    probs = vlm.classify(event, physics=not args.no_physics_prompt)
+    out = {"event": args.event, "probabilities": probs,
+           "prediction": max(probs, key=probs.get)}
+    if args.explain:
+        out["explanation"] = vlm.explain(event)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for c, p in sorted(probs.items(), key=lambda kv: -kv[1]):
+            print(f"{c:8s} {p:6.3f}")
+        if args.explain:
+            print(out["explanation"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="larsight", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,6 +243,39 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--run-dir", default="runs/finetune")
     ft.set_defaults(func=cmd_finetune)
 
+    al = sub.add_parser("align", help="align the encoder to the language model: stage 1 "
+                        "(LM frozen: contrastive + captioning) or stage 2 (QLoRA instructions)")
+    al.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    al.add_argument("--run-dir", default=None, help="default runs/align<STAGE>")
+    al.add_argument("--encoder", default=None, help="encoder checkpoint (default: the shipped one)")
+    al.add_argument("--lm", default="smollm2-135m-instruct",
+                    help="language model: the bundled default or a local HF model directory")
+    al.add_argument("--quantization", choices=["nf4", "none"], default="nf4",
+                    help="nf4: 4-bit base (QLoRA in stage 2); none: full precision")
+    al.add_argument("--init", default=None, help="stage 2: the stage-1 RUN_DIR/vlm folder")
+    al.add_argument("--steps", type=int, default=600)
+    al.add_argument("--batch-size", type=int, default=8)
+    al.add_argument("--lr", type=float, default=1e-3, help="projector learning rate")
+    al.add_argument("--lora-lr", type=float, default=2e-4)
+    al.add_argument("--warmup", type=int, default=30)
+    al.add_argument("--contrastive", choices=["siglip", "clip"], default="siglip")
+    al.add_argument("--n-queries", type=int, default=16)
+    al.add_argument("--data-mode", default="nu")
+    al.add_argument("--seed", type=int, default=0, help="data seed (the align split)")
+    al.add_argument("--time-limit", type=float, default=None, help="stop after MINUTES")
+    al.add_argument("--ckpt-every", type=int, default=100)
+    al.add_argument("--resume", action="store_true")
+    al.set_defaults(func=cmd_align)
+
+    cl = sub.add_parser("classify", help="nu_e CC / nu_mu CC / NC probabilities from the VLM")
+    cl.add_argument("event", help="FILE or FILE:INDEX (.h5 or .root)")
+    cl.add_argument("--vlm", default=None, help="VLM folder (default: checkpoints/vlm_smollm2)")
+    cl.add_argument("--explain", action="store_true", help="also generate an explanation")
+    cl.add_argument("--no-physics-prompt", action="store_true",
+                    help="leave the physics definitions out of the system prompt")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_classify)
+
     ev = sub.add_parser("eval", help="evaluate a trained component")
     ev_sub = ev.add_subparsers(dest="target", required=True)
     ee = ev_sub.add_parser("encoder", help="metrics of an encoder checkpoint's task heads")
@@ -211,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from events import EventError
 
     try:
@@ -219,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"larsight {args.command}: error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # bad options, checkpoint mismatches (CheckpointError)
-        if args.command not in ("pretrain", "finetune", "eval"):
+        if args.command not in ("pretrain", "finetune", "eval", "align", "classify"):
             raise
         print(f"larsight {args.command}: error: {err}", file=sys.stderr)
         return 2

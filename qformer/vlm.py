@@ -1,0 +1,338 @@
+"""The detector-native VLM: point-cloud encoder -> Q-Former projector -> language model.
+
+    from qformer import load_vlm
+    vlm = load_vlm()                               # checkpoints/vlm_smollm2 (shipped)
+    vlm.classify(event)        # {"nue_cc": 0.91, "numu_cc": 0.05, "nc": 0.04}
+    vlm.explain(event, "Why is this not NC?")      # generated text
+    vlm.embed(events)          # (B, D) event vectors in the aligned event-text space
+    vlm.embed_text(["nu_e CC with a gap before the shower"])   # (B, D) text vectors
+
+A prompt is the language model's own chat template with the event in the user turn:
+``<system> ... <user> Event: [n_queries projected query embeddings] <question> <assistant>``.
+The encoder stays frozen (its event tokens are the VLM's view of the event); the projector
+trains in both stages; the language model is frozen in stage 1 and gets LoRA adapters
+(QLoRA when it is loaded in 4-bit) in stage 2.
+
+Classification is constrained as in Sagar et al. (arXiv 2509.08461): every class's canonical
+answer text (``corpus.CLASS_TEXT``) is scored as a continuation of the classification prompt,
+and the softmax over the summed log-probabilities is the class distribution, so the answer is
+always exactly one of the three classes with probabilities that sum to one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from events.model import EVENT_CLASSES, Event
+
+from .corpus import CLASS_TEXT, CLASSIFY_PROMPT
+from .projector import EventProjector, EventProjectorConfig
+
+EVENT_PLACEHOLDER = "<event>"
+
+SYSTEM_PROMPT = "You are larsight, an assistant that analyses liquid-argon TPC neutrino events."
+
+PHYSICS_DEFINITIONS = (
+    " Definitions: nu_e CC events have an electron shower that starts at the interaction vertex"
+    " with about 2.1 MeV/cm (one MIP) in its first centimetres; nu_mu CC events have a long,"
+    " minimum-ionising muon track from the vertex, often ending in a Michel electron; NC events"
+    " have no charged lepton: only hadrons (protons, pions) and photon showers that start"
+    " after a gap of centimetres with about 4.2 MeV/cm (two MIPs)."
+)
+"""Appended to the system prompt unless a caller asks for the bare prompt (prompt ablation)."""
+
+DEFAULT_VLM_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "vlm_smollm2"
+MANIFEST = "vlm.json"
+
+
+def system_prompt(physics: bool = True) -> str:
+    return SYSTEM_PROMPT + (PHYSICS_DEFINITIONS if physics else "")
+
+
+class VLM(nn.Module):
+    """Encoder (frozen) + projector + language model, with the inference API."""
+
+    def __init__(self, encoder, projector: EventProjector, lm: nn.Module, tokenizer,
+                 *, physics_prompt: bool = True, manifest: Optional[dict] = None):
+        super().__init__()
+        self.encoder = encoder          # encoder.EncoderModel (not an nn.Module: stays frozen)
+        self.projector = projector
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.physics_prompt = physics_prompt
+        self.manifest = dict(manifest or {})
+        self._prompt_cache: dict[tuple[str, bool], tuple[list[int], list[int]]] = {}
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+        self.end_id = end if end is not None else tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ devices
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters()).device
+
+    def _embed_tokens(self, ids: Tensor) -> Tensor:
+        return self.lm.get_input_embeddings()(ids)
+
+    # ------------------------------------------------------------------ prompts
+    def prompt_ids(self, question: str, physics: Optional[bool] = None) -> tuple[list[int], list[int]]:
+        """Token ids before and after the event slots for one question."""
+        physics = self.physics_prompt if physics is None else physics
+        key = (question, physics)
+        if key not in self._prompt_cache:
+            messages = [{"role": "system", "content": system_prompt(physics)},
+                        {"role": "user", "content": f"Event: {EVENT_PLACEHOLDER}\n{question}"}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+            before, after = text.split(EVENT_PLACEHOLDER, 1)
+            enc = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]
+            if len(self._prompt_cache) > 4096:
+                self._prompt_cache.clear()
+            self._prompt_cache[key] = (enc(before), enc(after))
+        return self._prompt_cache[key]
+
+    def answer_ids(self, answer: str, end: bool = True) -> list[int]:
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return ids + ([self.end_id] if end else [])
+
+    def assemble(self, event_embeds: Tensor, questions: Sequence[str],
+                 answers: Optional[Sequence[str]] = None, *, physics: Optional[bool] = None,
+                 end: bool = True) -> dict[str, Tensor]:
+        """Language-model inputs for a batch: ``inputs_embeds`` (B, L, H), ``attention_mask``
+        and, with answers, ``labels`` (-100 everywhere but the answer tokens). Right-padded."""
+        b, q, _ = event_embeds.shape
+        if len(questions) != b or (answers is not None and len(answers) != b):
+            raise ValueError(f"VLM.assemble: {b} events, {len(questions)} questions, "
+                             f"{None if answers is None else len(answers)} answers")
+        rows = []
+        for i in range(b):
+            before, after = self.prompt_ids(questions[i], physics)
+            ans = self.answer_ids(answers[i], end) if answers is not None else []
+            rows.append((before, after, ans))
+        length = max(len(a) + q + len(c) + len(d) for a, c, d in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((b, length), pad, dtype=torch.long)
+        labels = torch.full((b, length), -100, dtype=torch.long)
+        attn = torch.zeros(b, length, dtype=torch.long)
+        is_event = torch.zeros(b, length, dtype=torch.bool)
+        for i, (before, after, ans) in enumerate(rows):
+            n0, n1 = len(before), len(before) + q
+            n2 = n1 + len(after)
+            n3 = n2 + len(ans)
+            ids[i, :n0] = torch.tensor(before, dtype=torch.long)
+            ids[i, n1:n2] = torch.tensor(after, dtype=torch.long)
+            if ans:
+                ids[i, n2:n3] = torch.tensor(ans, dtype=torch.long)
+                labels[i, n2:n3] = ids[i, n2:n3]
+            is_event[i, n0:n1] = True
+            attn[i, :n3] = 1
+        dev = self.device
+        ids, labels, attn, is_event = ids.to(dev), labels.to(dev), attn.to(dev), is_event.to(dev)
+        text = self._embed_tokens(ids)
+        embeds = text.masked_scatter(is_event.unsqueeze(-1),
+                                     event_embeds.to(text.dtype).reshape(-1, text.shape[-1]))
+        out = {"inputs_embeds": embeds, "attention_mask": attn}
+        if answers is not None:
+            out["labels"] = labels
+        return out
+
+    # ------------------------------------------------------------------ forward pieces
+    def event_inputs(self, events: Sequence[Event]) -> dict[str, Tensor]:
+        tok = self.encoder.event_tokens(list(events))
+        return {k: v.to(self.device) for k, v in tok.items()}
+
+    def project(self, event_inputs: dict[str, Tensor]):
+        return self.projector(event_inputs["tokens"], event_inputs["mask"], event_inputs["coords"])
+
+    def lm_loss(self, event_inputs: dict[str, Tensor], questions: Sequence[str],
+                answers: Sequence[str], physics: Optional[bool] = None) -> Tensor:
+        """Mean next-token cross-entropy over the answer tokens."""
+        proj = self.project(event_inputs)
+        batch = self.assemble(proj.lm_embeds, questions, answers, physics=physics)
+        return self.lm(**batch).loss
+
+    def text_hidden(self, texts: Sequence[str], max_length: int = 96) -> tuple[Tensor, Tensor]:
+        """Last hidden states of texts through the base language model (adapters off), so the
+        text side of the aligned space does not move when stage 2 trains the adapters."""
+        enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
+                             max_length=max_length, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        ctx = self.lm.disable_adapter() if hasattr(self.lm, "disable_adapter") else _nullcontext()
+        with ctx:
+            out = self.lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                          output_hidden_states=True)
+        return out.hidden_states[-1], enc["attention_mask"]
+
+    # ------------------------------------------------------------------ inference API
+    @torch.no_grad()
+    def class_scores(self, events: Sequence[Event], physics: Optional[bool] = None
+                     ) -> np.ndarray:
+        """(B, 3) class log-likelihoods in ``EVENT_CLASSES`` order (summed over each class
+        text's tokens, ``:`` included so that the text is complete)."""
+        self.eval()
+        evs = list(events)
+        if not evs:
+            return np.zeros((0, len(EVENT_CLASSES)))
+        proj = self.project(self.event_inputs(evs))
+        n_cls = len(EVENT_CLASSES)
+        embeds = proj.lm_embeds.repeat_interleave(n_cls, dim=0)
+        answers = [CLASS_TEXT[c] + ":" for _ in evs for c in EVENT_CLASSES]
+        batch = self.assemble(embeds, [CLASSIFY_PROMPT] * len(answers), answers,
+                              physics=physics, end=False)
+        labels = batch.pop("labels")
+        logits = self.lm(**batch).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = labels[:, 1:]
+        picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        total = (picked * (target != -100)).sum(-1)
+        return total.view(len(evs), n_cls).cpu().numpy()
+
+    def classify(self, event: Event | Iterable[Event], physics: Optional[bool] = None
+                 ) -> dict[str, float] | list[dict[str, float]]:
+        """{class: probability} over exactly ``EVENT_CLASSES`` (a list for several events)."""
+        single = isinstance(event, Event)
+        evs = [event] if single else list(event)
+        for e in evs:
+            if not isinstance(e, Event):
+                raise TypeError(f"VLM.classify: expected events.Event, got {type(e).__name__}")
+            if len(e) == 0:
+                raise ValueError("VLM.classify: the event has no points")
+        scores = self.class_scores(evs, physics)
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        out = [{c: float(p) for c, p in zip(EVENT_CLASSES, row)} for row in probs]
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def explain(self, event: Event, question: str = CLASSIFY_PROMPT, max_new_tokens: int = 96,
+                physics: Optional[bool] = None) -> str:
+        """Greedy answer to a question about one event."""
+        if not isinstance(event, Event):
+            raise TypeError(f"VLM.explain: expected events.Event, got {type(event).__name__}")
+        if len(event) == 0:
+            raise ValueError("VLM.explain: the event has no points")
+        if not str(question).strip():
+            raise ValueError("VLM.explain: the question is empty")
+        self.eval()
+        proj = self.project(self.event_inputs([event]))
+        batch = self.assemble(proj.lm_embeds, [question], None, physics=physics)
+        out = self.lm.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                               eos_token_id=self.end_id,
+                               pad_token_id=self.tokenizer.pad_token_id or self.end_id)
+        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+    @torch.no_grad()
+    def embed(self, events: Event | Iterable[Event], batch_size: int = 16) -> np.ndarray:
+        """(B, embed_dim) unit vectors of events in the aligned space."""
+        evs = [events] if isinstance(events, Event) else list(events)
+        self.eval()
+        out = []
+        for s in range(0, len(evs), batch_size):
+            out.append(self.project(self.event_inputs(evs[s:s + batch_size])).event_embed.cpu())
+        if not out:
+            return np.zeros((0, self.projector.config.embed_dim), dtype=np.float32)
+        return torch.cat(out).float().numpy()
+
+    @torch.no_grad()
+    def embed_text(self, texts: str | Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """(B, embed_dim) unit vectors of texts in the aligned space."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if any(not str(t).strip() for t in items):
+            raise ValueError("VLM.embed_text: empty text")
+        self.eval()
+        out = []
+        for s in range(0, len(items), batch_size):
+            hidden, mask = self.text_hidden(items[s:s + batch_size])
+            out.append(self.projector.embed_text(hidden, mask).cpu())
+        if not out:
+            return np.zeros((0, self.projector.config.embed_dim), dtype=np.float32)
+        return torch.cat(out).float().numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, folder: str | Path, extra: Optional[dict] = None) -> Path:
+        """``folder/projector`` (config.json + model.safetensors), ``folder/adapter`` (peft
+        LoRA adapters, when the LM has them) and ``folder/vlm.json``. Written into a temporary
+        sibling and swapped in, so an interrupted save leaves the previous one intact."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.projector.save_pretrained(tmp / "projector")
+            if hasattr(self.lm, "peft_config"):
+                self.lm.save_pretrained(tmp / "adapter")
+            manifest = dict(self.manifest)
+            manifest.update(extra or {})
+            manifest.update(format="larsight-vlm", format_version=1,
+                            physics_prompt=self.physics_prompt,
+                            has_adapter=hasattr(self.lm, "peft_config"))
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+            old = None
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] = None,
+             device: Any = None, trainable: bool = False) -> VLM:
+    """A saved VLM (default ``checkpoints/vlm_smollm2``): its manifest names the encoder
+    checkpoint and the language model; the adapters and projector are read from the folder."""
+    from encoder import load_model
+
+    from .lm import load_lm
+
+    folder = Path(path) if path is not None else DEFAULT_VLM_DIR
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(
+            f"{folder}: no {MANIFEST}; train a VLM with `larsight align --stage 1` then "
+            f"`--stage 2` (see qformer/align.py) or pass the folder of one")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != "larsight-vlm":
+        raise ValueError(f"{manifest_path}: not a larsight VLM manifest")
+    enc_path = _resolve(manifest["encoder_checkpoint"], folder)
+    encoder = load_model(enc_path, device=device)
+    projector = EventProjector.from_pretrained(folder / "projector").to(encoder.device)
+    quant = quantization or manifest.get("quantization", "none")
+    lm, tok = load_lm(manifest.get("lm", "smollm2-135m-instruct"), quantization=quant,
+                      lora=False, device=encoder.device)
+    if manifest.get("has_adapter"):
+        from peft import PeftModel
+        lm = PeftModel.from_pretrained(lm, str(folder / "adapter"), is_trainable=trainable)
+    return VLM(encoder, projector, lm, tok, physics_prompt=manifest.get("physics_prompt", True),
+               manifest=manifest)
+
+
+def _resolve(p: str, folder: Path) -> Path:
+    """Manifest paths are relative to the repository root (or absolute)."""
+    path = Path(p)
+    if path.is_absolute():
+        return path
+    root = Path(__file__).resolve().parents[1]
+    for cand in (root / path, folder / path):
+        if cand.exists():
+            return cand
+    return root / path
