@@ -60,6 +60,12 @@ class AlignConfig:
     n_queries: int = 16
     qformer_layers: int = 2
     qformer_hidden: int = 256
+    prompt: str = "physics"
+    """System prompt trained with: 'physics' (with the class definitions, 127 tokens) or 'bare'
+    (19 tokens; the cheap choice for stage 1 on a CPU). Saved in the manifest and used at
+    inference."""
+    max_answer_tokens: Optional[int] = 64
+    """Answers (captions, explanations) are cut after this many tokens; None keeps them whole."""
     data_mode: str = "nu"
     seed: int = 0
     time_limit_min: Optional[float] = None
@@ -74,6 +80,8 @@ class AlignConfig:
             raise ValueError(f"--quantization must be 'nf4' or 'none', got {self.quantization!r}")
         if self.contrastive not in ("siglip", "clip"):
             raise ValueError(f"--contrastive must be 'siglip' or 'clip', got {self.contrastive!r}")
+        if self.prompt not in ("physics", "bare"):
+            raise ValueError(f"--prompt must be 'physics' or 'bare', got {self.prompt!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("--steps and --batch-size must be >= 1")
 
@@ -139,7 +147,8 @@ def build_vlm(cfg: AlignConfig, device) -> "VLM":
     projector.to(device)
     enc_path = str(encoder.path) if encoder.path else None
     manifest = {"lm": cfg.lm, "quantization": cfg.quantization, "encoder_checkpoint": enc_path}
-    return VLM(encoder, projector, lm, tok, manifest=manifest)
+    return VLM(encoder, projector, lm, tok, physics_prompt=cfg.prompt == "physics",
+               manifest=manifest)
 
 
 def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
@@ -240,7 +249,8 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
             p = accelerator.unwrap_model(projector)
             con = loss_fn(proj.event_embed, text, p.logit_scale.exp(), p.logit_bias) \
                 if cfg.contrastive == "siglip" else loss_fn(proj.event_embed, text, p.logit_scale.exp())
-            batch = vlm.assemble(proj.lm_embeds, questions, answers)
+            batch = vlm.assemble(proj.lm_embeds, questions, answers,
+                                 max_answer_tokens=cfg.max_answer_tokens)
             cap = vlm.lm(**batch).loss
             loss = cfg.contrastive_weight * con + cfg.caption_weight * cap
             parts = {"contrastive": con.item(), "caption": cap.item()}
@@ -248,7 +258,8 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
             triples = [stage2_text(f, rng) for f in facts]
             questions, answers = [t[1] for t in triples], [t[2] for t in triples]
             proj = projector(inputs["tokens"], inputs["mask"], inputs["coords"])
-            batch = vlm.assemble(proj.lm_embeds, questions, answers)
+            batch = vlm.assemble(proj.lm_embeds, questions, answers,
+                                 max_answer_tokens=cfg.max_answer_tokens)
             loss = vlm.lm(**batch).loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"align: non-finite loss at step {step}: {parts}")

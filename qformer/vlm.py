@@ -104,9 +104,10 @@ class VLM(nn.Module):
 
     def assemble(self, event_embeds: Tensor, questions: Sequence[str],
                  answers: Optional[Sequence[str]] = None, *, physics: Optional[bool] = None,
-                 end: bool = True) -> dict[str, Tensor]:
+                 end: bool = True, max_answer_tokens: Optional[int] = None) -> dict[str, Tensor]:
         """Language-model inputs for a batch: ``inputs_embeds`` (B, L, H), ``attention_mask``
-        and, with answers, ``labels`` (-100 everywhere but the answer tokens). Right-padded."""
+        and, with answers, ``labels`` (-100 everywhere but the answer tokens). Right-padded.
+        ``max_answer_tokens`` cuts long answers (training cost grows with every token)."""
         b, q, _ = event_embeds.shape
         if len(questions) != b or (answers is not None and len(answers) != b):
             raise ValueError(f"VLM.assemble: {b} events, {len(questions)} questions, "
@@ -115,6 +116,8 @@ class VLM(nn.Module):
         for i in range(b):
             before, after = self.prompt_ids(questions[i], physics)
             ans = self.answer_ids(answers[i], end) if answers is not None else []
+            if max_answer_tokens is not None and len(ans) > max_answer_tokens:
+                ans = ans[:max_answer_tokens]
             rows.append((before, after, ans))
         length = max(len(a) + q + len(c) + len(d) for a, c, d in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -152,10 +155,12 @@ class VLM(nn.Module):
         return self.projector(event_inputs["tokens"], event_inputs["mask"], event_inputs["coords"])
 
     def lm_loss(self, event_inputs: dict[str, Tensor], questions: Sequence[str],
-                answers: Sequence[str], physics: Optional[bool] = None) -> Tensor:
+                answers: Sequence[str], physics: Optional[bool] = None,
+                max_answer_tokens: Optional[int] = None) -> Tensor:
         """Mean next-token cross-entropy over the answer tokens."""
         proj = self.project(event_inputs)
-        batch = self.assemble(proj.lm_embeds, questions, answers, physics=physics)
+        batch = self.assemble(proj.lm_embeds, questions, answers, physics=physics,
+                              max_answer_tokens=max_answer_tokens)
         return self.lm(**batch).loss
 
     def text_hidden(self, texts: Sequence[str], max_length: int = 96) -> tuple[Tensor, Tensor]:

@@ -92,6 +92,18 @@ def test_prompt_assembly_puts_events_and_labels_in_place(tiny_lm_dir, encoder_ck
     assert vlm.tokenizer.decode(after).rstrip().endswith("<|im_start|>assistant")
 
 
+def test_long_answers_are_cut_and_the_bare_prompt_is_shorter(tiny_lm_dir, encoder_ckpt, events):
+    vlm = make_vlm(tiny_lm_dir, encoder_ckpt)
+    proj = vlm.project(vlm.event_inputs(events[:1]))
+    long = "a muon track " * 40
+    full = vlm.assemble(proj.lm_embeds, ["Describe."], [long])
+    cut = vlm.assemble(proj.lm_embeds, ["Describe."], [long], max_answer_tokens=10)
+    assert int((cut["labels"] != -100).sum()) == 10
+    assert int((full["labels"] != -100).sum()) == len(vlm.answer_ids(long))
+    bare = vlm.assemble(proj.lm_embeds, ["Describe."], [long], physics=False)
+    assert bare["attention_mask"].sum() < full["attention_mask"].sum() - 50
+
+
 def test_classify_is_a_distribution_over_exactly_three_classes(tiny_lm_dir, encoder_ckpt, events):
     vlm = make_vlm(tiny_lm_dir, encoder_ckpt)
     probs = vlm.classify(events[0])
@@ -180,8 +192,9 @@ def test_align_cli_stage1_then_stage2_and_resume(tiny_lm_dir, encoder_ckpt, tmp_
     common = ["--encoder", str(encoder_ckpt), "--lm", str(tiny_lm_dir), "--batch-size", "2",
               "--n-queries", "4", "--ckpt-every", "2"]
     assert main(["align", "--stage", "1", "--steps", "2", "--quantization", "none",
-                 "--run-dir", str(run1)] + common) == 0
+                 "--prompt", "bare", "--run-dir", str(run1)] + common) == 0
     m1 = json.loads((run1 / "vlm" / "vlm.json").read_text())
+    assert m1["physics_prompt"] is False and m1["align_config"]["max_answer_tokens"] == 64
     assert m1["step"] == 2 and m1["kind"] == "align-stage-1" and "align --stage 1" in m1["command"]
     assert (run1 / "loss.csv").exists()
     assert main(["align", "--stage", "2", "--steps", "2", "--init", str(run1 / "vlm"),

@@ -117,6 +117,7 @@ def cmd_align(args) -> int:
                       quantization=args.quantization, init=args.init, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, lora_lr=args.lora_lr,
                       warmup=args.warmup, contrastive=args.contrastive, n_queries=args.n_queries,
+                      prompt=args.prompt, max_answer_tokens=args.max_answer_tokens or None,
                       data_mode=args.data_mode, seed=args.seed, time_limit_min=args.time_limit,
                       ckpt_every=args.ckpt_every, resume=args.resume)
     align(cfg, command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
@@ -260,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--warmup", type=int, default=30)
     al.add_argument("--contrastive", choices=["siglip", "clip"], default="siglip")
     al.add_argument("--n-queries", type=int, default=16)
+    al.add_argument("--prompt", choices=["physics", "bare"], default="physics",
+                    help="system prompt to train with (bare: 19 tokens instead of 127; cheap "
+                         "stage 1 on a CPU); the VLM then uses it at inference")
+    al.add_argument("--max-answer-tokens", type=int, default=64,
+                    help="cut captions / answers after N tokens (0: keep whole)")
     al.add_argument("--data-mode", default="nu")
     al.add_argument("--seed", type=int, default=0, help="data seed (the align split)")
     al.add_argument("--time-limit", type=float, default=None, help="stop after MINUTES")
