@@ -70,8 +70,13 @@ class VLM(nn.Module):
         self.physics_prompt = physics_prompt
         self.manifest = dict(manifest or {})
         self._prompt_cache: dict[tuple[str, bool], tuple[list[int], list[int]]] = {}
+        self._system_kv: dict[bool, Any] = {}  # key/value cache of the shared system prefix
         end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
         self.end_id = end if end is not None else tokenizer.eos_token_id
+
+    def train(self, mode: bool = True) -> "VLM":
+        self._system_kv.clear()  # weights are about to change: the cached prefix goes stale
+        return super().train(mode)
 
     # ------------------------------------------------------------------ devices
     @property
@@ -170,21 +175,87 @@ class VLM(nn.Module):
                              max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         ctx = self.lm.disable_adapter() if hasattr(self.lm, "disable_adapter") else _nullcontext()
-        with ctx:
+        merged = _adapters_merged(self.lm)
+        with ctx:  # on merged adapters peft unmerges them for this forward...
             out = self.lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                           output_hidden_states=True)
+        if merged and not _adapters_merged(self.lm):
+            self.lm.merge_adapter()  # ...and they are merged back for the fast path
         return out.hidden_states[-1], enc["attention_mask"]
 
     # ------------------------------------------------------------------ inference API
+    def _system_cache(self, physics: Optional[bool], batch: int):
+        """A copy of the key/value cache of the tokens before the event slots (system prompt
+        and the start of the user turn), expanded to ``batch`` rows. Those ~30 tokens are
+        the same for every event and question, so they run once per model, not per event."""
+        import copy
+
+        physics = self.physics_prompt if physics is None else physics
+        if physics not in self._system_kv:
+            before, _ = self.prompt_ids(CLASSIFY_PROMPT, physics)
+            ids = torch.tensor([before], dtype=torch.long, device=self.device)
+            self._system_kv[physics] = self.lm(input_ids=ids, use_cache=True).past_key_values
+        cache = copy.deepcopy(self._system_kv[physics])
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        return cache
+
     @torch.no_grad()
     def class_scores(self, events: Sequence[Event], physics: Optional[bool] = None
                      ) -> np.ndarray:
         """(B, 3) class log-likelihoods in ``EVENT_CLASSES`` order (summed over each class
-        text's tokens, ``:`` included so that the text is complete)."""
+        text's tokens, ``:`` included so that the text is complete).
+
+        Three things keep this cheap on a CPU, all exact (``class_scores_full`` is the plain
+        computation; the tests compare the two): the system prefix comes from a cached
+        key/value state (``_system_cache``); the rest of the prompt (event slots, question)
+        is the same length for every event, so it runs once per event with its cache kept
+        and only the last position's logits computed; the three class texts then run as one
+        short batch of continuations on that cache (about 6 tokens each)."""
         self.eval()
         evs = list(events)
         if not evs:
             return np.zeros((0, len(EVENT_CLASSES)))
+        proj = self.project(self.event_inputs(evs))
+        b, n_cls = len(evs), len(EVENT_CLASSES)
+        before, after = self.prompt_ids(CLASSIFY_PROMPT, physics)
+        dev = self.device
+        after_ids = torch.tensor([after], dtype=torch.long, device=dev).expand(b, -1)
+        suffix = torch.cat([proj.lm_embeds.to(self._embed_tokens(after_ids).dtype),
+                            self._embed_tokens(after_ids)], dim=1)
+        n_prompt = len(before) + suffix.shape[1]
+        cache = self._system_cache(physics, b)
+        out = self.lm(inputs_embeds=suffix, attention_mask=torch.ones(b, n_prompt, dtype=torch.long, device=dev),
+                      past_key_values=cache, use_cache=True, logits_to_keep=1)
+        first_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)      # (B, V)
+        texts = [self.answer_ids(CLASS_TEXT[c] + ":", end=False) for c in EVENT_CLASSES]
+        scores = torch.stack([first_logp[:, t[0]] for t in texts], dim=1)      # (B, C)
+        rest = max(len(t) for t in texts) - 1
+        if rest > 0:
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            ids = torch.full((n_cls, rest + 1), pad, dtype=torch.long)
+            valid = torch.zeros(n_cls, rest + 1, dtype=torch.long)
+            for j, t in enumerate(texts):
+                ids[j, :len(t)] = torch.tensor(t)
+                valid[j, :len(t)] = 1
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(n_cls)                     # rows: event-major
+            ids, valid = ids.repeat(b, 1).to(dev), valid.repeat(b, 1).to(dev)
+            mask = torch.cat([torch.ones(b * n_cls, n_prompt, dtype=torch.long, device=dev),
+                              valid[:, :-1]], 1)
+            cont = self.lm(input_ids=ids[:, :-1], attention_mask=mask, past_key_values=cache,
+                           use_cache=True).logits.float()
+            logp = torch.log_softmax(cont, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            scores = scores + (logp * valid[:, 1:]).sum(-1).view(b, n_cls)
+        return scores.cpu().numpy()
+
+    @torch.no_grad()
+    def class_scores_full(self, events: Sequence[Event], physics: Optional[bool] = None
+                          ) -> np.ndarray:
+        """The same log-likelihoods computed the slow, obvious way (every class text with the
+        whole prompt, no cache); the tests check ``class_scores`` against it."""
+        self.eval()
+        evs = list(events)
         proj = self.project(self.event_inputs(evs))
         n_cls = len(EVENT_CLASSES)
         embeds = proj.lm_embeds.repeat_interleave(n_cls, dim=0)
@@ -293,6 +364,11 @@ class VLM(nn.Module):
         return folder
 
 
+def _adapters_merged(lm: nn.Module) -> bool:
+    """True when a peft model's LoRA weights are currently merged into its base layers."""
+    return any(getattr(m, "merged", False) for m in lm.modules() if hasattr(m, "lora_A"))
+
+
 class _nullcontext:
     def __enter__(self):
         return None
@@ -302,9 +378,18 @@ class _nullcontext:
 
 
 def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] = None,
-             device: Any = None, trainable: bool = False) -> VLM:
+             device: Any = None, trainable: bool = False, merge: Optional[bool] = None) -> VLM:
     """A saved VLM (default ``checkpoints/vlm_smollm2``): its manifest names the encoder
-    checkpoint and the language model; the adapters and projector are read from the folder."""
+    checkpoint and the language model; the adapters and projector are read from the folder.
+
+    ``merge`` (default: on unless ``trainable``) is the inference path: the 4-bit NF4 base is
+    dequantised once to the compute dtype and the LoRA adapters are merged into it. That is
+    the very function QLoRA trained (its forward dequantises the same NF4 blocks before every
+    matmul) but without re-dequantising 135 M weights at each forward, which on a CPU costs
+    more than the matmuls of a short prompt. Loading the original bf16 weights instead
+    (``quantization="none"``) is *not* the same model: the adapters and projector learned on
+    the NF4-rounded weights. Memory: the dense base (fp32 on CPU: 0.54 GB for SmolLM2-135M).
+    ``merge=False`` keeps the NF4 base and the peft wrapper (the smallest memory)."""
     from encoder import load_model
 
     from .lm import load_lm
@@ -322,11 +407,22 @@ def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] =
     encoder = load_model(enc_path, device=device)
     projector = EventProjector.from_pretrained(folder / "projector").to(encoder.device)
     quant = quantization or manifest.get("quantization", "none")
+    merge = (not trainable) if merge is None else bool(merge)
+    if merge and trainable:
+        raise ValueError("load_vlm: merge=True folds the adapters into the base; it cannot "
+                         "also be trainable")
     lm, tok = load_lm(manifest.get("lm", "smollm2-135m-instruct"), quantization=quant,
                       lora=False, device=encoder.device)
+    if merge and quant == "nf4":
+        lm = lm.dequantize()
+        lm.requires_grad_(False)
     if manifest.get("has_adapter"):
         from peft import PeftModel
         lm = PeftModel.from_pretrained(lm, str(folder / "adapter"), is_trainable=trainable)
+        if merge:
+            # merged in place, wrapper kept: ``text_hidden`` still needs the base (adapters off)
+            lm.merge_adapter()
+    lm.eval()
     return VLM(encoder, projector, lm, tok, physics_prompt=manifest.get("physics_prompt", True),
                manifest=manifest)
 

@@ -121,6 +121,43 @@ def test_classify_is_a_distribution_over_exactly_three_classes(tiny_lm_dir, enco
         vlm.classify(events[0].select(np.zeros(len(events[0]), dtype=bool)))
 
 
+def test_cached_class_scores_equal_the_plain_computation(tiny_lm_dir, encoder_ckpt, events):
+    """The fast path (cached system prefix, one prompt pass, batched class continuations) is
+    an exact rewrite of scoring every class text with the whole prompt."""
+    vlm = make_vlm(tiny_lm_dir, encoder_ckpt)
+    for physics in (True, False):
+        fast = vlm.class_scores(events[:3], physics=physics)
+        assert fast.shape == (3, len(EVENT_CLASSES))
+        assert np.allclose(fast, vlm.class_scores_full(events[:3], physics=physics), atol=1e-4)
+    # the cached prefix is dropped when the model goes back to training
+    vlm.class_scores(events[:1])
+    assert vlm._system_kv
+    vlm.train()
+    assert not vlm._system_kv
+
+
+def test_merged_nf4_inference_is_the_trained_function(tiny_lm_dir, encoder_ckpt, events, tmp_path):
+    """load_vlm's default inference path (NF4 base dequantised once, LoRA merged) gives the
+    scores of the NF4 + adapter model it was trained as, and text embeddings still come from
+    the base with the adapters off."""
+    vlm = make_vlm(tiny_lm_dir, encoder_ckpt, quantization="nf4", lora=True)
+    with torch.no_grad():
+        for n, p in vlm.lm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    vlm.save_pretrained(tmp_path / "vlm")
+    slow = load_vlm(tmp_path / "vlm", device="cpu", merge=False)
+    fast = load_vlm(tmp_path / "vlm", device="cpu")
+    assert not any("Linear4bit" in type(m).__name__ for m in fast.lm.modules())
+    assert np.allclose(fast.class_scores(events[:2]), slow.class_scores(events[:2]), atol=1e-3)
+    text = ["a long muon track", "an electron shower"]
+    assert np.allclose(fast.embed_text(text), slow.embed_text(text), atol=1e-4)
+    # the adapters are merged back after the text pass: classification is unchanged
+    assert np.allclose(fast.class_scores(events[:2]), slow.class_scores(events[:2]), atol=1e-3)
+    with pytest.raises(ValueError, match="trainable"):
+        load_vlm(tmp_path / "vlm", device="cpu", merge=True, trainable=True)
+
+
 def _steps_lower_loss(vlm, params, events, answers, steps=6, lr=3e-3):
     opt = torch.optim.AdamW(params, lr=lr)
     inputs = vlm.event_inputs(events)
