@@ -67,6 +67,8 @@ class AlignConfig:
     max_answer_tokens: Optional[int] = 64
     """Answers (captions, explanations) are cut after this many tokens; None keeps them whole."""
     data_mode: str = "nu"
+    voxel_size_cm: Optional[float] = None
+    """Grid the alignment events are simulated on (default: the encoder's own grid)."""
     seed: int = 0
     time_limit_min: Optional[float] = None
     log_every: int = 10
@@ -145,10 +147,20 @@ def build_vlm(cfg: AlignConfig, device) -> "VLM":
             encoder_dim=encoder.embedding_dim, lm_dim=lm.get_input_embeddings().embedding_dim,
             n_queries=cfg.n_queries, num_layers=cfg.qformer_layers, hidden_size=cfg.qformer_hidden))
     projector.to(device)
-    enc_path = str(encoder.path) if encoder.path else None
+    enc_path = _repo_relative(encoder.path) if encoder.path else None
     manifest = {"lm": cfg.lm, "quantization": cfg.quantization, "encoder_checkpoint": enc_path}
     return VLM(encoder, projector, lm, tok, physics_prompt=cfg.prompt == "physics",
                manifest=manifest)
+
+
+def _repo_relative(path) -> str:
+    """Paths inside the repository are stored relative to it, so shipped manifests travel."""
+    p = Path(path).resolve()
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(p)
 
 
 def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
@@ -201,7 +213,8 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
         stream_pos = int(st["extra"]["stream_pos"])
         rng.bit_generator.state = st["extra"]["numpy_rng"]
         print(f"resumed {run} at step {step}")
-    spec = DataSpec(modes=cfg.data_mode, seed=cfg.seed)
+    voxel = cfg.voxel_size_cm or vlm.encoder.voxel_size_cm
+    spec = DataSpec(modes=cfg.data_mode, seed=cfg.seed, voxel_size_cm=voxel)
     # position counts every simulated event (skipped ones too), so --resume restarts exactly
     stream = _positioned(event_stream(spec, "align", start=stream_pos, rank=accelerator.process_index,
                                       world=accelerator.num_processes, min_points=0),
@@ -217,7 +230,8 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
             return
         vlm.save_pretrained(run / "vlm", extra={
             "kind": f"align-stage-{cfg.stage}", "command": command,
-            "data": {"modes": cfg.data_mode, "seed": cfg.seed, "split": "align"},
+            "data": {"modes": cfg.data_mode, "seed": cfg.seed, "split": "align",
+                     "voxel_size_cm": voxel},
             "align_config": asdict(cfg), "step": step, "metrics": metrics})
         save_train_state(state_dir, step=step, modules=modules, optimizer=optimizer,
                          extra={"stream_pos": stream_pos, "numpy_rng": rng.bit_generator.state,

@@ -245,3 +245,19 @@ def test_align_cli_stage1_then_stage2_and_resume(tiny_lm_dir, encoder_ckpt, tmp_
     vlm = load_vlm(run2 / "vlm", device="cpu")
     ev = take(DataSpec(modes="nu", seed=5), "eval", 1, min_points=8)[0]
     assert set(vlm.classify(ev)) == set(EVENT_CLASSES)
+
+
+def test_shipped_vlm_loads_and_classifies(smollm2_dir, lm_cache, monkeypatch, events):
+    """checkpoints/vlm_smollm2 (the projector + QLoRA adapters) resolves its encoder and the
+    bundled language model from its manifest and gives a class distribution."""
+    from qformer.vlm import DEFAULT_VLM_DIR
+
+    if not (DEFAULT_VLM_DIR / "vlm.json").exists():
+        pytest.skip("no shipped VLM in this checkout")
+    monkeypatch.setenv("LARSIGHT_CACHE", str(lm_cache))
+    vlm = load_vlm()
+    assert vlm.manifest["kind"] == "align-stage-2" and vlm.manifest["has_adapter"]
+    probs = vlm.classify(events[:2])
+    for p in probs:
+        assert set(p) == set(EVENT_CLASSES) and abs(sum(p.values()) - 1) < 1e-6
+    assert vlm.embed_text(["a long muon track"]).shape == (1, vlm.projector.config.embed_dim)

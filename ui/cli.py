@@ -119,7 +119,7 @@ def cmd_align(args) -> int:
                       warmup=args.warmup, contrastive=args.contrastive, n_queries=args.n_queries,
                       prompt=args.prompt, max_answer_tokens=args.max_answer_tokens or None,
                       data_mode=args.data_mode, seed=args.seed, time_limit_min=args.time_limit,
-                      ckpt_every=args.ckpt_every, resume=args.resume)
+                      ckpt_every=args.ckpt_every, resume=args.resume, voxel_size_cm=args.voxel_size)
     align(cfg, command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
     return 0
 
@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--max-answer-tokens", type=int, default=64,
                     help="cut captions / answers after N tokens (0: keep whole)")
     al.add_argument("--data-mode", default="nu")
+    al.add_argument("--voxel-size", type=float, default=None,
+                    help="cm grid of the simulated alignment events (default: the encoder's)")
     al.add_argument("--seed", type=int, default=0, help="data seed (the align split)")
     al.add_argument("--time-limit", type=float, default=None, help="stop after MINUTES")
     al.add_argument("--ckpt-every", type=int, default=100)
