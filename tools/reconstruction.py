@@ -1,0 +1,561 @@
+"""``reconstruct``: particles, Michel electrons and interactions from the encoder's output.
+
+    from tools import reconstruct
+    reco = reconstruct("run.h5:3")
+    reco.topology                      # '1mu 2p 0pi' (the convention of qformer.corpus)
+    mu = reco.particles[0]
+    mu.pid, mu.pid_scores              # 'muon', {'muon': 0.83, ...}
+    mu.length_cm, mu.kinetic_energy_mev, mu.energy_method   # 112.4, 281.0, 'range'
+    mu.has_bragg_peak, mu.stops, mu.michel                  # True, True, True
+    reco.particles[1].start_dedx_mev_cm                     # a shower's trunk, MeV/cm
+
+How a particle is measured (numbers: shared/PHYSICS.md via ``tools.physics``):
+
+- points: a predicted instance split by semantic class, track pieces stitched and split at the
+  vertex (``tools.clusters``); PID: the energy-weighted mean of the per-point PID
+  probabilities, the class chosen among those that fit the kind (tracks: muon, pion, proton,
+  kaon; showers: photon, electron);
+- tracks: end points from the longest path through the cluster, ``start`` = the end nearer
+  the vertex (without a vertex: the end inside the volume, or the end away from the Bragg
+  peak), direction = principal axis of the first ``DIRECTION_CM``, ``length_cm`` = straight
+  start-to-end distance (as the training corpus measures truth), ``path_length_cm`` along the
+  track; dE/dx in 1 cm bins of residual range; a Bragg peak when the last 3 cm deposit at
+  least ``BRAGG_MIN_RATIO`` times the median of the rest; the track ``stops`` when its end lies
+  inside the volume (more than ``BOUNDARY_CM`` from every wall);
+- kinetic energy: by range (CSDA tables, PID species) for a track that stops (and does not
+  curl or branch: path at most 1.3 x its straight length + 3 cm), by calorimetry
+  (deposited energy of its points and delta rays) otherwise; showers by calorimetry, the
+  deposit divided by ``SHOWER_VISIBLE_FRACTION`` (0.82, measured on simulated showers).
+  ``energy_is_lower_bound`` marks tracks that leave the volume and stopping tracks without a
+  Bragg peak (they may have interacted). ``charge_energy_mev`` is the same deposit measured
+  from the collected charge with the modified-box recombination correction (events that carry
+  ``n_electrons``);
+- showers: start = the shower point nearest the vertex (without a vertex: its dense end);
+  direction = energy-weighted principal axis, pointing from the start into the shower;
+  ``start_dedx_mev_cm`` = median dE/dx of 1 cm slices in the first 4 cm within 1 cm of the
+  axis (about 2.1 MeV/cm for an electron, 4.2 for a photon); ``conversion_gap_cm`` = distance
+  from the vertex to a photon's start;
+- Michel electrons: clusters called Michel (at least 3 points, at most ``MICHEL_MAX_MEV``)
+  attached to the muon or pion track whose end is nearest, within ``MICHEL_ATTACH_CM``; a
+  Michel electron at the far end of a track that does not start at the vertex turns the track
+  around (it stopped there); one next to a proton or kaon is reported in ``notes`` only;
+- electron or photon: a shower starting ``GAP_CM`` or more from a vertex made by other
+  particles is a photon; otherwise the trunk dE/dx decides (photon from
+  ``PHOTON_DEDX_MEV_CM``, 3.0 MeV/cm, between one and two MIPs) for showers of 40 MeV or
+  more; else the encoder's vote (``pid_method`` says which);
+- interactions: the interaction head's groups (groups whose vertices lie within 20 cm of the
+  main vertex are one interaction), counts and topology with the corpus's visibility rules
+  (``qformer.corpus``: 5 voxels; protons 40 MeV; tracks 2 cm; showers 10 MeV).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import Field
+
+from events.model import PID_CLASSES, Event
+from qformer.corpus import (InteractionFacts, ParticleFacts, _finish_counts, _is_visible,
+                            MICHEL_MIN_VOXELS, MIN_VOXELS)
+
+from . import engine
+from .clusters import Cluster
+from .inputs import EventLike, describe_ref, load_event
+from .physics import (RANGE_SPECIES, bragg_ratio, charge_energy_mev, dedx_profile, pca_axis,
+                      range_energy_mev, shower_start_dedx)
+from .results import ToolResult, Vec3, vec
+from .vertexing import (BOUNDARY_CM, SEPARATE_CM, VertexResult, _at_boundary, analyse,
+                        in_context, orient_single)
+
+__all__ = ["reconstruct", "Reconstruction", "ParticleReco", "MichelReco", "InteractionReco",
+           "BRAGG_MIN_RATIO", "MICHEL_ATTACH_CM", "DIRECTION_CM"]
+
+TRACK_PIDS = ("muon", "pion", "proton", "kaon")
+SHOWER_PIDS = ("photon", "electron")
+DIRECTION_CM = 10.0        # a track's direction: principal axis of its first 10 cm
+BRAGG_MIN_RATIO = 1.5      # last 3 cm over the median dE/dx of the rest
+MICHEL_ATTACH_CM = 5.0     # a Michel cluster this close to a track's end belongs to it
+MICHEL_EMAX_MEV = 52.83    # Michel spectrum end point (PHYSICS.md)
+MICHEL_MAX_MEV = 60.0      # a "Michel" cluster above this (end point + clustering slack) is something else
+AT_VERTEX_CM = 3.0
+GAP_CM = 3.0               # a shower starting this far from the vertex is a photon
+PHOTON_DEDX_MEV_CM = 3.0   # trunk dE/dx between 1 MIP (2.1, electron) and 2 MIPs (4.2, photon)
+DEDX_MIN_SHOWER_MEV = 40.0 # below this the trunk is too short to measure (qformer.corpus)
+CURLED_RATIO, CURLED_SLACK_CM = 1.3, 3.0  # path longer than 1.3 x straight length + 3 cm: a cluster
+                                          # that curls or branches, where range is not a track's range
+SHOWER_VISIBLE_FRACTION = 0.82  # reconstructed shower deposit / true kinetic energy, measured on
+                                # 24 simulated single e / gamma showers of 100-1000 MeV (0.84 e, 0.78 gamma):
+                                # energy under the voxel threshold, in low-energy blips and in
+                                # pieces not clustered with the shower
+
+
+class ParticleReco(ToolResult):
+    """One reconstructed particle (a track or a shower)."""
+
+    id: int = Field(description="particle number in this reconstruction (0 = most energetic)")
+    interaction: int = Field(description="interaction it belongs to (InteractionReco.id)")
+    kind: Literal["track", "shower"] = Field(description="track (muon, pion, proton, kaon) or shower (electron, photon)")
+    pid: str = Field(description="particle type: photon, electron, muon, pion, proton or kaon")
+    pid_method: Literal["encoder", "dE/dx", "gap"] = Field(
+        "encoder", description="what decided pid: the encoder's PID vote, or for showers the trunk "
+                               "dE/dx or a gap to the vertex (photons)")
+    pid_scores: dict[str, float] = Field(description="encoder: energy-weighted mean PID probability per class (sums to 1)")
+    n_points: int = Field(description="number of points (voxels)")
+    start_cm: Vec3 = Field(description="start point (x, y, z), cm")
+    end_cm: Vec3 = Field(description="end point (x, y, z), cm; for a shower the far end of 95% of its points")
+    direction: Vec3 = Field(description="unit vector of the initial direction")
+    angle_to_beam_deg: float = Field(description="angle between the direction and the beam axis (+z), degrees")
+    length_cm: float = Field(description="track: straight start-to-end distance; shower: extent of 95% "
+                                         "of its points along the axis from its start, cm")
+    path_length_cm: Optional[float] = Field(None, description="tracks: length along the (scattered) track, cm")
+    distance_to_vertex_cm: Optional[float] = Field(None, description="start point to the event vertex, cm")
+    deposited_energy_mev: float = Field(description="energy deposited in its points (and its delta rays), MeV")
+    charge_energy_mev: Optional[float] = Field(None, description="the same from collected charge, corrected "
+                                               "for recombination (modified box), MeV")
+    range_energy_mev: Optional[float] = Field(None, description="tracks: kinetic energy from the CSDA range "
+                                              "of the PID species at path_length_cm, MeV")
+    kinetic_energy_mev: float = Field(description="best kinetic-energy estimate, MeV")
+    energy_method: Literal["range", "calorimetry"] = Field(description="how kinetic_energy_mev was measured")
+    energy_is_lower_bound: bool = Field(False, description="the particle leaves the volume or may have interacted")
+    mean_dedx_mev_cm: Optional[float] = Field(None, description="tracks: deposited energy / path length, MeV/cm")
+    start_dedx_mev_cm: Optional[float] = Field(None, description="median dE/dx of the first 4 cm (shower trunk "
+                                               "within 1 cm of the axis; track start), MeV/cm")
+    end_dedx_mev_cm: Optional[float] = Field(None, description="tracks: mean dE/dx of the last 3 cm, MeV/cm")
+    bragg_ratio: Optional[float] = Field(None, description="tracks: last-3-cm dE/dx over the median of the rest")
+    has_bragg_peak: bool = Field(False, description="tracks: bragg_ratio >= 1.5")
+    stops: Optional[bool] = Field(None, description="tracks: the end lies inside the volume (not at a wall)")
+    conversion_gap_cm: Optional[float] = Field(None, description="photons: vertex to shower start, cm")
+    michel: bool = Field(False, description="tracks: a Michel electron is attached to its end")
+    michel_energy_mev: Optional[float] = Field(None, description="deposited energy of that Michel electron, MeV")
+    visible: bool = Field(True, description="passes the corpus visibility thresholds (counted in the topology)")
+    dedx_residual_range_cm: Optional[np.ndarray] = Field(None, exclude=True, repr=False,
+                                                         description="tracks: residual range of 1 cm bins, cm")
+    dedx_profile_mev_cm: Optional[np.ndarray] = Field(None, exclude=True, repr=False,
+                                                      description="tracks: dE/dx in those bins, MeV/cm")
+    point_index: Optional[np.ndarray] = Field(None, exclude=True, repr=False,
+                                              description="indices of its points in the event")
+
+    @property
+    def label(self) -> str:
+        return f"{self.pid} {self.id}"
+
+    def _headline(self) -> str:
+        return (f"{self.pid} ({self.kind}) {self.length_cm:.1f} cm, {self.kinetic_energy_mev:.0f} MeV "
+                f"({self.energy_method}), from {self.start_cm} cm")
+
+    def _sections(self):
+        rows = [(k, v) for k, v in self.model_dump().items() if k not in ("pid_scores",)]
+        rows.append(("pid_scores", ", ".join(f"{k} {v:.2f}" for k, v in self.pid_scores.items())))
+        return [("", ["field", "value"], rows)]
+
+
+class MichelReco(ToolResult):
+    """A Michel-electron candidate (points called Michel by the segmentation)."""
+
+    n_points: int = Field(description="number of points")
+    energy_mev: float = Field(description="deposited energy, MeV (a Michel electron has at most 52.8 MeV)")
+    position_cm: Vec3 = Field(description="its point nearest the track end it is attached to (else its centroid), cm")
+    attached_to: Optional[int] = Field(None, description="ParticleReco.id of the track whose end it sits at")
+    distance_to_track_end_cm: Optional[float] = Field(None, description="distance to that track's end, cm")
+
+
+class InteractionReco(ToolResult):
+    """One interaction: its vertex, particles, visible energy and topology."""
+
+    id: int = Field(description="interaction number (0 = main)")
+    vertex_cm: Optional[Vec3] = Field(None, description="vertex (x, y, z), cm")
+    particles: list[int] = Field(default_factory=list, description="ParticleReco ids")
+    visible_energy_mev: float = Field(description="deposited energy of all its points, MeV")
+    n_points: int = Field(description="number of points")
+    counts: dict[str, int] = Field(default_factory=dict, description="visible particles by type, plus "
+                                   "track / shower / michel totals (the corpus's keys)")
+    topology: str = Field(description="visible primary-level particle counts, e.g. '1mu 2p 0pi'")
+
+
+class Reconstruction(ToolResult):
+    """The reconstructed event."""
+
+    source: Optional[str] = Field(None, description="'file:index' the event came from, if any")
+    model: str = Field(description="encoder checkpoint used")
+    vertex: VertexResult = Field(description="the find_vertex result used to orient particles")
+    particles: list[ParticleReco] = Field(default_factory=list, description="tracks and showers, most energetic first")
+    michels: list[MichelReco] = Field(default_factory=list, description="Michel-electron candidates")
+    interactions: list[InteractionReco] = Field(default_factory=list, description="main interaction first")
+    topology: str = Field(description="topology of the main interaction (qformer.corpus convention)")
+    visible_energy_mev: float = Field(description="deposited energy of the whole event, MeV")
+    unassigned_energy_mev: float = Field(description="deposited energy in no particle (low-energy "
+                                         "deposits, fragments under 5 points, Michel electrons), MeV")
+    truth_topology: Optional[str] = Field(None, description="topology from the simulator truth, when known")
+    notes: list[str] = Field(default_factory=list, description="caveats found while reconstructing")
+    event: Optional[Any] = Field(None, exclude=True, repr=False, description="the input events.Event")
+
+    @property
+    def main(self) -> Optional[InteractionReco]:
+        return self.interactions[0] if self.interactions else None
+
+    def visible_particles(self) -> list[ParticleReco]:
+        return [p for p in self.particles if p.visible]
+
+    def of_type(self, pid: str) -> list[ParticleReco]:
+        return [p for p in self.particles if p.visible and p.pid == pid]
+
+    def overlays(self, directions: bool = True, max_particles: int = 20) -> list[dict]:
+        """Overlay items for ``events.display.plot_event`` (vertex, particle starts, directions,
+        Michel electrons)."""
+        out: list[dict] = []
+        v = self.vertex
+        if v.vertex_cm is not None:
+            out.append({"kind": "points", "points": [v.vertex_cm], "name": "reco vertex",
+                        "text": [f"vertex ({v.status}, confidence {v.confidence:.2f})"],
+                        "color": "black", "size": 7, "symbol": "x"})
+        parts = [p for p in self.particles if p.visible][:max_particles]
+        if parts:
+            out.append({"kind": "points", "points": [p.start_cm for p in parts], "name": "particle starts",
+                        "text": [f"{p.pid} {p.id}: {p.length_cm:.1f} cm, {p.kinetic_energy_mev:.0f} MeV"
+                                 for p in parts], "color": "#444444", "size": 4, "symbol": "circle"})
+        if directions:
+            for p in parts:
+                if p.kind == "track":
+                    out.append({"kind": "segments", "start": p.start_cm, "end": p.end_cm,
+                                "name": f"{p.pid} {p.id}", "color": _PID_LINE.get(p.pid, "#555555"),
+                                "width": 4})
+                else:
+                    out.append({"kind": "segments", "start": p.start_cm, "direction": p.direction,
+                                "length_cm": max(5.0, min(p.length_cm, 30.0)), "name": f"{p.pid} {p.id} axis",
+                                "color": _PID_LINE.get(p.pid, "#555555"), "width": 4})
+        mich = [m for m in self.michels if m.attached_to is not None]
+        if mich:
+            out.append({"kind": "points", "points": [m.position_cm for m in mich], "name": "Michel electrons",
+                        "text": [f"Michel {m.energy_mev:.0f} MeV" for m in mich], "color": "#2ca02c",
+                        "size": 5, "symbol": "diamond"})
+        return out
+
+    def _headline(self) -> str:
+        src = f" of {self.source}" if self.source else ""
+        truth = f" (truth {self.truth_topology})" if self.truth_topology else ""
+        return (f"Reconstruction{src}: {self.topology}{truth}, {len(self.visible_particles())} visible "
+                f"particles, {self.visible_energy_mev:.0f} MeV; vertex {self.vertex.status}")
+
+    def _sections(self):
+        parts = [(p.id, p.pid, f"{max(p.pid_scores.values()):.2f}", p.length_cm, p.kinetic_energy_mev,
+                  p.energy_method + (" (>=)" if p.energy_is_lower_bound else ""),
+                  p.start_dedx_mev_cm if p.kind == "shower" else p.mean_dedx_mev_cm,
+                  "yes" if p.has_bragg_peak else "-", "yes" if p.michel else "-",
+                  p.distance_to_vertex_cm, "yes" if p.visible else "no")
+                 for p in self.particles[:15]]
+        v = self.vertex
+        out = [("Vertex", ["status", "(x, y, z) cm", "confidence", "particles there"],
+                [(v.status, v.vertex_cm, v.confidence, v.n_particles_at_vertex)]),
+               ("Particles" + (f" (15 of {len(self.particles)})" if len(self.particles) > 15 else ""),
+                ["id", "PID", "score", "length [cm]", "KE [MeV]", "energy by",
+                 "dE/dx [MeV/cm] (shower: trunk, track: mean)", "Bragg", "Michel", "from vertex [cm]",
+                 "visible"], parts)]
+        if self.michels:
+            out.append(("Michel candidates", ["points", "energy [MeV]", "attached to", "to track end [cm]"],
+                        [(m.n_points, m.energy_mev, m.attached_to if m.attached_to is not None else "-",
+                          m.distance_to_track_end_cm) for m in self.michels]))
+        out.append(("Interactions", ["id", "vertex (x, y, z) cm", "particles", "visible energy [MeV]", "topology"],
+                    [(i.id, i.vertex_cm, len(i.particles), i.visible_energy_mev, i.topology)
+                     for i in self.interactions]))
+        if self.notes:
+            out.append(("Notes", ["note"], [(n,) for n in self.notes]))
+        return out
+
+
+_PID_LINE = {"muon": "#d62728", "proton": "#2ca02c", "pion": "#ff7f0e", "kaon": "#8c564b",
+             "electron": "#1f77b4", "photon": "#17becf"}
+
+
+# ============================================================================ measurement
+def _pid(c: Cluster) -> tuple[str, dict[str, float]]:
+    scores = {name: round(float(x), 4) for name, x in zip(PID_CLASSES, c.pid_vote)}
+    allowed = TRACK_PIDS if c.kind == "track" else SHOWER_PIDS
+    best = max(allowed, key=lambda k: scores[k])
+    return best, scores
+
+
+def _track(c: Cluster, ev: Event, vertex: Optional[np.ndarray], vs: float) -> dict:
+    g = c.geometry(vs)
+    ends = c.centres[[g.a, g.b]]
+    if vertex is not None:
+        d = np.linalg.norm(ends - vertex, axis=1)
+        flip = d[1] < d[0]
+    else:
+        start = orient_single(c, ev, None, 0.0, vs)
+        flip = bool(np.allclose(start, ends[1]))
+    if flip:
+        g = g.flipped()
+    start, end = c.centres[g.a], c.centres[g.b]
+    near = g.s <= min(DIRECTION_CM, 0.5 * max(g.path_length_cm, 1.0) + vs)
+    pts = c.centres[near] if near.sum() >= 2 else c.centres
+    axis = pca_axis(pts)
+    ref = end if near.sum() < 2 or np.allclose(pts.mean(0), start) else pts.mean(0)
+    if np.dot(ref - start, axis) < 0:
+        axis = -axis
+    rr, dd = dedx_profile(g.s, c.energy, g.path_length_cm)
+    ratio = bragg_ratio(rr, dd)
+    first = rr >= g.path_length_cm - 4.0
+    return dict(geometry=g, start=start, end=end, direction=axis, residual=rr, dedx=dd, ratio=ratio,
+                start_dedx=float(np.median(dd[first])) if first.any() and len(dd) >= 2 else None,
+                end_dedx=float(np.mean(dd[rr <= 3.0])) if (rr <= 3.0).any() and len(dd) >= 2 else None)
+
+
+def _shower(c: Cluster, vertex: Optional[np.ndarray], vs: float) -> dict:
+    from .clusters import endpoints, shower_start_end
+
+    if vertex is not None:
+        start = c.centres[int(np.argmin(np.linalg.norm(c.centres - vertex, axis=1)))]
+    else:
+        start = endpoints(c, vs)[shower_start_end(c)]
+    axis = c.axis()
+    if np.dot(np.average(c.centres, axis=0, weights=c.energy + 1e-9) - start, axis) < 0:
+        axis = -axis
+    # the trunk's own direction when it has enough points (a shower curls away from its axis)
+    rel = c.centres - start
+    t = rel @ axis
+    early = (t >= 0) & (t <= 15.0) & (np.linalg.norm(rel - np.outer(t, axis), axis=1) < 3.0)
+    if early.sum() >= 8:
+        trunk = pca_axis(c.centres[early], c.energy[early])
+        axis = trunk if np.dot(trunk, axis) >= 0 else -trunk
+        t = rel @ axis
+    ahead = t[t >= -vs]
+    length = float(np.quantile(ahead, 0.95)) + 0.5 * vs if len(ahead) else vs
+    sd, _ = shower_start_dedx(c.centres, c.energy, start, axis)
+    return dict(start=start, end=start + axis * length, direction=axis, length=length, start_dedx=sd)
+
+
+def _michels(clusters: list[Cluster], parts: list[ParticleReco], ev: Event, vertex,
+             notes: list[str]) -> list[MichelReco]:
+    out = []
+    tracks = [p for p in parts if p.kind == "track"]
+    for c in clusters:
+        if c.kind != "michel" or c.n < MICHEL_MIN_VOXELS:
+            continue
+        best = None
+        for p in tracks:
+            for which, pt in (("end", p.end_cm), ("start", p.start_cm)):
+                d = float(np.min(np.linalg.norm(c.centres - np.asarray(pt), axis=1)))
+                if d <= MICHEL_ATTACH_CM and (best is None or d < best[0]):
+                    best = (d, p, which, d)
+        m = MichelReco(n_points=c.n, energy_mev=round(c.energy_mev, 2),
+                       position_cm=vec(c.centres.mean(0)))
+        if best is not None and m.energy_mev > MICHEL_MAX_MEV:
+            notes.append(f"a Michel-like cluster of {m.energy_mev:.0f} MeV at track {best[1].id} is not "
+                         f"attached: a Michel electron carries at most {MICHEL_EMAX_MEV:.1f} MeV")
+            best = None
+        if best is not None and best[1].pid not in ("muon", "pion"):
+            p = best[1]
+            notes.append(f"a Michel-like cluster ({m.energy_mev:.0f} MeV) sits {best[3]:.1f} cm from the "
+                         f"{best[2]} of track {p.id}, called {p.pid} (muon score {p.pid_scores['muon']:.2f}); "
+                         f"not attached: Michel electrons come from muons")
+            best = None
+        if best is not None:
+            _, p, which, d = best
+            at_vertex = p.distance_to_vertex_cm is not None and p.distance_to_vertex_cm <= AT_VERTEX_CM
+            if which == "start" and at_vertex:
+                out.append(m)       # a Michel electron cannot sit at the start of a track from the vertex
+                continue
+            if which == "start":
+                _flip_track(p, ev, vertex)
+            near = c.centres[int(np.argmin(np.linalg.norm(c.centres - np.asarray(p.end_cm), axis=1)))]
+            m.position_cm, m.attached_to, m.distance_to_track_end_cm = vec(near), p.id, round(d, 2)
+            if not p.michel or (p.michel_energy_mev or 0) < m.energy_mev:
+                p.michel, p.michel_energy_mev = True, m.energy_mev
+        out.append(m)
+    return out
+
+
+def _flip_track(p: ParticleReco, ev: Event, vertex) -> None:
+    """Turn a track around (a Michel electron showed where it stopped)."""
+    p.start_cm, p.end_cm = p.end_cm, p.start_cm
+    p.direction = vec(-np.asarray(p.direction), 4)
+    p.angle_to_beam_deg = round(float(np.degrees(np.arccos(np.clip(p.direction[2], -1, 1)))), 1)
+    if vertex is not None:
+        p.distance_to_vertex_cm = round(float(np.linalg.norm(np.asarray(p.start_cm) - vertex)), 2)
+    p.stops = not _at_boundary(np.asarray(p.end_cm), ev, BOUNDARY_CM)
+    if p.dedx_residual_range_cm is not None and len(p.dedx_residual_range_cm):
+        total = float(p.path_length_cm or p.length_cm)
+        p.dedx_residual_range_cm = (total - p.dedx_residual_range_cm)[::-1].copy()
+        p.dedx_profile_mev_cm = p.dedx_profile_mev_cm[::-1].copy()
+        p.bragg_ratio = bragg_ratio(p.dedx_residual_range_cm, p.dedx_profile_mev_cm)
+        p.has_bragg_peak = bool(p.bragg_ratio is not None and p.bragg_ratio >= BRAGG_MIN_RATIO)
+
+
+def _electron_or_photon(encoder_pid: str, start_dedx: Optional[float], gap: Optional[float],
+                        vertex_from_others: bool, energy_mev: float) -> tuple[str, str]:
+    """e/gamma from physics where it speaks, else the encoder: a shower that starts more than
+    GAP_CM from a vertex made by other particles is a photon (electrons start at the vertex);
+    otherwise a trunk dE/dx of at least PHOTON_DEDX_MEV_CM (two MIPs, e+e-) says photon and
+    less says electron, for showers of DEDX_MIN_SHOWER_MEV or more."""
+    if gap is not None and vertex_from_others and gap >= GAP_CM:
+        return "photon", "gap"
+    if start_dedx is not None and energy_mev >= DEDX_MIN_SHOWER_MEV:
+        return ("photon" if start_dedx >= PHOTON_DEDX_MEV_CM else "electron"), "dE/dx"
+    return encoder_pid, "encoder"
+
+
+def _particle(c: Cluster, ev: Event, vertex: Optional[np.ndarray], vs: float, k: int,
+              vertex_from_others: bool = False) -> ParticleReco:
+    pid, scores = _pid(c)
+    extra_e = float(c.extra_energy.sum()) if len(c.extra_energy) else 0.0
+    deposited = c.energy_mev + extra_e
+    q = None
+    if ev.n_electrons is not None and float(ev.n_electrons[c.idx].sum()) > 0:
+        qe = ev.n_electrons[np.concatenate([c.idx, c.extra_idx]).astype(np.int64)]
+        q = qe
+    common = dict(id=k, interaction=c.interaction, pid=pid, pid_method="encoder", pid_scores=scores, n_points=c.n,
+                  deposited_energy_mev=round(deposited, 2), point_index=c.idx)
+    if c.kind == "track":
+        m = _track(c, ev, vertex, vs)
+        g = m["geometry"]
+        length = float(np.linalg.norm(m["end"] - m["start"])) + vs
+        stops = not _at_boundary(m["end"], ev, BOUNDARY_CM)
+        bragg = bool(m["ratio"] is not None and m["ratio"] >= BRAGG_MIN_RATIO)
+        e_range = range_energy_mev(pid, g.path_length_cm) if pid in RANGE_SPECIES else None
+        charge = None
+        if q is not None:
+            own = ev.n_electrons[c.idx]
+            charge = charge_energy_mev(own, g.s, g.path_length_cm)
+            if len(c.extra_idx):
+                charge += charge_energy_mev(ev.n_electrons[c.extra_idx])
+        straight = g.path_length_cm <= CURLED_RATIO * length + CURLED_SLACK_CM
+        if stops and e_range is not None and straight:
+            ke, method, lower = e_range, "range", not bragg
+        else:
+            ke, method, lower = deposited, "calorimetry", not stops or not bragg
+        d = m["direction"]
+        return ParticleReco(
+            kind="track", start_cm=vec(m["start"]), end_cm=vec(m["end"]), direction=vec(d, 4),
+            angle_to_beam_deg=round(float(np.degrees(np.arccos(np.clip(d[2], -1, 1)))), 1),
+            length_cm=round(length, 2), path_length_cm=round(g.path_length_cm, 2),
+            distance_to_vertex_cm=None if vertex is None else round(float(np.linalg.norm(m["start"] - vertex)), 2),
+            charge_energy_mev=None if charge is None else round(charge, 2),
+            range_energy_mev=None if e_range is None else round(e_range, 2),
+            kinetic_energy_mev=round(float(ke), 2), energy_method=method, energy_is_lower_bound=bool(lower),
+            mean_dedx_mev_cm=round(c.energy_mev / max(g.path_length_cm, vs), 3),
+            start_dedx_mev_cm=None if m["start_dedx"] is None else round(m["start_dedx"], 3),
+            end_dedx_mev_cm=None if m["end_dedx"] is None else round(m["end_dedx"], 3),
+            bragg_ratio=None if m["ratio"] is None else round(m["ratio"], 3), has_bragg_peak=bragg,
+            stops=bool(stops), dedx_residual_range_cm=m["residual"], dedx_profile_mev_cm=m["dedx"], **common)
+    m = _shower(c, vertex, vs)
+    d = m["direction"]
+    dist = None if vertex is None else float(np.linalg.norm(m["start"] - vertex))
+    pid, method = _electron_or_photon(pid, m["start_dedx"], dist, vertex_from_others, c.energy_mev)
+    common["pid"], common["pid_method"] = pid, method
+    charge = None if q is None else charge_energy_mev(q)
+    return ParticleReco(
+        kind="shower", start_cm=vec(m["start"]), end_cm=vec(m["end"]), direction=vec(d, 4),
+        angle_to_beam_deg=round(float(np.degrees(np.arccos(np.clip(d[2], -1, 1)))), 1),
+        length_cm=round(m["length"], 2), distance_to_vertex_cm=None if dist is None else round(dist, 2),
+        charge_energy_mev=None if charge is None else round(charge, 2),
+        kinetic_energy_mev=round(deposited / SHOWER_VISIBLE_FRACTION, 2),
+        energy_method="calorimetry", energy_is_lower_bound=bool(_at_boundary(m["end"], ev, 2 * BOUNDARY_CM)),
+        start_dedx_mev_cm=None if m["start_dedx"] is None else round(m["start_dedx"], 3),
+        conversion_gap_cm=round(dist, 2) if (dist is not None and pid == "photon") else None, **common)
+
+
+def _facts(p: ParticleReco) -> ParticleFacts:
+    return ParticleFacts(id=p.id, type=p.pid, kind=p.kind, kinetic_energy_mev=p.kinetic_energy_mev,
+                         deposited_energy_mev=p.deposited_energy_mev, n_voxels=p.n_points,
+                         length_cm=p.length_cm, michel=p.michel)
+
+
+def _interactions(parts: list[ParticleReco], ev: Event, pred, vtx: VertexResult) -> list[InteractionReco]:
+    """Interactions from the interaction head's groups: groups whose vertex lies within
+    SEPARATE_CM of the main vertex, and particles that start at it, form the main one."""
+    MAIN = -1
+    inter = pred.interaction if pred.interaction is not None else np.zeros(len(ev), np.int64)
+    inter = inter.astype(np.int64)
+    group_vertex = {g.interaction: g.vertex_cm for g in vtx.interactions}
+    main_v = np.asarray(vtx.vertex_cm) if vtx.vertex_cm is not None else None
+    key_of: dict[int, int] = {}
+    home = None          # the group of the points at the main vertex (else the most energetic)
+    if main_v is not None and len(inter):
+        d = np.linalg.norm(ev.points.astype(np.float64) + 0.5 * ev.meta.volume.voxel_size_cm - main_v, axis=1)
+        if d.min() <= 2 * AT_VERTEX_CM:
+            home = int(np.bincount(inter[d <= max(2 * AT_VERTEX_CM, d.min() + 1e-6)]).argmax())
+        else:
+            home = int(np.bincount(inter, weights=ev.energy.astype(np.float64)).argmax())
+    for gid in np.unique(inter).tolist():
+        gv = group_vertex.get(gid)
+        near = main_v is not None and (gid == home or gv is None
+                                       or np.linalg.norm(np.asarray(gv) - main_v) <= SEPARATE_CM)
+        key_of[gid] = MAIN if near else gid
+    part_key = {}
+    for p in parts:
+        at_vertex = p.distance_to_vertex_cm is not None and p.distance_to_vertex_cm <= AT_VERTEX_CM
+        part_key[p.id] = MAIN if (main_v is not None and at_vertex) else key_of.get(p.interaction, p.interaction)
+    ids = np.array(sorted(key_of), dtype=np.int64)
+    point_key = np.array([key_of[i] for i in ids.tolist()], dtype=np.int64)[np.searchsorted(ids, inter)] \
+        if len(inter) else inter
+    energy = ev.energy.astype(np.float64)
+    rows = []
+    for key in sorted(set(key_of.values()) | set(part_key.values())):
+        mask = point_key == key
+        mine = [p for p in parts if part_key[p.id] == key]
+        if not mine and not mask.any():
+            continue
+        it = InteractionFacts(id=0)
+        it.particles = [_facts(p) for p in mine]
+        _finish_counts(it, 0)
+        v = vtx.vertex_cm if key == MAIN else group_vertex.get(key)
+        rows.append((key, InteractionReco(id=0, vertex_cm=v, particles=[p.id for p in mine],
+                                          visible_energy_mev=round(float(energy[mask].sum()), 2),
+                                          n_points=int(mask.sum()), counts=it.counts, topology=it.topology)))
+    rows.sort(key=lambda r: (r[0] != MAIN, -r[1].visible_energy_mev))
+    new_id = {}
+    for k, (key, row) in enumerate(rows):
+        row.id = k
+        new_id[key] = k
+    for p in parts:
+        p.interaction = new_id.get(part_key[p.id], 0)
+    return [row for _, row in rows]
+
+
+def reconstruct(event: EventLike, model: engine.ModelLike = None) -> Reconstruction:
+    """Particles, Michel electrons and interactions of one event (module docstring).
+
+    ``event``: an ``events.Event``, a path to a one-event file, or ``"path:index"``;
+    ``model``: None (shipped encoder), a checkpoint path or a loaded ``EncoderModel``.
+    Raises ``tools.ToolInputError`` for unusable input; an event without a vertex is
+    reconstructed with each particle oriented on its own (see ``vertex.status``)."""
+    ev = load_event(event, tool="reconstruct")
+    a = analyse(ev, model)
+    vs = a.voxel_cm
+    vtx = in_context(a.vertex, ev)
+    vertex = np.asarray(vtx.vertex_cm, dtype=np.float64) if vtx.vertex_cm is not None else None
+    notes: list[str] = []
+    body = [c for c in a.clusters if c.kind in ("track", "shower") and c.n >= MIN_VOXELS]
+    body.sort(key=lambda c: -(c.energy_mev + float(c.extra_energy.sum())))
+    others = vtx.status in ("ok", "disagree", "weak") and vtx.n_particles >= 2
+    parts = [_particle(c, ev, vertex, vs, k, vertex_from_others=others) for k, c in enumerate(body)]
+    michels = _michels(a.clusters, parts, ev, vertex, notes)
+    for p in parts:
+        p.visible = _is_visible(_facts(p))
+    interactions = _interactions(parts, ev, a.pred, vtx)
+    used = np.zeros(len(ev), dtype=bool)
+    for p in parts:
+        used[p.point_index] = True
+    for c in body:
+        if len(c.extra_idx):
+            used[c.extra_idx] = True
+    if vtx.status == "disagree":
+        notes.append(f"vertex: {vtx.note}")
+    elif vtx.status in ("weak", "no_vertex", "single_particle"):
+        notes.append(f"vertex {vtx.status.replace('_', ' ')}: {vtx.note}")
+    truth_topo = None
+    if ev.particles or ev.particle is not None:
+        try:
+            from qformer.corpus import event_facts
+
+            facts = event_facts(ev)
+            truth_topo = facts.main.topology if facts.main is not None else None
+        except Exception:  # no usable truth (or a foreign table): nothing to compare with
+            truth_topo = None
+    main = interactions[0] if interactions else None
+    return Reconstruction(
+        source=describe_ref(ev), model=engine.model_name(a.model), vertex=vtx, particles=parts,
+        michels=michels, interactions=interactions, topology=main.topology if main else "0l 0p 0pi",
+        visible_energy_mev=round(ev.total_energy_mev, 2),
+        unassigned_energy_mev=round(float(ev.energy[~used].sum(dtype=np.float64)), 2),
+        truth_topology=truth_topo, notes=notes, event=ev)

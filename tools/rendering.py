@@ -1,0 +1,149 @@
+"""``render``: the event as a plotly figure, with the reconstruction drawn over it.
+
+    from tools import render
+    fig = render("run.h5:3")                              # 3D, coloured by energy, overlays on
+    fig = render(ev, color_by="particle")                 # reconstructed particles, one colour each
+    fig = render(ev, color_by="semantic", labels="truth") # the event's own truth labels
+    fig = render(ev, view="projections")                  # XZ and YZ energy maps side by side
+    fig = render(ev, view="xz")                           # one 2D view
+
+Built on ``events.display`` (``plot_event``, ``plot_projections``; explicit figure height, so
+Gradio draws it). Overlays (``overlay=True``): the reconstructed vertex (black x), particle
+starts (grey dots, hover: type, length, energy), track start-to-end lines and shower axes in
+the colour of their PID, and Michel electrons (green diamonds). ``labels="reco"`` (default)
+colours by what the tools found (``semantic``: the segmentation; ``particle``, ``pid``,
+``interaction``: the reconstruction); ``labels="truth"`` by the event's labels.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import numpy as np
+
+from events.model import PID_CLASSES, Event, Particle
+
+from . import engine
+from .inputs import EventLike, describe_ref, load_event
+from .reconstruction import Reconstruction, reconstruct
+from .segmentation import segment
+
+__all__ = ["render", "COLOR_BY", "VIEWS"]
+
+COLOR_BY = ("energy", "semantic", "particle", "interaction", "pid")
+VIEWS = ("3d", "xz", "yz", "projections")
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def _reco_event(ev: Event, reco: Reconstruction, seg) -> Event:
+    """The event carrying the tools' labels: predicted semantic classes, reconstructed
+    particle ids, their PID and interaction (points of no particle: -1)."""
+    n = len(ev)
+    particle = np.full(n, -1, np.int32)
+    pid = np.full(n, -1, np.int8)
+    inter = np.full(n, -1, np.int32)
+    table = []
+    for p in reco.particles:
+        idx = p.point_index
+        particle[idx] = p.id
+        pid[idx] = PID_CLASSES.index(p.pid)
+        inter[idx] = p.interaction
+        table.append(Particle(id=p.id, pid=PID_CLASSES.index(p.pid), interaction=p.interaction,
+                              start_cm=p.start_cm, end_cm=p.end_cm))
+    return Event(points=ev.points, energy=ev.energy, semantic=seg.semantic.astype(np.int8),
+                 particle=particle, interaction=inter, pid=pid, particles=table, meta=ev.meta)
+
+
+def _title(ev: Event, reco: Optional[Reconstruction]) -> str:
+    bits = []
+    src = describe_ref(ev)
+    if src:
+        bits.append(src)
+    bits.append(f"{len(ev)} points, {ev.total_energy_mev:.0f} MeV")
+    if reco is not None:
+        bits.append(f"reco {reco.topology}")
+        v = reco.vertex
+        bits.append(f"vertex {v.status}" + (f" ({v.confidence:.2f})" if v.vertex_cm is not None else ""))
+    if ev.event_class:
+        bits.append(f"truth {ev.event_class}")
+    return " | ".join(bits)
+
+
+def _add_2d_overlays(fig, overlays: list[dict], views: list[str]) -> None:
+    import plotly.graph_objects as go
+
+    from events.display import _overlay_geometry
+
+    for col, view in enumerate(views, start=1):
+        a, b = _AXES[view[0]], _AXES[view[1]]
+        for item in overlays:
+            kind, geo = _overlay_geometry(item)
+            name = item.get("name", "overlay")
+            color = item.get("color", "black")
+            if kind == "points":
+                fig.add_trace(go.Scatter(
+                    x=geo[:, a], y=geo[:, b], mode="markers", name=name, legendgroup=name,
+                    showlegend=col == 1, text=item.get("text"),
+                    marker=dict(color=color, size=float(item.get("size", 5)) + 3,
+                                symbol={"x": "x", "diamond": "diamond"}.get(item.get("symbol"), "circle"),
+                                line=dict(color="white", width=1)),
+                    hovertemplate="%{text}<extra>%{fullData.name}</extra>" if item.get("text") else None),
+                    row=1, col=col)
+            else:
+                xs, ys = [], []
+                for p0, p1 in geo:
+                    xs += [p0[a], p1[a], None]
+                    ys += [p0[b], p1[b], None]
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, legendgroup=name,
+                                         showlegend=col == 1, line=dict(color=color, width=2)),
+                              row=1, col=col)
+
+
+def render(event: EventLike, color_by: str = "energy", overlay: bool = True,
+           view: Literal["3d", "xz", "yz", "projections"] = "3d",
+           labels: Literal["reco", "truth"] = "reco", height: int = 600,
+           max_points: Optional[int] = None, model: engine.ModelLike = None):
+    """A plotly figure of one event (``plotly.graph_objects.Figure``; see the module docstring).
+
+    ``color_by``: energy | semantic | particle | interaction | pid (3D view; the 2D views show
+    energy maps). ``view``: 3d, xz, yz or projections (XZ and YZ side by side). ``overlay``:
+    draw the reconstruction. ``height`` in pixels. ``max_points`` subsamples huge events in 3D."""
+    if color_by not in COLOR_BY:
+        raise ValueError(f"render: color_by must be one of {COLOR_BY}, got {color_by!r}")
+    if view not in VIEWS:
+        raise ValueError(f"render: view must be one of {VIEWS}, got {view!r}")
+    if labels not in ("reco", "truth"):
+        raise ValueError(f"render: labels must be 'reco' or 'truth', got {labels!r}")
+    ev = load_event(event, tool="render")
+    from events.display import plot_event, plot_projections
+
+    need_reco = overlay or (labels == "reco" and color_by != "energy")
+    reco = reconstruct(ev, model=model) if need_reco else None
+    overlays = reco.overlays() if (overlay and reco is not None) else []
+    title = _title(ev, reco)
+    if view != "3d":
+        views = ["xz", "yz"] if view == "projections" else [view]
+        fig = plot_projections(ev, views=tuple(views), height=height)
+        if overlays:
+            _add_2d_overlays(fig, overlays, views)
+        fig.update_layout(title=dict(text=title, x=0.02), legend=dict(orientation="h", y=-0.15))
+        return fig
+    shown = ev
+    if labels == "reco" and color_by != "energy":
+        shown = _reco_event(ev, reco, segment(ev, model=model))
+    elif labels == "truth" and color_by != "energy" and getattr(ev, color_by) is None:
+        raise ValueError(f"render: the event has no truth '{color_by}' labels; use labels='reco'")
+    fig = plot_event(shown, color_by=color_by, height=height, max_points=max_points,
+                     overlays=overlays, title=title, show_vertices=True)
+    if shown is not ev and ev.interactions:
+        # plot_event draws truth vertices from the event's table: keep them on the reco view
+        from events.display import _vertices
+
+        import plotly.graph_objects as go
+
+        vtx, text = _vertices(ev)
+        fig.add_trace(go.Scatter3d(x=vtx[:, 0], y=vtx[:, 1], z=vtx[:, 2], mode="markers",
+                                   name="truth vertex", text=text,
+                                   hovertemplate="%{text}<extra></extra>",
+                                   marker=dict(size=6, color="black", symbol="diamond",
+                                               line=dict(color="white", width=1))))
+    return fig
