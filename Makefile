@@ -22,7 +22,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not gpu"
 
 demo: $(STAMP)
-	$(VENV)/bin/larsight demo --out demo_output
+	$(VENV)/bin/larsight demo --out demo_output --ask
 
 report: $(STAMP)
 	$(PY) -m evals.simulator_report

@@ -49,7 +49,8 @@ def cmd_inspect(args) -> int:
 def cmd_demo(args) -> int:
     from ui.demo import run_demo
 
-    run_demo(Path(args.out), n=args.n, seed=args.seed)
+    run_demo(Path(args.out), n=args.n, seed=args.seed, ask=args.ask, ask_events=args.ask_events,
+             brain=args.brain)
     return 0
 
 
@@ -157,6 +158,82 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_index_build(args) -> int:
+    from tools.index_build import build_index
+
+    sources = list(args.data or [])
+    if args.simulate:
+        spec = f"sim:{args.simulate}:seed={args.seed}:n={args.n}"
+        if args.voxel_size is not None:
+            spec += f":voxel={args.voxel_size:g}"
+        if args.split:
+            spec += f":split={args.split}"
+        sources.append(spec)
+    if not sources:
+        raise ValueError("give event files / globs (DATA...) or --simulate MODE --n N")
+    if args.ray_address:
+        import os
+
+        os.environ["RAY_ADDRESS"] = args.ray_address
+    report = build_index(sources, args.out, embedder=args.vlm, batch_size=args.batch_size,
+                         progress=not args.no_progress, ray=args.ray, append=args.append,
+                         limit=args.limit, vector_index=args.vector_index,
+                         ray_actors=args.ray_actors, ray_threads=args.ray_threads,
+                         command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
+    print(report)
+    return 0
+
+
+def cmd_index_search(args) -> int:
+    from tools.retrieval import find_similar
+
+    if (args.text is None) == (args.event is None):
+        raise ValueError("give exactly one of --text TEXT or --event FILE[:INDEX]")
+    query = args.text if args.text is not None else args.event
+    if args.event is not None:
+        from tools.retrieval import parse_ref
+
+        query = parse_ref(args.event)
+    res = find_similar(query, k=args.k, index=args.index, where=args.where,
+                       event_class=args.event_class, topology=args.topology,
+                       min_energy_mev=args.min_energy, max_energy_mev=args.max_energy,
+                       exclude_self=args.exclude_self, vlm=args.vlm)
+    print(res.model_dump_json(indent=2) if args.json else res.summary())
+    return 0
+
+
+def cmd_ask(args) -> int:
+    from agent import Agent
+
+    ref = args.event
+    head, sep, tail = ref.rpartition(":")
+    has_index = bool(sep and tail.lstrip("-").isdigit() and not Path(ref).exists())
+    path = head if has_index else ref
+    if not ref.startswith("sim:"):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no such event file: {path}")
+        if not has_index:
+            ref = f"{path}:0"      # FILE alone: its first event (as `larsight classify`)
+    kw = {}
+    if args.brain == "vlm" and args.vlm:
+        kw["vlm"] = args.vlm
+    if args.brain == "openai":
+        kw.update(base_url=args.base_url, model_name=args.model)
+    bot = Agent(args.brain, db=args.db, run_dir=args.run_dir, index=args.index, **kw)
+    answer = None
+    for item in bot.stream(ref, args.question, thread_id=args.thread):
+        if hasattr(item, "node"):
+            if args.steps and not args.json:
+                print(item, file=sys.stderr)
+        else:
+            answer = item
+    if args.json:
+        print(answer.model_dump_json(indent=2))
+    else:
+        print(answer)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="larsight", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_output")
     d.add_argument("--n", type=int, default=4)
     d.add_argument("--seed", type=int, default=2026)
+    d.add_argument("--ask", action="store_true", help="then ask the agent about the events and print "
+                   "its answers with their validation tables (what `make demo` runs)")
+    d.add_argument("--ask-events", type=int, default=2, help="events the agent is asked about")
+    d.add_argument("--brain", choices=["rules", "vlm", "openai"], default=None,
+                   help="agent brain for --ask (default: vlm when shipped, else rules)")
     d.set_defaults(func=cmd_demo)
 
     pt = sub.add_parser("pretrain", help="self-supervised pretraining of the point encoder "
@@ -284,6 +366,73 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_classify)
 
+    ix = sub.add_parser("index", help="the event index behind find_similar: build, search")
+    ix_sub = ix.add_subparsers(dest="action", required=True)
+    ib = ix_sub.add_parser("build", help="embed events into an index (LanceDB folder); "
+                           "replaces the index atomically unless --append")
+    ib.add_argument("data", nargs="*", help="event files or globs (.h5 / .root), FILE:INDEX, "
+                    "or simulation specs sim:MODE:seed=S:n=N")
+    ib.add_argument("--out", default=None, help="index folder (default: $LARSIGHT_INDEX or "
+                    "~/.local/share/larsight/index)")
+    ib.add_argument("--simulate", default=None, metavar="MODE[,MODE...]",
+                    help="index simulated events: nu, mpv, mpr or a comma list cycled event by "
+                         "event (with --n, --seed)")
+    ib.add_argument("--n", type=int, default=1000, help="--simulate: number of events")
+    ib.add_argument("--seed", type=int, default=0, help="--simulate: simulator seed")
+    ib.add_argument("--split", default=None, choices=["pretrain", "finetune", "eval", "align"],
+                    help="--simulate: use this data split's seed (encoder.data.split_seed)")
+    ib.add_argument("--voxel-size", type=float, default=None, help="--simulate: cm (default 0.6)")
+    ib.add_argument("--vlm", default=None, help="VLM folder (default: checkpoints/vlm_smollm2)")
+    ib.add_argument("--batch-size", type=int, default=8)
+    ib.add_argument("--limit", type=int, default=None, help="index at most N events")
+    ib.add_argument("--append", action="store_true", help="add to the existing index")
+    ib.add_argument("--vector-index", choices=["auto", "hnsw", "none"], default="auto",
+                    help="HNSW vector index (auto: from 50k events)")
+    ib.add_argument("--ray", action="store_true",
+                    help="embed on Ray Data (pip install 'larsight[ray]'; RAY_ADDRESS for a cluster)")
+    ib.add_argument("--ray-actors", type=int, default=1, help="--ray: embedding actors")
+    ib.add_argument("--ray-threads", type=int, default=1, help="--ray: CPUs per actor")
+    ib.add_argument("--ray-address", default=None, help="--ray: cluster address")
+    ib.add_argument("--no-progress", action="store_true")
+    ib.set_defaults(func=cmd_index_build)
+    isr = ix_sub.add_parser("search", help="the events most similar to an event or a text")
+    isr.add_argument("index", nargs="?", default=None, help="index folder (default: "
+                     "$LARSIGHT_INDEX or ~/.local/share/larsight/index)")
+    isr.add_argument("--text", default=None, help="text query, e.g. 'nu_e CC with a gap "
+                     "before the shower'")
+    isr.add_argument("--event", default=None, help="FILE[:INDEX] or sim:MODE:seed=S:...:index=I")
+    isr.add_argument("-k", type=int, default=10, help="number of events")
+    isr.add_argument("--where", default=None,
+                     help="SQL filter, e.g. \"event_class = 'nue_cc' AND visible_energy_mev > 500\"")
+    isr.add_argument("--event-class", default=None, choices=["nue_cc", "numu_cc", "nc"])
+    isr.add_argument("--topology", default=None, help="e.g. '1mu 2p 0pi'")
+    isr.add_argument("--min-energy", type=float, default=None, help="visible energy, MeV")
+    isr.add_argument("--max-energy", type=float, default=None, help="visible energy, MeV")
+    isr.add_argument("--exclude-self", action="store_true")
+    isr.add_argument("--vlm", default=None, help="query model (default: the index's own)")
+    isr.add_argument("--json", action="store_true")
+    isr.set_defaults(func=cmd_index_search)
+
+    ak = sub.add_parser("ask", help="ask the agent a question about an event; every claim of the "
+                        "answer is checked against the tools' measurements")
+    ak.add_argument("event", help="FILE or FILE:INDEX (.h5 or .root; FILE alone: event 0)")
+    ak.add_argument("question")
+    ak.add_argument("--brain", choices=["rules", "vlm", "openai"], default=None,
+                    help="reasoning back-end (default: $LARSIGHT_BRAIN, else vlm when its "
+                         "checkpoint is shipped, else rules)")
+    ak.add_argument("--thread", default=None, help="conversation id: later questions with the same "
+                    "id see this one (kept in --db)")
+    ak.add_argument("--db", default=None, help="SQLite file of conversations "
+                    "(default: $LARSIGHT_AGENT_DB or ~/.cache/larsight/agent_threads.sqlite)")
+    ak.add_argument("--json", action="store_true", help="the whole Answer as JSON (claims, steps, timings)")
+    ak.add_argument("--steps", action="store_true", help="print the reasoning steps as they happen (stderr)")
+    ak.add_argument("--run-dir", default=None, help="folder the tools may write into (renders)")
+    ak.add_argument("--index", default=None, help="event index for find_similar (default: $LARSIGHT_INDEX)")
+    ak.add_argument("--vlm", default=None, help="VLM folder for --brain vlm (default: checkpoints/vlm_smollm2)")
+    ak.add_argument("--base-url", default=None, help="--brain openai: the endpoint (vLLM, Ollama, llama.cpp)")
+    ak.add_argument("--model", default=None, help="--brain openai: the model name")
+    ak.set_defaults(func=cmd_ask)
+
     ev = sub.add_parser("eval", help="evaluate a trained component")
     ev_sub = ev.add_subparsers(dest="target", required=True)
     ee = ev_sub.add_parser("encoder", help="metrics of an encoder checkpoint's task heads")
@@ -309,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"larsight {args.command}: error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # bad options, checkpoint mismatches (CheckpointError)
-        if args.command not in ("pretrain", "finetune", "eval", "align", "classify"):
+        if args.command not in ("pretrain", "finetune", "eval", "align", "classify", "index"):
             raise
         print(f"larsight {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,388 @@
+"""The agent's public API: ``ask`` and ``stream``, the ``Answer`` they return, and ``Agent``.
+
+    import agent
+    a = agent.ask("run.h5:3", "Classify this event and explain why.")       # default brain
+    a = agent.ask(event, "Where is the vertex?", brain="rules")
+    print(a)                       # text, then the validation table
+    a.event_class, a.class_probabilities, a.claims, a.steps, a.latency_s
+    for step in agent.stream(event, "How many protons?"):  # Step objects as they happen,
+        print(step)                                        # then the Answer
+
+    bot = agent.Agent(brain="rules", db="threads.sqlite")  # persistent conversations
+    bot.ask(event, "Where is the vertex?", thread_id="alice")
+    bot.ask(None, "And how many protons are there?", thread_id="alice")   # same event, memory
+
+``event``: an ``events.Event`` (kept in this process's registry; the state holds its
+reference), ``"file.h5:INDEX"``, a one-event file, ``(path, index)``, a ``sim:`` key of the event
+index, or None to keep the thread's event. A thread id keys the SQLite checkpointer (a
+conversation survives the process); without one each question is its own in-memory thread.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from pydantic import BaseModel, Field
+
+from .brains import make_brain
+from .evidence import Evidence
+from .graph import (MAX_ACTIONS, MAX_REVISIONS, build_graph, recursion_limit_for, turn_input)
+from .toolset import ToolSet, register
+from .validate import Check, checks_table
+
+__all__ = ["Agent", "Answer", "Step", "ToolCall", "ask", "stream", "default_db_path", "get_agent"]
+
+
+class ToolCall(BaseModel):
+    """One tool run: what went in, what came out, how long it took."""
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    event: Optional[str] = None
+    ok: bool = False
+    output: Optional[dict[str, Any]] = Field(None, description="the result as JSON (truth fields removed)")
+    error: Optional[str] = None
+    error_kind: Optional[str] = Field(None, description="invalid_action, unknown_event or tool_error")
+    seconds: float = 0.0
+    purpose: str = Field("action", description="'action' (chosen by the brain) or 'verify' (run by the validator)")
+    id: Optional[str] = Field(None, description="key of the raw result in agent.graph.RESULTS")
+
+
+class Step(BaseModel):
+    """One node of the loop as it ran."""
+
+    index: int
+    node: str = Field(description="intake, reason, observe, verify, answer, validate or finish")
+    text: str = ""
+    t: float = Field(0.0, description="seconds since the question arrived")
+    seconds: Optional[float] = None
+    decision: Optional[str] = None
+    tool: Optional[str] = None
+    arguments: Optional[dict[str, Any]] = None
+    call: Optional[ToolCall] = None
+    scores: Optional[dict[str, float]] = None
+
+    def __str__(self) -> str:
+        head = f"[{self.t:6.2f}s] {self.node:8s}"
+        if self.node == "reason" and self.decision == "tool":
+            return f"{head} -> {self.tool}({self.arguments or {}})  {self.text}"
+        if self.call is not None:
+            status = "ok" if self.call.ok else f"ERROR {self.call.error}"
+            return f"{head} {self.call.tool} [{self.call.seconds:.2f}s] {status if not self.call.ok else self.text[:160]}"
+        return f"{head} {self.text[:200]}"
+
+
+class Answer(BaseModel):
+    """The agent's answer with everything that backs it."""
+
+    question: str
+    event: Optional[str] = None
+    text: str
+    event_class: Optional[str] = Field(None, description="nue_cc / numu_cc / nc when the event was classified")
+    class_probabilities: dict[str, float] = Field(default_factory=dict)
+    claims: list[Check] = Field(default_factory=list, description="every claim of the text with its check")
+    steps: list[Step] = Field(default_factory=list)
+    latency_s: float = 0.0
+    brain: str = ""
+    thread_id: Optional[str] = None
+    revisions: int = Field(0, description="times the validator sent the answer back")
+    stop_reason: Optional[str] = Field(None, description="step limit, recursion limit, brain error, or None")
+    injection_removed: Optional[str] = Field(None, description="instruction text cut from the question")
+
+    # ---------------------------------------------------------------- views
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tools the brain chose, in order (validator runs excluded)."""
+        return [s.call for s in self.steps if s.call is not None and s.call.purpose == "action"]
+
+    @property
+    def trajectory(self) -> list[str]:
+        return [c.tool for c in self.tool_calls]
+
+    @property
+    def drafts(self) -> list[str]:
+        """Every answer the brain drafted this turn, the last being ``text`` before flags."""
+        return [s.text for s in self.steps if s.node == "answer"]
+
+    @property
+    def n_supported(self) -> int:
+        return sum(c.verdict == "supported" for c in self.claims)
+
+    @property
+    def n_contradicted(self) -> int:
+        return sum(c.verdict == "contradicted" for c in self.claims)
+
+    @property
+    def n_unverifiable(self) -> int:
+        return sum(c.verdict == "unverifiable" for c in self.claims)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """What the answer states, by kind (from its claims): ``event_class``, ``vertex_cm``,
+        ``counts`` {particle: n}, ``present`` / ``absent`` particle lists, ``michel`` (bool),
+        ``track_length_cm``, ``shower_gap_cm``, ``shower_dedx_mev_cm``."""
+        out: dict[str, Any] = {}
+        for c in self.claims:
+            cl = c.claim
+            if cl.kind == "event_class" and cl.qualifier != "not":
+                out.setdefault("event_class", cl.label)
+            elif cl.kind == "vertex":
+                out.setdefault("vertex_cm", list(cl.vector))
+            elif cl.kind == "count":
+                out.setdefault("counts", {}).setdefault(cl.particle, int(cl.value))
+            elif cl.kind == "absent":
+                out.setdefault("counts", {}).setdefault(cl.particle, 0)
+                out.setdefault("absent", []).append(cl.particle)
+            elif cl.kind == "present":
+                out.setdefault("present", []).append(cl.particle)
+            elif cl.kind == "michel":
+                out.setdefault("michel", cl.qualifier != "absent")
+            elif cl.kind == "track_length":
+                out.setdefault("track_length_cm", cl.value)
+            elif cl.kind == "shower_gap" and cl.value is not None:
+                out.setdefault("shower_gap_cm", cl.value)
+            elif cl.kind == "shower_dedx" and cl.value is not None:
+                out.setdefault("shower_dedx_mev_cm", cl.value)
+        return out
+
+    def table(self) -> str:
+        return checks_table(self.claims)
+
+    def trace_text(self) -> str:
+        return "\n".join(str(s) for s in self.steps)
+
+    def __str__(self) -> str:
+        tools = ", ".join(f"{c.tool} {c.seconds:.2f}s" + ("" if c.ok else " (failed)") for c in self.tool_calls) or "none"
+        head = f"Q: {self.question}\nA: {self.text}"
+        meta = (f"[brain {self.brain}; tools: {tools}; {self.latency_s:.2f}s; claims: {self.n_supported} supported, "
+                f"{self.n_contradicted} contradicted, {self.n_unverifiable} unverifiable]")
+        if self.revisions:
+            first = self.drafts[0] if self.drafts else ""
+            meta += (f"\n[the validator sent the answer back {self.revisions} time(s); first draft: "
+                     f"{first[:400] + (' ...' if len(first) > 400 else '')}]")
+        return f"{head}\n{meta}\n{self.table()}" if self.claims else f"{head}\n{meta}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(
+            f"<tr><td>{html.escape(c.claim.describe())}</td><td>{c.verdict}</td>"
+            f"<td>{html.escape(', '.join(f'{k}={v}' for k, v in c.evidence.items()))}</td>"
+            f"<td>{html.escape(c.tolerance or '-')}</td><td>{html.escape(c.tool or '-')}</td></tr>"
+            for c in self.claims)
+        table = (f"<table><tr><th>claim</th><th>verdict</th><th>measured</th><th>tolerance</th><th>tool</th></tr>"
+                 f"{rows}</table>") if self.claims else ""
+        return (f"<div><p><b>Q:</b> {html.escape(self.question)}</p><p><b>A:</b> {html.escape(self.text)}</p>"
+                f"<p style='color:#666'>brain {html.escape(self.brain)}, {self.latency_s:.2f}s, tools: "
+                f"{html.escape(', '.join(self.trajectory) or 'none')}</p>{table}</div>")
+
+
+def default_db_path() -> Path:
+    """``$LARSIGHT_AGENT_DB``, else ``~/.cache/larsight/agent_threads.sqlite``."""
+    env = os.environ.get("LARSIGHT_AGENT_DB")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "larsight" / "agent_threads.sqlite"
+
+
+EventArg = Union[None, str, os.PathLike, tuple, Any]
+
+
+def _event_ref(event: EventArg) -> Optional[str]:
+    if event is None:
+        return None
+    if isinstance(event, (str, os.PathLike)):
+        return os.fspath(event)
+    if isinstance(event, tuple) and len(event) == 2:
+        return f"{os.fspath(event[0])}:{int(event[1])}"
+    if hasattr(event, "points") and hasattr(event, "meta"):
+        return register(event)
+    raise TypeError(f"agent: expected an events.Event, 'file:index', (path, index) or None, got {type(event).__name__}")
+
+
+class Agent:
+    """A brain, the tools and the loop, with conversations (see the module docstring).
+
+    ``brain``: 'rules', 'vlm', 'openai', a brain object, or None (``default_brain_name``).
+    ``tools``: replacement tool functions by name (tests). ``run_dir``: the only folder tools
+    write into. ``db``: SQLite file of persistent threads. ``max_actions``: tool calls per
+    question; ``max_revisions``: validator round trips; ``verify``: let the validator run the
+    tools a claim needs; ``recursion_limit``: LangGraph's step limit (default: enough for the
+    two limits above)."""
+
+    def __init__(self, brain: Any = None, *, tools: Optional[dict] = None, run_dir: Optional[str | os.PathLike] = None,
+                 db: Optional[str | os.PathLike] = None, max_actions: int = MAX_ACTIONS,
+                 max_revisions: int = MAX_REVISIONS, verify: bool = True, recursion_limit: Optional[int] = None,
+                 index: Optional[str] = None, **brain_kw):
+        self.brain = make_brain(brain, **brain_kw)
+        self.toolset = ToolSet(tools, run_dir=run_dir, index=index)
+        if getattr(self.brain, "name", None) == "vlm" and hasattr(self.brain, "vlm"):
+            # the classifier tools use the brain's VLM (one copy in memory)
+            shared = {"vlm": lambda: self.brain.vlm}
+            self.toolset.tool_kwargs.setdefault("classify_event", shared)
+            self.toolset.tool_kwargs.setdefault("describe", shared)
+        self.db_path = Path(db) if db is not None else None
+        self.max_actions, self.max_revisions, self.verify = max_actions, max_revisions, verify
+        self.recursion_limit = recursion_limit or recursion_limit_for(max_actions, max_revisions)
+        self._graphs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._conn: Optional[sqlite3.Connection] = None
+
+    @property
+    def brain_name(self) -> str:
+        return getattr(self.brain, "name", type(self.brain).__name__)
+
+    # ---------------------------------------------------------------- graphs
+    def graph(self, persistent: bool):
+        key = "sqlite" if persistent else "memory"
+        with self._lock:
+            if key not in self._graphs:
+                if persistent:
+                    from langgraph.checkpoint.sqlite import SqliteSaver
+
+                    path = self.db_path or default_db_path()
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._conn = sqlite3.connect(str(path), check_same_thread=False)
+                    saver = SqliteSaver(self._conn)
+                else:
+                    from langgraph.checkpoint.memory import InMemorySaver
+
+                    saver = InMemorySaver()
+                self._graphs[key] = build_graph(self.brain, self.toolset, max_actions=self.max_actions,
+                                                max_revisions=self.max_revisions, verify=self.verify,
+                                                checkpointer=saver)
+            return self._graphs[key]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            self._graphs.pop("sqlite", None)
+
+    def _config(self, thread_id: str) -> dict:
+        return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.recursion_limit}
+
+    # ---------------------------------------------------------------- asking
+    def stream(self, event: EventArg, question: str, thread_id: Optional[str] = None) -> Iterator[Union[Step, Answer]]:
+        """The steps of the loop as they happen, then the ``Answer``."""
+        from langgraph.errors import GraphRecursionError
+
+        if not isinstance(question, str):
+            raise TypeError(f"agent: the question must be a string, got {type(question).__name__}")
+        persistent = thread_id is not None
+        tid = str(thread_id) if persistent else f"tmp-{uuid.uuid4().hex}"
+        graph = self.graph(persistent)
+        cfg = self._config(tid)
+        t0 = time.perf_counter()
+        ref = _event_ref(event)
+        seen = 0
+        stop = None
+        try:
+            for update in graph.stream(turn_input(question, ref), cfg, stream_mode="updates"):
+                for _node, delta in update.items():
+                    trace = (delta or {}).get("trace") if isinstance(delta, dict) else None
+                    if not trace:
+                        continue
+                    obs = {o.get("id"): o for o in graph.get_state(cfg).values.get("observations") or []} \
+                        if any(s.get("observation") for s in trace[seen:]) else {}
+                    for s in trace[seen:]:
+                        yield _to_step(s, obs)
+                    seen = len(trace)
+        except GraphRecursionError:
+            stop = f"recursion limit ({self.recursion_limit} graph steps)"
+        state = graph.get_state(cfg).values
+        answer = self._answer(state, question, tid if persistent else None, time.perf_counter() - t0, stop)
+        if not persistent:
+            graph.checkpointer.delete_thread(tid)   # a one-question thread: nothing to keep
+        yield answer
+
+    def ask(self, event: EventArg, question: str, thread_id: Optional[str] = None) -> Answer:
+        """Ask one question about an event (see the module docstring)."""
+        out = None
+        for item in self.stream(event, question, thread_id):
+            out = item
+        assert isinstance(out, Answer)
+        return out
+
+    def forget(self, thread_id: str) -> None:
+        """Delete a persistent thread (its history and memory)."""
+        self.graph(True).checkpointer.delete_thread(str(thread_id))
+
+    def history(self, thread_id: str) -> list[dict]:
+        """The turns of a persistent thread: question, event, answer, tools."""
+        return list(self.graph(True).get_state(self._config(thread_id)).values.get("history") or [])
+
+    def _answer(self, state: dict, question: str, thread_id: Optional[str], latency: float,
+                stop: Optional[str]) -> Answer:
+        obs = state.get("observations") or []
+        by_id = {o.get("id"): o for o in obs}
+        steps = [_to_step(s, by_id) for s in state.get("trace") or []]
+        mem = [m for m in state.get("memory") or [] if m.get("event") == state.get("event")]
+        ev = Evidence.from_observations(mem + obs)
+        text = state.get("final")
+        if text is None or stop:
+            # the loop did not finish: answer from what was measured
+            from . import compose
+            from .validate import annotate, check_claims, extract_claims
+
+            found = compose.intents(state.get("clean_question") or question)
+            body = compose.compose(question, found, obs + mem, ev) if found and obs else \
+                "I could not finish answering."
+            checks = check_claims(extract_claims(body), ev)
+            text = annotate(body, checks) + f" (Stopped early: {stop or 'the loop did not finish'}.)"
+            claims = checks
+        else:
+            claims = [Check.model_validate(c) for c in state.get("checks") or []]
+        return Answer(question=question, event=state.get("event"), text=text, event_class=ev.event_class,
+                      class_probabilities=ev.class_probabilities, claims=claims, steps=steps,
+                      latency_s=round(latency, 4), brain=self.brain_name, thread_id=thread_id,
+                      revisions=int(state.get("revisions") or 0), stop_reason=stop or state.get("stop"),
+                      injection_removed=state.get("injection"))
+
+
+def _to_step(s: dict, obs_by_id: dict) -> Step:
+    call = None
+    oid = s.get("observation")
+    if oid and oid in obs_by_id:
+        o = obs_by_id[oid]
+        call = ToolCall(tool=str(o.get("tool")), arguments=o.get("arguments") or {}, event=o.get("event"),
+                        ok=bool(o.get("ok")), output=o.get("output"), error=o.get("error"),
+                        error_kind=o.get("error_kind"), seconds=float(o.get("seconds") or 0.0),
+                        purpose=o.get("purpose", "action"), id=o.get("id"))
+    return Step(index=int(s.get("index", 0)), node=s.get("node", "?"), text=s.get("text", ""),
+                t=float(s.get("t", 0.0)), seconds=s.get("seconds"), decision=s.get("decision"),
+                tool=s.get("tool"), arguments=s.get("arguments"), call=call, scores=s.get("scores"))
+
+
+# ============================================================================ module level
+_AGENTS: dict[str, Agent] = {}
+_AGENTS_LOCK = threading.Lock()
+
+
+def get_agent(brain: Any = None) -> Agent:
+    """One shared ``Agent`` per brain name in this process."""
+    if brain is not None and not isinstance(brain, str):
+        return Agent(brain)
+    from .brains import default_brain_name
+
+    name = brain or default_brain_name()
+    with _AGENTS_LOCK:
+        if name not in _AGENTS:
+            _AGENTS[name] = Agent(name)
+        return _AGENTS[name]
+
+
+def ask(event: EventArg, question: str, thread_id: Optional[str] = None, brain: Any = None) -> Answer:
+    """Ask the agent one question about an event; see ``Agent.ask``."""
+    return get_agent(brain).ask(event, question, thread_id)
+
+
+def stream(event: EventArg, question: str, thread_id: Optional[str] = None, brain: Any = None
+           ) -> Iterator[Union[Step, Answer]]:
+    """The steps as they happen, then the ``Answer``; see ``Agent.stream``."""
+    return get_agent(brain).stream(event, question, thread_id)

@@ -1,0 +1,154 @@
+"""agent.brains: the VLM brain's constrained action choice (stubbed scores, and the real scoring
+code on a tiny random language model with SmolLM2's tokenizer), the rules planner's intents
+and arguments."""
+import math
+
+import numpy as np
+import pytest
+
+from agent import Agent
+from agent.brains import TOOL_THRESHOLD, VLMBrain
+from agent.compose import intents, is_general, plan, render_view, similar_k, similar_query
+from events.model import Event
+
+from test_agent_graph import FAKES
+
+
+class StubVLM:
+    """Only what the brain touches besides scoring: explanations."""
+
+    def __init__(self, text="nu_mu CC: a 40.0 cm MIP-like track leaves the vertex; there are 4 protons."):
+        self.text = text
+        self.asked = []
+
+    def explain(self, event, question, max_new_tokens=64):
+        self.asked.append(question)
+        return self.text
+
+
+def stub_brain(monkeypatch, scores, p_tool, vlm=None):
+    brain = VLMBrain(vlm or StubVLM())
+    seen = []
+
+    def fake_scores(self, event, question, candidates):
+        seen.append(dict(candidates))
+        return {t: scores.get(t, -30.0) for t in candidates}, p_tool
+
+    monkeypatch.setattr(VLMBrain, "action_scores", fake_scores)
+    return brain, seen
+
+
+@pytest.fixture
+def event():
+    return Event(points=np.array([[1, 1, 1], [2, 2, 2]], np.float32), energy=np.ones(2, np.float32))
+
+
+def test_vlm_brain_picks_the_best_tool(monkeypatch, event, tmp_path):
+    brain, seen = stub_brain(monkeypatch, {"find_vertex": -1.0, "segment": -4.0}, p_tool=0.6)
+    a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "Where is the vertex?")
+    assert a.trajectory == ["find_vertex"] and "(10.0, 20.0, 30.0) cm" in a.text
+    scores = [s.scores for s in a.steps if s.scores][0]
+    assert math.isclose(sum(scores.values()), 1.0) and math.isclose(scores["answer"], 0.4)
+    assert scores["find_vertex"] > scores["segment"]
+    # the call texts scored are the training format (keys sorted), arguments filled in
+    assert seen[0]["find_vertex"] == '{"arguments": {}, "tool": "find_vertex"}'
+    assert seen[0]["render"] == '{"arguments": {"view": "3d"}, "tool": "render"}'
+
+
+def test_vlm_brain_fills_k_from_the_question(monkeypatch, event, tmp_path):
+    hits = []
+
+    def fake_similar(target, k=10, **kw):
+        hits.append(k)
+        return {"query": "q", "query_kind": "event", "k": k, "n_indexed": 9, "hits": []}
+
+    brain, seen = stub_brain(monkeypatch, {"find_similar": -0.5}, p_tool=0.99)
+    a = Agent(brain, tools={**FAKES, "find_similar": fake_similar}, run_dir=tmp_path).ask(
+        event, "Show me 7 similar events.")
+    assert a.trajectory == ["find_similar"] and hits == [7]
+    assert seen[0]["find_similar"] == '{"arguments": {"k": 7}, "tool": "find_similar"}'
+
+
+def test_vlm_brain_answers_without_tools_below_threshold(monkeypatch, event, tmp_path):
+    brain, _ = stub_brain(monkeypatch, {"segment": -1.0}, p_tool=TOOL_THRESHOLD / 2)
+    a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "What is a Michel electron?")
+    assert a.trajectory == [] and "decay of a muon" in a.text and a.claims == []
+
+
+def test_vlm_classification_explanation_is_validated(monkeypatch, event, tmp_path):
+    vlm = StubVLM()
+    brain, _ = stub_brain(monkeypatch, {"classify_event": -0.1}, p_tool=0.9, vlm=vlm)
+    a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "Classify this event and explain why.")
+    assert a.trajectory == ["classify_event", "reconstruct"]          # support call for the reasons
+    assert vlm.asked and vlm.asked[0].startswith("Classify this neutrino interaction")
+    # the generated '4 protons' contradicts the reconstruction (1 proton): revised away
+    assert a.revisions == 1 and a.n_contradicted == 0
+    assert "4 protons" not in a.text and "The reconstruction finds 1 proton." in a.text
+    assert "40.0 cm MIP-like track" in a.text
+
+
+def test_rules_intents_and_arguments():
+    assert intents("Where is the vertex?") == ["vertex"]
+    assert intents("Why is this nu_e CC?") == ["classify", "reasons"]
+    assert plan(intents("Classify this event and explain why.")) == ["classify_event", "reconstruct"]
+    assert intents("How long is the muon track?") == ["length"]
+    assert intents("Show me similar events.") == ["similar"]
+    assert intents("Draw the XZ projection.") == ["render"]
+    assert intents("What's the capital of France?") == []
+    assert is_general("What is a Michel electron?") and not is_general("What is the topology?")
+    assert is_general("What is the radiation length of liquid argon?")
+    assert not is_general("Why is this event NC?")
+    assert similar_k("Find 10 events like this") == 10 and similar_k("top 3 matches") == 3
+    assert similar_k("five events like this one") == 5 and similar_k("similar events") == 5
+    assert similar_query("Find events like this one.") is None
+    assert similar_query("Search for: NC event with two photons") == "NC event with two photons"
+    assert render_view("Show the YZ projection") == "yz" and render_view("Plot this event.") == "3d"
+
+
+# ============================================================================ real scoring code
+@pytest.mark.slow   # converts the bundled SmolLM2 GGUF for its tokenizer (minutes on a busy CPU)
+def test_action_scores_equal_the_plain_computation(smollm2_dir, tmp_path):
+    """The cached continuation scoring of the VLM brain against a plain forward pass."""
+    torch = pytest.importorskip("torch")
+    from test_qformer_vlm import MICRO  # noqa: F401  (same micro encoder settings)
+
+    from encoder.backbone import PointEncoder
+    from encoder.checkpoint import save_weights
+    from encoder.config import EncoderConfig
+    from encoder.data import DataSpec, event_stream
+    from qformer.corpus import tool_call_text
+    from test_qformer_vlm import make_vlm
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    lm_dir = tmp_path / "lm"
+    LlamaForCausalLM(cfg).save_pretrained(lm_dir)
+    tok.save_pretrained(lm_dir)
+    enc_path = tmp_path / "enc.safetensors"
+    save_weights(enc_path, PointEncoder(EncoderConfig.preset("tiny", **MICRO)), manifest={"kind": "test"})
+    vlm = make_vlm(lm_dir, enc_path)
+    ev = next(iter(event_stream(DataSpec(modes="nu", seed=5), "eval", start=0, stop=1, min_points=8)))
+    q = "Where is the vertex?"
+    cands = {t: tool_call_text({"tool": t, "arguments": {"k": 5} if t == "find_similar" else {}})
+             for t in ("segment", "find_vertex", "find_similar")}
+    brain = VLMBrain(vlm)
+    scores, p_tool = brain.action_scores(ev, q, cands)
+    with torch.no_grad():
+        proj = vlm.project(vlm.event_inputs([ev]))
+        names = list(cands)
+        batch = vlm.assemble(proj.lm_embeds.repeat(len(names), 1, 1), [q] * len(names),
+                             [cands[n] for n in names], end=True)
+        labels = batch.pop("labels")
+        logp = torch.log_softmax(vlm.lm(**batch).logits.float()[:, :-1], -1)
+        tgt = labels[:, 1:]
+        plain = (logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt != -100)).sum(-1)
+    for j, n in enumerate(names):
+        assert scores[n] == pytest.approx(float(plain[j]), rel=1e-4, abs=1e-3)   # fp32 sums of ~15 tokens
+    assert 0.0 < p_tool < 1.0
+    d = brain.choose(ev, q)
+    assert d.action in ("tool", "answer") and math.isclose(sum(d.scores.values()), 1.0)
+    assert d.action == "answer" or d.tool in cands or d.tool in ("reconstruct", "classify_event", "describe", "render")
