@@ -326,6 +326,14 @@ def bench_latency(index_path: Path, query_vectors: np.ndarray, query_keys: Seque
 
 
 # ============================================================================ main
+def _default_vlm() -> Path:
+    """The shipped VLM, else the stage-1 run folder (for a preliminary number)."""
+    for cand in (REPO / "checkpoints" / "vlm_smollm2", REPO / "runs" / "align1" / "vlm"):
+        if (cand / "vlm.json").exists():
+            return cand
+    return REPO / "checkpoints" / "vlm_smollm2"
+
+
 def bench_ray_build(spec: str, vlm: str, work: Path, *, actors: int = 2, threads: int = 1,
                     batch_size: int = 8, num_cpus: Optional[int] = None,
                     progress: bool = False) -> dict[str, Any]:
