@@ -563,6 +563,14 @@ def _tol_text(kind: str) -> str:
     return " or ".join(parts) + (" (larger)" if len(parts) > 1 else "")
 
 
+
+def _showers_with(ev, field: str, particle: Optional[str]) -> list:
+    """Showers that have ``field`` measured; those of the claimed type when there are any."""
+    sh = [p for p in ev.showers if getattr(p, field) is not None]
+    if particle:
+        sh = [p for p in sh if p.type == particle] or sh
+    return sh
+
 def _unverifiable(claim: Claim, what: str, tool: Optional[str]) -> Check:
     return Check(claim=claim, verdict="unverifiable", tool=tool,
                  note=f"no measurement of {what}" + (f" (run {tool})" if tool else ""))
@@ -638,9 +646,7 @@ def check_claim(claim: Claim, ev: Evidence) -> Check:
     if k == "shower_dedx":
         if ev.particles is None:
             return _unverifiable(claim, "shower dE/dx", "reconstruct")
-        sh = [p for p in ev.showers if p.start_dedx_mev_cm is not None]
-        if claim.particle:
-            sh = [p for p in sh if p.type == claim.particle] or sh
+        sh = _showers_with(ev, "start_dedx_mev_cm", claim.particle)
         if not sh:
             return _unverifiable(claim, "a shower start dE/dx", None)
         if claim.value is not None:
@@ -660,9 +666,7 @@ def check_claim(claim: Claim, ev: Evidence) -> Check:
     if k == "shower_gap":
         if ev.particles is None:
             return _unverifiable(claim, "shower starts", "reconstruct")
-        sh = [p for p in ev.showers if p.gap_cm is not None]
-        if claim.particle:
-            sh = [p for p in sh if p.type == claim.particle] or sh
+        sh = _showers_with(ev, "gap_cm", claim.particle)
         if not sh:
             if claim.qualifier == "not_attached" and ev.particles is not None and not ev.showers:
                 return Check(claim=claim, verdict="supported", evidence={"n_shower": 0},

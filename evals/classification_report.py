@@ -33,6 +33,7 @@ Baselines missing under ``--cnn`` / ``--vit`` are trained first with the command
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -119,8 +120,8 @@ class Classifier:
         self.name, self.predict, self.trainable, self.files, self.note = \
             name, predict, trainable, list(files), note
 
-    @property
-    def fingerprint(self) -> str:
+    @functools.cached_property
+    def fingerprint(self) -> str:  # hashes the weight files: once per model, not per lookup
         return _sha(self.files)
 
 

@@ -76,7 +76,10 @@ def describe_ref(event: Event) -> Optional[str]:
     return f"{src}:{event.meta.index}" if event.meta.index is not None else str(src)
 
 
-def _read(path: Path, index: Optional[int]) -> Event:
+def checked_index(path: Path, index: Optional[int]) -> tuple[int, int]:
+    """(index counted from the start, number of events) for ``path:index`` after checking the
+    file exists, is an event file and holds that event; ``index=None`` is allowed only for a
+    one-event file. Negative indices count from the end."""
     from events import formats
 
     if not path.exists():
@@ -101,6 +104,13 @@ def _read(path: Path, index: Optional[int]) -> Event:
     if not -n <= index < n:
         raise ToolInputError(f"unknown event index {index}: {path} holds {n} event"
                              f"{'' if n == 1 else 's'} (valid indices 0..{n - 1}, or -{n}..-1)")
+    return index % n, n
+
+
+def _read(path: Path, index: Optional[int]) -> Event:
+    from events import formats
+
+    index, _ = checked_index(path, index)
     try:
         return formats.read(path, index=index)
     except EventError as exc:

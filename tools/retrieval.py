@@ -239,7 +239,7 @@ def parse_ref(text: Union[str, os.PathLike, tuple]) -> EventRef:
     convention (``tools.inputs``): a missing file raises ``EventFileNotFoundError``, an index
     the file does not have or a several-event file without an index ``ToolInputError``;
     negative indices count from the end."""
-    from .inputs import EventFileNotFoundError, ToolInputError
+    from .inputs import ToolInputError, checked_index
     from .inputs import parse_ref as file_ref
 
     if isinstance(text, tuple):
@@ -258,25 +258,8 @@ def parse_ref(text: Union[str, os.PathLike, tuple]) -> EventRef:
             return EventRef(f"sim:{mode}", int(f["index"]), int(f.get("seed", 0)),
                             float(f.get("voxel", DEFAULT_SIM_VOXEL_CM)))
         path, index = file_ref(s)
-    if not path.exists():
-        raise EventFileNotFoundError(f"event file not found: {path}")
-    if path.is_dir():
-        raise ToolInputError(f"{path} is a directory; give an event file (.h5 or .root) and an index")
-    from events.formats import count
-
-    try:
-        n = count(path)
-    except EventError as err:
-        raise ToolInputError(f"cannot read events from {path}: {err}") from None
-    if index is None:
-        if n != 1:
-            raise ToolInputError(f"{path} holds {n} events; choose one with '{path}:INDEX' "
-                                 f"(INDEX 0..{n - 1}, or -{n}..-1 from the end)")
-        index = 0
-    if not -n <= index < n:
-        raise ToolInputError(f"unknown event index {index}: {path} holds {n} event"
-                             f"{'' if n == 1 else 's'} (valid indices 0..{n - 1}, or -{n}..-1)")
-    return EventRef(str(path.resolve()), index % n)
+    index, _ = checked_index(path, index)
+    return EventRef(str(path.resolve()), index)
 
 
 def _looks_like_ref(s: str) -> bool:
