@@ -188,7 +188,7 @@ def resolve(ref: str):
                                 f"(events given as objects live only in the process that got them; "
                                 f"give 'file.h5:INDEX' to read one from disk)")
     if ref.startswith("sim:"):
-        from tools.retrieval import parse_ref as sim_ref
+        from tools.retrieval import parse_event_ref as sim_ref
 
         try:
             ev = sim_ref(ref).load()

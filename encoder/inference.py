@@ -188,6 +188,33 @@ class EncoderModel:
         batch["batch"] = torch.repeat_interleave(torch.arange(len(parts)), counts)
         return to_device(batch, self.device), inverses
 
+    @torch.no_grad()
+    def forward_events(self, events: Sequence[Event], heads: Iterable[str] = ()
+                       ) -> tuple[Any, dict[str, dict[str, torch.Tensor]]]:
+        """One forward pass over a chunk of events, for callers that need the raw outputs
+        (retrieval feeds the event tokens to the Q-Former projector).
+
+        Every event needs at least one point; the events are merged onto this model's grid as
+        in ``predict``. Returns ``(output, head_outputs)``: the backbone's ``EncoderOutput``
+        (``pooled`` (B, D), ``event_tokens`` (B, T, D), ``event_token_mask`` (B, T),
+        ``event_token_coords`` (B, T, 3) cm, per-point features) and, for each name in
+        ``heads`` that this model has, that head's raw output (e.g. ``{"event": {"logits":
+        (B, 3)}}``); a head the checkpoint lacks is left out. Unknown head names raise
+        ValueError."""
+        evs, _ = self._as_list(events)
+        heads = list(heads)
+        unknown = [t for t in heads if t not in TASKS]
+        if unknown:
+            raise ValueError(f"EncoderModel.forward_events: unknown head(s) {unknown}; known {TASKS}")
+        empty = [i for i, e in enumerate(evs) if len(e) == 0]
+        if empty:
+            raise ValueError(f"EncoderModel.forward_events: event {empty[0]} has no points")
+        if not evs:
+            raise ValueError("EncoderModel.forward_events: no events given")
+        batch, _ = self._prepare(evs)
+        out = self.encoder(encoder_inputs(batch))
+        return out, {t: self.heads[t](out, batch) for t in heads if t in self.heads}
+
     @staticmethod
     def _as_list(events: Event | Iterable[Event]) -> tuple[list[Event], bool]:
         if isinstance(events, Event):

@@ -23,7 +23,7 @@ from tools import index_build
 from tools.index_build import build_index, expand_sources, parse_sim_spec
 from tools.retrieval import (
     EventEmbedder, EventIndex, EventRef, IndexModelMismatchError, IndexNotFoundError,
-    SimilarResult, event_metadata, find_similar, parse_ref,
+    SimilarResult, event_metadata, find_similar, parse_event_ref,
 )
 
 torch.set_num_threads(1)
@@ -128,6 +128,16 @@ def test_embedder_matches_the_vlm_event_path_and_loads_no_lm(embedder, sim_event
     assert np.allclose(enc["encoder_vector"], embedder.encoder.embed(evs), atol=1e-5)
     assert enc["class_probs"].shape == (3, 3) and np.allclose(enc["class_probs"].sum(1), 1, atol=1e-5)
     assert embedder._vlm is None  # no language model for event vectors
+    # the encoder's public batch pass that encode() uses: its outputs and the event head
+    out, heads = embedder.encoder.forward_events(evs, heads=("event", "vertex"))
+    assert np.allclose(out.pooled.numpy(), enc["encoder_vector"], atol=1e-5)
+    assert set(heads) == {"event"}                       # the micro encoder has no vertex head
+    assert np.allclose(heads["event"]["logits"].softmax(1).numpy(), enc["class_probs"], atol=1e-5)
+    empty = Event(points=np.zeros((0, 3), np.float32), energy=np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="event 1 has no points"):
+        embedder.encoder.forward_events([evs[0], empty])
+    with pytest.raises(ValueError, match="unknown head"):
+        embedder.encoder.forward_events(evs, heads=("colour",))
 
 
 def test_event_metadata_truth_and_prediction(sim_events):
@@ -149,12 +159,12 @@ def test_references_and_specs(tmp_path):
                                                          ("nu", 4, 3), ("mpv", 5, 3)]
     assert parse_sim_spec("sim:nu:seed=0:split=eval:n=1")[0].seed == 2  # encoder.data.split_seed
     key = refs[0].key
-    assert key == "sim:nu:seed=3:voxel=0.6:index=2" and parse_ref(key) == refs[0]
+    assert key == "sim:nu:seed=3:voxel=0.6:index=2" and parse_event_ref(key) == refs[0]
     for bad in ("sim:nu:seed=1", "sim:xx:n=3", "sim:nu:n=3:colour=red", "sim:nu:seed:n=3"):
         with pytest.raises(ValueError):
             parse_sim_spec(bad)
     with pytest.raises(FileNotFoundError, match="event file not found"):
-        parse_ref(tmp_path / "missing.h5")
+        parse_event_ref(tmp_path / "missing.h5")
     with pytest.raises(FileNotFoundError, match="no file matches|no event files match"):
         expand_sources(str(tmp_path / "*.h5"))
 

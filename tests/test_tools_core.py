@@ -22,10 +22,9 @@ from events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, EventMeta
 from qformer.corpus import parse_topology, topology_string
 
 import tools
-from tools import (ToolInputError, classify_event, describe, find_vertex, reconstruct, render,
-                   segment)
+from tools import classify_event, describe, find_vertex, reconstruct, render, segment
 from tools import physics as P
-from tools.inputs import EventFileNotFoundError, load_event
+from tools.inputs import load_event
 
 torch.set_num_threads(1)
 
@@ -72,37 +71,7 @@ def h5_file(tmp_path_factory, nu_event):
 
 
 # ============================================================================ input resolution
-def test_bad_input_messages(tmp_path, h5_file):
-    empty = events.Event(points=np.zeros((0, 3), np.float32), energy=np.zeros(0, np.float32))
-    for tool in (segment, find_vertex, reconstruct, classify_event, describe, render):
-        with pytest.raises(ToolInputError, match=r"empty \(0 points\)"):
-            tool(empty)
-    single = events.Event(points=np.array([[10.0, 20.0, 30.0]], np.float32), energy=np.array([5.0], np.float32))
-    with pytest.raises(ToolInputError, match="single point"):
-        reconstruct(single)
-    with pytest.raises(ToolInputError, match=r"unknown event index 5: .*one_nu\.h5 holds 1 event"):
-        segment(f"{h5_file}:5")
-    with pytest.raises(ToolInputError, match=r"holds 1 event \(valid indices 0\.\.0, or -1\.\.-1\)"):
-        find_vertex((str(h5_file), -2))
-    missing = tmp_path / "nope.h5"
-    with pytest.raises(EventFileNotFoundError, match=r"event file not found: .*nope\.h5"):
-        reconstruct(f"{missing}:0")
-    with pytest.raises(FileNotFoundError):  # also a FileNotFoundError for callers that expect one
-        segment(str(missing))
-    with pytest.raises(ToolInputError, match="expected an events.Event, a path .* got int"):
-        segment(42)
-    with pytest.raises(ToolInputError, match="directory"):
-        segment(str(tmp_path))
-    bad = tmp_path / "events.txt"
-    bad.write_text("not events")
-    with pytest.raises(ToolInputError, match="unknown event file extension"):
-        segment(str(bad))
-    two = tmp_path / "two.h5"
-    events.write(two, [sim.particle_gun(13, 100.0, seed=0), sim.particle_gun(2212, 100.0, seed=0)])
-    with pytest.raises(ToolInputError, match=r"holds 2 events; choose one with '.*two\.h5:INDEX'"):
-        segment(str(two))
-
-
+# (bad input for every tool: tests/test_tools_inputs.py)
 def test_load_event_references(h5_file, nu_event):
     ev = load_event(f"{h5_file}:0")
     assert ev.meta.source == str(h5_file) and ev.meta.index == 0 and len(ev) == len(nu_event)
@@ -282,6 +251,19 @@ def test_classify_event_encoder_and_missing_vlm(nu_event, tmp_path):
     assert "encoder" in str(missing) and "<table" in missing._repr_html_()
 
 
+def test_truth_stays_out_of_the_classification_headline(nu_event):
+    """The headline is what a language model reads: measurements only; the simulator's truth
+    stays available as a field."""
+    c = classify_event(nu_event, vlm=False)
+    assert c.truth_class == "numu_cc"
+    head = c._headline()
+    assert "truth" not in head.lower()
+    assert head.count("nu_mu CC") == (c.predicted_label == "nu_mu CC")   # the truth label is not added
+    assert c.predicted_label in head and f"{c.probabilities[c.predicted_class]:.2f}" in head
+    assert "truth" not in str(c).lower() and "truth" not in c._repr_html_().lower()
+    assert c.model_dump()["truth_class"] == "numu_cc"
+
+
 def test_describe_is_short_and_factual(nu_event):
     d = describe(nu_event, vlm=False)
     reco = reconstruct(nu_event)
@@ -342,6 +324,33 @@ def test_render_views_and_overlays(nu_event):
     bare = events.Event(points=nu_event.points, energy=nu_event.energy)
     with pytest.raises(ValueError, match="no truth 'semantic' labels"):
         render(bare, color_by="semantic", labels="truth")
+
+
+def test_render_writes_files_atomically(nu_event, tmp_path):
+    import importlib.util
+
+    from tools.rendering import ImageExportError
+
+    out = tmp_path / "figs" / "event.html"
+    fig = render(nu_event, view="projections", height=400, out=out)
+    page = out.read_text()
+    assert page.lower().startswith("<!doctype html>") and "plotly" in page.lower()
+    assert page.rstrip().endswith("</html>") and fig.layout.height == 400
+    assert sorted(p.name for p in out.parent.iterdir()) == ["event.html"]   # no temporary left
+    with pytest.raises(ValueError, match=r"must end in one of .html, .png"):
+        render(nu_event, out=tmp_path / "event.txt")
+    png = tmp_path / "event.png"
+    if importlib.util.find_spec("kaleido") is None:
+        with pytest.raises(ImageExportError, match="needs plotly's static image export.*kaleido"):
+            render(nu_event, out=png)
+        assert not png.exists()
+    else:
+        try:
+            render(nu_event, view="xz", out=png)
+        except ImageExportError as err:        # kaleido without a browser to drive
+            assert "could not write event.png" in str(err) and not png.exists()
+        else:
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_results_print_and_draw_as_tables(nu_event):

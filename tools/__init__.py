@@ -7,6 +7,9 @@
     cls = classify_event(ev)            # nu_e CC / nu_mu CC / NC from the VLM and the encoder
     print(describe(ev).text)            # a short factual summary
     render(ev, color_by="particle")     # plotly figure with the reconstruction drawn over it
+    render(ev, view="projections", out="ev.html")   # XZ / YZ images, written to a file too
+    build_index(["run.h5"], "my_index")  # an on-disk embedding index of events, then:
+    find_similar(ev, k=5, index="my_index")          # or a text: find_similar("nu_e CC ...")
 
 Every tool takes an ``events.Event``, a path to a one-event file, or ``"path:index"``
 (PILArNet-M ``.h5`` or ``.root``) and returns a pydantic result with units in its field names
@@ -28,7 +31,9 @@ _EXPORTS = {
     "classify_event": "classification", "Classification": "classification",
     "describe": "description", "Description": "description",
     "render": "rendering",
-    "find_similar": "retrieval",
+    "find_similar": "retrieval", "SimilarResult": "retrieval", "SimilarEvent": "retrieval",
+    "EventIndex": "retrieval", "EventEmbedder": "retrieval",
+    "build_index": "index_build", "IndexBuildReport": "index_build",
     "ToolInputError": "inputs", "EventFileNotFoundError": "inputs", "EventInput": "inputs",
     "load_event": "inputs",
     "clear_cache": "engine",

@@ -59,10 +59,16 @@ class Classification(ToolResult):
     note: str = Field("", description="what was missing or failed, if anything")
 
     def _headline(self) -> str:
+        # measurements only: the simulator truth (``truth_class``) stays a field, out of the
+        # text a language model reads
         p = self.probabilities[self.predicted_class]
-        truth = f" (truth {CLASS_LABELS.get(self.truth_class, self.truth_class)})" if self.truth_class else ""
+        src = f" of {self.source}" if self.source else ""
+        agree = ("" if self.agree is None else
+                 "; the VLM and the encoder agree" if self.agree else
+                 "; the VLM and the encoder disagree")
         extra = f"; {self.note}" if self.note else ""
-        return f"{self.predicted_label} with probability {p:.2f} from the {self.method}{truth}{extra}"
+        return (f"Classification{src}: {self.predicted_label} with probability {p:.2f} "
+                f"from the {self.method}{agree}{extra}")
 
     def _sections(self):
         rows = []
@@ -70,7 +76,7 @@ class Classification(ToolResult):
             rows.append((CLASS_LABELS[c],
                          "-" if self.vlm_probabilities is None else f"{self.vlm_probabilities[c]:.3f}",
                          "-" if self.encoder_probabilities is None else f"{self.encoder_probabilities[c]:.3f}"))
-        return [("Class probabilities", ["class", "VLM", "encoder"], rows)]
+        return [("Class probabilities", ["class", "VLM probability", "encoder probability"], rows)]
 
 
 def get_vlm(vlm: VLMLike = None):

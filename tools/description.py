@@ -47,6 +47,10 @@ class ParticleSummary(ToolResult):
     michel: bool = Field(False, description="Michel electron at its end")
     distance_to_vertex_cm: Optional[float] = Field(None, description="start to vertex, cm")
 
+    def _headline(self) -> str:
+        return (f"{self.pid} ({self.kind}) {self.length_cm:.1f} cm, "
+                f"{self.kinetic_energy_mev:.0f} MeV ({self.energy_method})")
+
 
 class Description(ToolResult):
     """A compact summary: ``text`` plus the structured facts it states."""

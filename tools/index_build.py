@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import html
 import itertools
 import os
 import time
@@ -49,7 +50,7 @@ from .retrieval import (
     ANN_MIN_ROWS, DB_DIR, DEFAULT_SIM_VOXEL_CM, ENCODER_VECTOR, INDEX_FORMAT,
     INDEX_FORMAT_VERSION, MANIFEST_NAME, TABLE_PREFIX, VECTOR, EventEmbedder, EventRef,
     IndexModelMismatchError, _parse_sim_fields, _read_manifest, default_index_path,
-    event_metadata, index_schema, parse_ref, rows_table, write_manifest,
+    event_metadata, index_schema, parse_event_ref, rows_table, write_manifest,
 )
 
 __all__ = ["build_index", "append_rows", "IndexBuildReport", "expand_sources",
@@ -77,7 +78,7 @@ def parse_sim_spec(spec: str) -> list[EventRef]:
     if bad or not modes:
         raise ValueError(f"simulation spec {spec!r}: mode(s) must be among {sorted(MODES)}")
     if "index" in f:  # a single event's key
-        return [parse_ref(spec)]
+        return [parse_event_ref(spec)]
     if "n" not in f:
         raise ValueError(f"simulation spec {spec!r}: say how many events (n=N)")
     try:
@@ -120,7 +121,7 @@ def expand_sources(sources: Union[SourceLike, Sequence[SourceLike]],
             continue
         head, sep, tail = s.rpartition(":")
         if sep and tail.lstrip("-").isdigit() and Path(head).exists():
-            out.append(parse_ref(s))
+            out.append(parse_event_ref(s))
             continue
         files = expand_paths([s])
         if not files:
@@ -257,10 +258,10 @@ class IndexBuildReport(BaseModel):
     path: str
     table: str
     n_events: int = Field(description="events in the index after the build")
-    n_added: int
+    n_added: int = Field(description="events embedded and written by this build")
     n_skipped_empty: int = Field(description="events with too few points (not embedded)")
     n_skipped_duplicate: int = Field(0, description="append: events already in the index")
-    seconds: float
+    seconds: float = Field(description="wall-clock time of the build, s")
     events_per_s: float = Field(description="added events per second of wall-clock time")
     first_rows_s: Optional[float] = Field(None, description="seconds until the first embedded "
                                           "rows came back (model loading, Ray start-up)")
@@ -278,6 +279,19 @@ class IndexBuildReport(BaseModel):
                 f"{self.n_events} events, vector index {self.vector_index}"
                 + (f"; skipped {self.n_skipped_empty} empty" if self.n_skipped_empty else "")
                 + (f", {self.n_skipped_duplicate} already indexed" if self.n_skipped_duplicate else ""))
+
+    def _repr_html_(self) -> str:
+        from .results import html_table
+
+        rows = [("index", self.path), ("events in the index", self.n_events),
+                ("events added", self.n_added), ("skipped (too few points)", self.n_skipped_empty),
+                ("skipped (already indexed)", self.n_skipped_duplicate),
+                ("build time [s]", round(self.seconds, 2)),
+                ("rate [events/s]", round(self.events_per_s, 2)),
+                ("built on", "Ray Data" if self.ray else "this process"),
+                ("vector index", self.vector_index), ("model fingerprint", self.model_fingerprint)]
+        return (f"<div style='font-family:monospace'><b>{html.escape(str(self))}</b>"
+                f"{html_table('', ['', 'value'], rows)}</div>")
 
 
 @contextlib.contextmanager

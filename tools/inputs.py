@@ -65,6 +65,10 @@ def parse_ref(ref: Union[str, os.PathLike]) -> tuple[Path, Optional[int]]:
     m = _REF.match(text)
     if m and not Path(text).exists():
         return Path(m["path"]).expanduser(), int(m["index"])
+    head, sep, tail = text.rpartition(":")
+    if sep and head and not Path(text).exists() and Path(head).expanduser().is_file():
+        raise ToolInputError(f"bad event index {tail!r} in {text!r}: after the file name give "
+                             f"the event's integer index ('{head}:0')")
     return Path(text).expanduser(), None
 
 

@@ -6,6 +6,8 @@
     fig = render(ev, color_by="semantic", labels="truth") # the event's own truth labels
     fig = render(ev, view="projections")                  # XZ and YZ energy maps side by side
     fig = render(ev, view="xz")                           # one 2D view
+    render(ev, out="event.html")                          # also written to a file (atomic)
+    render(ev, view="projections", out="xz_yz.png")       # static image (needs kaleido)
 
 Built on ``events.display`` (``plot_event``, ``plot_projections``; explicit figure height, so
 Gradio draws it). Overlays (``overlay=True``): the reconstructed vertex (black x), particle
@@ -13,10 +15,21 @@ starts (grey dots, hover: type, length, energy), track start-to-end lines and sh
 the colour of their PID, and Michel electrons (green diamonds). ``labels="reco"`` (default)
 colours by what the tools found (``semantic``: the segmentation; ``particle``, ``pid``,
 ``interaction``: the reconstruction); ``labels="truth"`` by the event's labels.
+
+``out=PATH`` writes the figure as well as returning it, atomically (a temporary file beside
+PATH, then a rename): ``.html`` is a standalone interactive page (plotly.js embedded, works
+offline); ``.png`` / ``.svg`` / ``.pdf`` / ``.jpg`` / ``.webp`` use plotly's static export,
+which needs the optional ``kaleido`` package (without it the call fails with
+``ImageExportError`` before any work is done; ``events.display.render_png`` draws a
+matplotlib PNG of the XZ / YZ / XY projections without it).
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal, Optional, Union
 
 import numpy as np
 
@@ -27,11 +40,72 @@ from .inputs import EventLike, describe_ref, load_event
 from .reconstruction import Reconstruction, reconstruct
 from .segmentation import segment
 
-__all__ = ["render", "COLOR_BY", "VIEWS"]
+__all__ = ["render", "save_figure", "ImageExportError", "COLOR_BY", "VIEWS", "FILE_FORMATS"]
 
 COLOR_BY = ("energy", "semantic", "particle", "interaction", "pid")
 VIEWS = ("3d", "xz", "yz", "projections")
+IMAGE_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp")
+FILE_FORMATS = ("html",) + IMAGE_FORMATS
+"""What ``render(..., out=PATH)`` writes, by PATH's suffix."""
 _AXES = {"x": 0, "y": 1, "z": 2}
+
+
+class ImageExportError(RuntimeError):
+    """A static image (.png, .svg, ...) cannot be written here (kaleido missing or failing)."""
+
+
+def _out_format(out: Union[str, os.PathLike]) -> str:
+    """The file format of ``out`` from its suffix; ValueError for anything else, and
+    ``ImageExportError`` for an image format when plotly's static export is not installed."""
+    path = Path(out)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt in ("htm",):
+        fmt = "html"
+    if fmt not in FILE_FORMATS:
+        raise ValueError(f"render: cannot write {path}: the file name must end in one of "
+                         f"{', '.join('.' + f for f in FILE_FORMATS)}")
+    if path.is_dir():
+        raise ValueError(f"render: cannot write {path}: it is a directory")
+    if fmt != "html" and importlib.util.find_spec("kaleido") is None:
+        raise ImageExportError(
+            f"render: writing {path.name} (.{fmt}) needs plotly's static image export, the "
+            f"'kaleido' package, which is not installed (pip install kaleido); write .html "
+            f"instead (interactive, no extra package), or use events.display.render_png for a "
+            f"matplotlib PNG of the XZ / YZ / XY projections")
+    return fmt
+
+
+def save_figure(fig, out: Union[str, os.PathLike], *, width: Optional[int] = None,
+                height: Optional[int] = None, scale: float = 2.0) -> Path:
+    """Write a plotly figure to ``out`` atomically (see the module docstring for formats).
+
+    ``width`` / ``height`` (pixels) and ``scale`` apply to static images; an HTML page keeps
+    the figure's own size. Returns the path written."""
+    fmt = _out_format(out)
+    path = Path(out).expanduser()
+    if fmt == "html":
+        from events.display import save_html
+
+        return save_html(fig, path)
+    try:
+        data = fig.to_image(format="jpg" if fmt == "jpeg" else fmt, width=width,
+                            height=height or fig.layout.height, scale=scale)
+    except Exception as exc:   # kaleido present but unusable (e.g. no browser for kaleido 1.x)
+        raise ImageExportError(f"render: plotly's static export could not write {path.name}: "
+                               f"{type(exc).__name__}: {exc}; write .html instead") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _reco_event(ev: Event, reco: Reconstruction, seg) -> Event:
@@ -101,19 +175,31 @@ def _add_2d_overlays(fig, overlays: list[dict], views: list[str]) -> None:
 def render(event: EventLike, color_by: str = "energy", overlay: bool = True,
            view: Literal["3d", "xz", "yz", "projections"] = "3d",
            labels: Literal["reco", "truth"] = "reco", height: int = 600,
-           max_points: Optional[int] = None, model: engine.ModelLike = None):
+           max_points: Optional[int] = None, model: engine.ModelLike = None,
+           out: Optional[Union[str, os.PathLike]] = None):
     """A plotly figure of one event (``plotly.graph_objects.Figure``; see the module docstring).
 
     ``color_by``: energy | semantic | particle | interaction | pid (3D view; the 2D views show
     energy maps). ``view``: 3d, xz, yz or projections (XZ and YZ side by side). ``overlay``:
-    draw the reconstruction. ``height`` in pixels. ``max_points`` subsamples huge events in 3D."""
+    draw the reconstruction. ``height`` in pixels. ``max_points`` subsamples huge events in 3D.
+    ``out``: also write the figure there (.html, or .png / .svg / ... with kaleido), atomically."""
     if color_by not in COLOR_BY:
         raise ValueError(f"render: color_by must be one of {COLOR_BY}, got {color_by!r}")
     if view not in VIEWS:
         raise ValueError(f"render: view must be one of {VIEWS}, got {view!r}")
     if labels not in ("reco", "truth"):
         raise ValueError(f"render: labels must be 'reco' or 'truth', got {labels!r}")
+    if out is not None:
+        _out_format(out)          # a bad file name fails before any work
     ev = load_event(event, tool="render")
+    fig = _figure(ev, color_by, overlay, view, labels, height, max_points, model)
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def _figure(ev: Event, color_by: str, overlay: bool, view: str, labels: str, height: int,
+            max_points: Optional[int], model: engine.ModelLike):
     from events.display import plot_event, plot_projections
 
     need_reco = overlay or (labels == "reco" and color_by != "energy")

@@ -47,9 +47,19 @@ def fmt_vec(v: Optional[Sequence[float]], nd: int = 1) -> str:
     return "(" + ", ".join(f"{float(c):.{nd}f}" for c in v) + ")"
 
 
+def _auto_decimals(x: float) -> int:
+    """Decimals that keep a table number readable: one for 1 and above (lengths in cm, MeV),
+    two below 1 (probabilities, confidences, direction cosines), three below 0.01."""
+    a = abs(float(x))
+    return 1 if a >= 1 or a == 0 else 2 if a >= 0.01 else 3
+
+
 def _cell(x: Any) -> str:
     if isinstance(x, tuple) and len(x) == 3 and all(isinstance(c, (int, float)) for c in x):
-        return fmt_vec(x)
+        small = all(abs(float(c)) <= 1.0 for c in x)     # a direction: two decimals
+        return fmt_vec(x, 2 if small else 1)
+    if isinstance(x, (float, np.floating)) and not isinstance(x, bool) and math.isfinite(float(x)):
+        return fmt_num(x, _auto_decimals(x))
     return fmt_num(x)
 
 
@@ -79,9 +89,9 @@ class ToolResult(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    def _sections(self) -> list[Section]:  # pragma: no cover - every result overrides it
-        return [(type(self).__name__, ["field", "value"],
-                 [(k, v) for k, v in self.model_dump().items()])]
+    def _sections(self) -> list[Section]:
+        """Default: one row per field (names carry the units, e.g. ``length_cm``)."""
+        return [("", ["field", "value"], [(k, v) for k, v in self.model_dump().items()])]
 
     def _headline(self) -> str:
         return type(self).__name__

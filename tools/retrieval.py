@@ -80,7 +80,7 @@ from events.model import EVENT_CLASSES, Event, EventError
 __all__ = [
     "find_similar", "build_index", "EventIndex", "EventEmbedder", "EventRef", "SimilarEvent",
     "SimilarResult", "IndexNotFoundError", "IndexModelMismatchError", "default_index_path",
-    "parse_ref", "event_metadata", "INDEX_ENV", "INDEX_COLUMNS",
+    "parse_event_ref", "event_metadata", "INDEX_ENV", "INDEX_COLUMNS",
 ]
 
 INDEX_FORMAT = "larsight-index"
@@ -233,14 +233,17 @@ def _parse_sim_fields(body: str, what: str) -> tuple[str, dict[str, str]]:
     return modes, fields
 
 
-def parse_ref(text: Union[str, os.PathLike, tuple]) -> EventRef:
-    """``FILE:INDEX``, ``(FILE, INDEX)``, ``FILE`` (a one-event file) or
-    ``sim:MODE:seed=S[:voxel=CM]:index=I`` -> ``EventRef``. File references follow the tools'
-    convention (``tools.inputs``): a missing file raises ``EventFileNotFoundError``, an index
-    the file does not have or a several-event file without an index ``ToolInputError``;
-    negative indices count from the end."""
+def parse_event_ref(text: Union[str, os.PathLike, tuple]) -> EventRef:
+    """The ``EventRef`` (what an index row points at) of ``FILE:INDEX``, ``(FILE, INDEX)``,
+    ``FILE`` (a one-event file) or ``sim:MODE:seed=S[:voxel=CM]:index=I``.
+
+    Unlike ``tools.inputs.parse_ref``, which only splits ``"path:index"`` into its parts, this
+    checks the file and resolves the index (absolute path, index counted from the start).
+    File references follow the tools' convention (``tools.inputs``): a missing file raises
+    ``EventFileNotFoundError``, an index the file does not have or a several-event file
+    without an index ``ToolInputError``; negative indices count from the end."""
     from .inputs import ToolInputError, checked_index
-    from .inputs import parse_ref as file_ref
+    from .inputs import parse_ref as split_path_index
 
     if isinstance(text, tuple):
         if len(text) != 2 or isinstance(text[1], bool) or not isinstance(text[1], (int, np.integer)):
@@ -255,11 +258,16 @@ def parse_ref(text: Union[str, os.PathLike, tuple]) -> EventRef:
             if unknown or "index" not in f or "," in mode:
                 raise ValueError(f"event reference {s!r}: expected "
                                  f"sim:MODE:seed=S[:voxel=CM]:index=I")
-            return EventRef(f"sim:{mode}", int(f["index"]), int(f.get("seed", 0)),
-                            float(f.get("voxel", DEFAULT_SIM_VOXEL_CM)))
-        path, index = file_ref(s)
+            try:
+                return EventRef(f"sim:{mode}", int(f["index"]), int(f.get("seed", 0)),
+                                float(f.get("voxel", DEFAULT_SIM_VOXEL_CM)))
+            except ValueError:
+                raise ValueError(f"event reference {s!r}: seed and index must be integers, "
+                                 f"voxel a number (sim:MODE:seed=S[:voxel=CM]:index=I)") from None
+        path, index = split_path_index(s)
     index, _ = checked_index(path, index)
     return EventRef(str(path.resolve()), index)
+
 
 
 def _looks_like_ref(s: str) -> bool:
@@ -272,6 +280,10 @@ def _looks_like_ref(s: str) -> bool:
     p = Path(re.sub(r":-?\d+$", "", s)).expanduser()
     if p.is_file():
         return True
+    head, sep, _ = s.rpartition(":")
+    if sep and head and not re.search(r"\s", s) and (
+            Path(head).expanduser().is_file() or Path(head).suffix.lower() in EVENT_FILE_SUFFIXES):
+        return True        # 'file.h5:<not an integer>': a bad reference, not a text
     # a missing event file is an error (not a text query) when it looks like one
     return not re.search(r"\s", s) and p.suffix.lower() in EVENT_FILE_SUFFIXES
 
@@ -474,34 +486,31 @@ class EventEmbedder:
         encoder's event head (None without one). Every event needs at least one point."""
         import torch
 
-        from encoder.data import encoder_inputs
-
         evs = list(events)
         for i, e in enumerate(evs):
             if not isinstance(e, Event):
                 raise TypeError(f"EventEmbedder: item {i} is {type(e).__name__}, not an events.Event")
             if len(e) == 0:
                 raise ValueError(f"EventEmbedder: event {i} has no points")
-        head = self.encoder.heads.get("event")
+        has_head = "event" in self.encoder.heads
         vec, enc, probs = [], [], []
         with torch.no_grad():
             for s in range(0, len(evs), max(1, int(batch_size))):
                 chunk = evs[s:s + batch_size]
-                # the encoder's own batching (re-voxelisation onto its grid), one forward pass
-                # for the event tokens, the pooled embedding and the event head
-                batch, _ = self.encoder._prepare(chunk)
-                out = self.encoder.encoder(encoder_inputs(batch))
+                # one encoder pass (re-voxelised onto its grid) for the event tokens, the
+                # pooled embedding and the event head
+                out, heads = self.encoder.forward_events(chunk, heads=("event",))
                 proj = self.projector(out.event_tokens.float(), out.event_token_mask,
                                       out.event_token_coords.float())
                 vec.append(proj.event_embed.float().cpu().numpy())
                 enc.append(out.pooled.float().cpu().numpy())
-                if head is not None:
-                    probs.append(head(out, batch)["logits"].softmax(1).float().cpu().numpy())
+                if has_head:
+                    probs.append(heads["event"]["logits"].softmax(1).float().cpu().numpy())
         empty = lambda d: np.zeros((0, d), dtype=np.float32)
         return {"vector": np.concatenate(vec) if vec else empty(self.embed_dim),
                 "encoder_vector": np.concatenate(enc) if enc else empty(self.encoder_dim),
                 "class_probs": (np.concatenate(probs) if probs else empty(len(EVENT_CLASSES)))
-                if head is not None else None}
+                if has_head else None}
 
     def embed(self, events: Union[Event, Iterable[Event]], batch_size: int = 8) -> np.ndarray:
         """(B, D) unit vectors of events in the aligned space."""
@@ -910,12 +919,6 @@ def find_similar(event_or_text: QueryLike, k: int = 10,
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"find_similar: k must be a positive integer, got {k!r}")
-    idx = open_index(index)
-    if embedder is None and vlm is not None:
-        embedder = cached_embedder(vlm)
-    if embedder is not None:
-        idx.check_model(embedder)
-
     event: Optional[Event] = None
     ref: Optional[EventRef] = None
     text: Optional[str] = None
@@ -924,13 +927,13 @@ def find_similar(event_or_text: QueryLike, k: int = 10,
     elif isinstance(event_or_text, EventRef):
         ref = event_or_text
     elif isinstance(event_or_text, tuple):
-        ref = parse_ref(event_or_text)
+        ref = parse_event_ref(event_or_text)
     elif isinstance(event_or_text, (str, os.PathLike)):
         s = str(event_or_text)
         if not s.strip():
             raise ValueError("find_similar: the query is empty")
         if isinstance(event_or_text, os.PathLike) or _looks_like_ref(s):
-            ref = parse_ref(s)
+            ref = parse_event_ref(s)
         else:
             text = " ".join(s.split())
     else:
@@ -938,6 +941,16 @@ def find_similar(event_or_text: QueryLike, k: int = 10,
 
         raise ToolInputError(f"find_similar: expected an events.Event, 'path:index', a "
                              f"simulated-event key or a text, got {type(event_or_text).__name__}")
+    if event is not None:       # a bad event fails before the index is opened
+        from .inputs import load_event
+
+        load_event(event, tool="find_similar")
+
+    idx = open_index(index)
+    if embedder is None and vlm is not None:
+        embedder = cached_embedder(vlm)
+    if embedder is not None:
+        idx.check_model(embedder)
 
     t0 = time.perf_counter()
     vector = None
@@ -956,12 +969,17 @@ def find_similar(event_or_text: QueryLike, k: int = 10,
         else:
             if event is None:
                 event = ref.load()
-            if len(event) == 0:
-                from .inputs import ToolInputError
+            # the tools' checks (an empty or single-point event is refused with the tools'
+            # message), naming the event by its reference when it has one
+            from .inputs import ToolInputError, load_event
 
-                where = f"event {ref.key}" if ref is not None else "the event"
-                raise ToolInputError(f"find_similar: {where} is empty (0 points): there is "
-                                     f"nothing to compare")
+            try:
+                load_event(event, tool="find_similar")
+            except ToolInputError as err:
+                msg = str(err)
+                if ref is not None and "the event" in msg:
+                    msg = msg.replace("the event", f"event {ref.key}", 1)
+                raise ToolInputError(msg) from None
             emb = embedder or idx.embedder()
             vector = emb.embed([event])[0]
         label = ref.key if ref is not None else repr(event)

@@ -191,9 +191,9 @@ def cmd_index_search(args) -> int:
         raise ValueError("give exactly one of --text TEXT or --event FILE[:INDEX]")
     query = args.text if args.text is not None else args.event
     if args.event is not None:
-        from tools.retrieval import parse_ref
+        from tools.retrieval import parse_event_ref
 
-        query = parse_ref(args.event)
+        query = parse_event_ref(args.event)
     res = find_similar(query, k=args.k, index=args.index, where=args.where,
                        event_class=args.event_class, topology=args.topology,
                        min_energy_mev=args.min_energy, max_energy_mev=args.max_energy,
