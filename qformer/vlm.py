@@ -390,6 +390,20 @@ def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] =
     (``quantization="none"``) is *not* the same model: the adapters and projector learned on
     the NF4-rounded weights. Memory: the dense base (fp32 on CPU: 0.54 GB for SmolLM2-135M).
     ``merge=False`` keeps the NF4 base and the peft wrapper (the smallest memory)."""
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws a "Loading weights" bar per module group: noise in notebooks, the
+    # chat app and test logs for a load of a few seconds
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return _load_vlm(path, quantization=quantization, device=device, trainable=trainable, merge=merge)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_vlm(path, *, quantization, device, trainable, merge) -> VLM:
     from encoder import load_model
 
     from .lm import load_lm
