@@ -281,15 +281,20 @@ class Agent:
         t0 = time.perf_counter()
         ref = _event_ref(event)
         seen = 0
+        obs: dict = {}
         stop = None
         try:
             for update in graph.stream(turn_input(question, ref), cfg, stream_mode="updates"):
                 for _node, delta in update.items():
-                    trace = (delta or {}).get("trace") if isinstance(delta, dict) else None
+                    if not isinstance(delta, dict):
+                        continue
+                    # the nodes return whole lists; the update itself carries the observations
+                    # (reading them back with get_state races the SQLite checkpoint write)
+                    if delta.get("observations") is not None:
+                        obs = {o.get("id"): o for o in delta["observations"]}
+                    trace = delta.get("trace")
                     if not trace:
                         continue
-                    obs = {o.get("id"): o for o in graph.get_state(cfg).values.get("observations") or []} \
-                        if any(s.get("observation") for s in trace[seen:]) else {}
                     for s in trace[seen:]:
                         yield _to_step(s, obs)
                     seen = len(trace)

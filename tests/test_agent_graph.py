@@ -105,6 +105,14 @@ def test_stream_yields_steps_then_answer(bot, event):
     assert items[-1].text == "There is 1 proton."
 
 
+def test_streamed_steps_carry_tool_outputs_in_a_persistent_thread(bot, event):
+    # with the SQLite checkpointer the live steps must already hold the tool's inputs and output
+    items = list(bot.stream(event, "How many protons are there?", thread_id="t-stream"))
+    observed = [i for i in items[:-1] if i.node == "observe"]
+    assert observed and observed[0].call is not None
+    assert observed[0].call.ok and observed[0].call.output["topology"] == "1mu 1p 0pi"
+
+
 def test_openai_brain_with_fake_tool_calls(tmp_path, event):
     model = GenericFakeChatModel(messages=iter([tool_call("find_vertex"),
                                                 AIMessage(content="The vertex is at (10.0, 20.0, 30.0) cm.")]))
