@@ -264,6 +264,12 @@ def test_truth_stays_out_of_the_classification_headline(nu_event):
     assert c.model_dump()["truth_class"] == "numu_cc"
 
 
+def test_truth_stays_out_of_reconstruction_and_segmentation_headlines(nu_event):
+    reco, seg = reconstruct(nu_event), segment(nu_event)
+    assert reco.truth_topology is not None and seg.semantic_accuracy is not None   # kept as fields
+    assert "truth" not in reco._headline().lower() and "truth" not in seg._headline().lower()
+
+
 def test_describe_is_short_and_factual(nu_event):
     d = describe(nu_event, vlm=False)
     reco = reconstruct(nu_event)

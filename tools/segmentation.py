@@ -80,11 +80,10 @@ class Segmentation(ToolResult):
 
     def _headline(self) -> str:
         src = f" of {self.source}" if self.source else ""
-        acc = f", {100 * self.semantic_accuracy:.1f}% agree with the truth labels" \
-            if self.semantic_accuracy is not None else ""
+        # no truth here: the headline is what the language model reads (semantic_accuracy stays a field)
         return (f"Segmentation{src}: {self.n_points} points, {self.total_energy_mev:.1f} MeV, "
                 f"{self.n_particles} particle instances, {self.n_interactions} interaction "
-                f"group{'s' if self.n_interactions != 1 else ''}{acc} ({self.model})")
+                f"group{'s' if self.n_interactions != 1 else ''} ({self.model})")
 
     def _sections(self):
         classes = [(c, self.class_counts[c], self.class_energy_mev[c]) for c in SEMANTIC_CLASSES]
