@@ -154,11 +154,12 @@ class RulesBrain:
 # ============================================================================ VLM
 TOOL_THRESHOLD = 0.02
 """The VLM calls a tool when the probability that its reply starts a tool call is at least
-this. The training corpus answers the same event questions directly (stage-2 'qa' records,
-35% of the mix) more often than through a tool ('tool' records, 15%), which deflates that
-probability for event questions. Measured with the shipped VLM on 30 held-out events
-(evals/agent_quick.py): 0.18-0.95 for the 90 class / vertex / topology questions, at most
-0.0004 for the 20 definitions and unrelated questions, so 0.02 sits a factor of ~9 from both."""
+this (only for questions whose wording names no measurement, see ``VLMBrain.constrain``). The
+training corpus answers the same event questions directly (stage-2 'qa' records, 35% of the mix)
+more often than through a tool ('tool' records, 15%), which deflates that probability. On 30
+held-out events with the four training-style questions it was 0.18-0.95 for event questions
+and at most 0.0004 for definitions; on the agent suite's rephrasings the two overlap (0.0005 to
+0.995), which is why the question's own intents constrain the choice."""
 
 _SUPPORT = {"classify_event": ("reconstruct",)}
 """Tools whose numbers the answer after the VLM's choice needs (a classification's reasons)."""
@@ -186,13 +187,19 @@ class VLMBrain:
     ``explain``: add the VLM's generated explanation to answers that ask why (validated
     like the rest of the answer); ``tool_threshold``: call a tool when the probability that
     the VLM's answer starts a tool call reaches it (``TOOL_THRESHOLD``), else answer without
-    one (a definition it was trained on, or a refusal)."""
+    one (a definition it was trained on, or a refusal); ``constrain`` (default on): decode the
+    action within the tools the question's wording asks for (``asked_tools``; a textbook
+    question gets no tool), and run the other asked tools after the VLM's pick. Unconstrained,
+    the shipped 135M VLM picks the expected tool for only 73% of the agent suite's questions
+    (rephrasings it never saw in training get no tool, or the wrong one; evals/reports/agent.md),
+    so its free choice is kept for questions whose wording names no measurement."""
 
     name = "vlm"
 
     def __init__(self, vlm: Any = None, explain: bool = True, tool_threshold: float = TOOL_THRESHOLD,
-                 max_new_tokens: int = 64):
+                 max_new_tokens: int = 64, constrain: bool = True):
         self._vlm = vlm
+        self.constrain = constrain
         self.explain = explain
         self.tool_threshold = tool_threshold
         self.max_new_tokens = max_new_tokens
@@ -261,22 +268,34 @@ class VLMBrain:
                     scores[n] += float(tot[j])
         return scores, p_tool
 
+    def asked_tools(self, question: str) -> list[str]:
+        """With ``constrain``: the tools the question's wording asks for (``compose.plan`` of its
+        intents), the only choices the VLM is given; empty when the wording names no
+        measurement (then the VLM chooses among all tools or answers)."""
+        return compose.plan(compose.intents(question)) if self.constrain else []
+
     def choose(self, event, question: str) -> Decision:
         """The VLM's first action for a question (constrained to the tool set or answering)."""
         from qformer.corpus import tool_call_text
 
-        cands = {t: tool_call_text({"tool": t, "arguments": _tool_args(t, question)}) for t in TOOL_NAMES}
+        asked = self.asked_tools(question)
+        if self.constrain and not asked and compose.is_general(question):
+            return Decision(action="answer", grounded=False, scores={"answer": 1.0},
+                            thought="a textbook question: answered without tools")
+        choices = tuple(asked) or TOOL_NAMES
+        cands = {t: tool_call_text({"tool": t, "arguments": _tool_args(t, question)}) for t in choices}
         scores, p_tool = self.action_scores(event, question, cands)
         m = max(scores.values())
         z = sum(math.exp(v - m) for v in scores.values())
         probs = {t: p_tool * math.exp(v - m) / z for t, v in scores.items()}
         probs["answer"] = 1.0 - p_tool
-        if p_tool < self.tool_threshold:
+        if p_tool < self.tool_threshold and not asked:
             return Decision(action="answer", grounded=False, scores=probs,
                             thought=f"VLM: answer without a tool (p(tool call) = {p_tool:.3f} < {self.tool_threshold})")
-        best = max(TOOL_NAMES, key=lambda t: probs[t])
+        best = max(choices, key=lambda t: probs[t])
+        why = f" among {', '.join(choices)} (asked by the question)" if asked else ""
         return Decision(action="tool", tool=best, arguments=_tool_args(best, question), scores=probs,
-                        thought=f"VLM: {best} (p = {probs[best]:.2f})")
+                        thought=f"VLM: {best} (p = {probs[best]:.2f}){why}")
 
     # ---------------------------------------------------------------- deciding
     def decide(self, ctx: Context) -> Decision:
@@ -303,12 +322,13 @@ class VLMBrain:
             if not ctx.done(d.tool, d.arguments):
                 return d
             first = d.tool
-        for tool in (first,) + _SUPPORT.get(first, ()):
+        asked = self.asked_tools(ctx.question)
+        for tool in (first,) + _SUPPORT.get(first, ()) + tuple(t for t in asked if t != first):
             args = _tool_args(tool, ctx.question)
             if not ctx.done(tool, args):
                 return Decision(action="tool", tool=tool, arguments=args,
                                 thought=f"support for {first}: {tool}" if tool != first else f"VLM: {tool}")
-        found = _vlm_intents(first, ctx.question)
+        found = (compose.intents(ctx.question) if asked else []) or _vlm_intents(first, ctx.question)
         obs = ctx.observations + [m for m in ctx.memory if m.get("event") == ctx.event]
         text = compose.compose(ctx.question, found, obs, ctx.evidence())
         if self.explain and event is not None and first in ("classify_event", "describe") and \

@@ -26,8 +26,8 @@ class StubVLM:
         return self.text
 
 
-def stub_brain(monkeypatch, scores, p_tool, vlm=None):
-    brain = VLMBrain(vlm or StubVLM())
+def stub_brain(monkeypatch, scores, p_tool, vlm=None, constrain=True):
+    brain = VLMBrain(vlm or StubVLM(), constrain=constrain)
     seen = []
 
     def fake_scores(self, event, question, candidates):
@@ -44,7 +44,7 @@ def event():
 
 
 def test_vlm_brain_picks_the_best_tool(monkeypatch, event, tmp_path):
-    brain, seen = stub_brain(monkeypatch, {"find_vertex": -1.0, "segment": -4.0}, p_tool=0.6)
+    brain, seen = stub_brain(monkeypatch, {"find_vertex": -1.0, "segment": -4.0}, p_tool=0.6, constrain=False)
     a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "Where is the vertex?")
     assert a.trajectory == ["find_vertex"] and "(10.0, 20.0, 30.0) cm" in a.text
     scores = [s.scores for s in a.steps if s.scores][0]
@@ -67,6 +67,22 @@ def test_vlm_brain_fills_k_from_the_question(monkeypatch, event, tmp_path):
         event, "Show me 7 similar events.")
     assert a.trajectory == ["find_similar"] and hits == [7]
     assert seen[0]["find_similar"] == '{"arguments": {"k": 7}, "tool": "find_similar"}'
+
+
+def test_constrained_vlm_brain_chooses_among_the_asked_tools(monkeypatch, event, tmp_path):
+    # the VLM prefers segment, but the question asks for counts: only reconstruct is offered
+    brain, seen = stub_brain(monkeypatch, {"segment": -0.1, "reconstruct": -5.0}, p_tool=0.001)
+    a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "Count the protons.")
+    assert set(seen[0]) == {"reconstruct"} and a.trajectory == ["reconstruct"]
+    assert "1 proton" in a.text
+    # a question whose wording names no measurement leaves the VLM every tool
+    brain, seen = stub_brain(monkeypatch, {"segment": -0.1}, p_tool=0.9)
+    a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "What do you make of this?")
+    assert len(seen[0]) > 3 and a.trajectory[0] == "segment"
+    # a textbook question gets no tool, without asking the VLM
+    brain, seen = stub_brain(monkeypatch, {"segment": -0.1}, p_tool=0.99)
+    a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "What is a Michel electron?")
+    assert a.trajectory == [] and seen == []
 
 
 def test_vlm_brain_answers_without_tools_below_threshold(monkeypatch, event, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shlex
 import sys
@@ -109,6 +110,20 @@ def cmd_eval(args) -> int:
     print((Path(res["out_dir"]) / "report.md").read_text())
     print(f"report and plots in {res['out_dir']}")
     return 0
+
+
+_EVAL_VERBS = (
+    ("agent", "evals.agent_eval.cli", "run the agent evaluation suites (evals/suites) with one or more brains "
+     "(resumable, k trials per case) and write evals/reports/agent.md"),
+    ("all", "evals.dashboard", "regenerate every report in evals/reports and its index page README.md"),
+    ("compare", "evals.compare", "what changed between two agent runs or two report JSONs"),
+)
+
+
+def _eval_verb(module: str):
+    def run(args) -> int:
+        return importlib.import_module(module).run(args)
+    return run
 
 
 def cmd_align(args) -> int:
@@ -231,6 +246,18 @@ def cmd_ask(args) -> int:
         print(answer.model_dump_json(indent=2))
     else:
         print(answer)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from ui.app import build_app, launch, warm_up
+
+    demo = build_app(args.brain, index=args.index, db=args.db, run_dir=args.run_dir,
+                     max_upload_mb=args.max_upload_mb, concurrency=args.concurrency)
+    if not args.no_warm_up:
+        warm_up(demo.larsight_agent)
+    print(f"larsight ui: http://{args.host}:{args.port}/ (brain {args.brain}; Ctrl+C stops it)")
+    launch(demo, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
     return 0
 
 
@@ -433,6 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("--model", default=None, help="--brain openai: the model name")
     ak.set_defaults(func=cmd_ask)
 
+    u = sub.add_parser("ui", help="the Gradio chat with an event display (offline, shipped weights)")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
+    u.add_argument("--port", type=int, default=7860)
+    u.add_argument("--brain", choices=["rules", "vlm", "openai"], default="vlm",
+                   help="reasoning back-end (vlm: the shipped VLM, loads in the background)")
+    u.add_argument("--index", default=None, help="event index for similar events (default: "
+                   "$LARSIGHT_INDEX or ~/.local/share/larsight/index)")
+    u.add_argument("--db", default=None, help="SQLite file of conversations "
+                   "(default: $LARSIGHT_AGENT_DB or ~/.cache/larsight/agent_threads.sqlite)")
+    u.add_argument("--run-dir", default=None, help="uploads and tool outputs (default: runs/ui)")
+    u.add_argument("--max-upload-mb", type=float, default=200, help="largest event file accepted")
+    u.add_argument("--concurrency", type=int, default=4, help="questions answered at once")
+    u.add_argument("--no-warm-up", action="store_true", help="load the models on the first question")
+    u.set_defaults(func=cmd_ui)
+
     ev = sub.add_parser("eval", help="evaluate a trained component")
     ev_sub = ev.add_subparsers(dest="target", required=True)
     ee = ev_sub.add_parser("encoder", help="metrics of an encoder checkpoint's task heads")
@@ -444,6 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     ee.add_argument("--files", nargs="+", help="evaluate on these files (e.g. PILArNet-M .h5)")
     ee.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
     ee.set_defaults(func=cmd_eval)
+    for name, module, text in _EVAL_VERBS:
+        ep = ev_sub.add_parser(name, help=text, description=text)
+        importlib.import_module(module).add_arguments(ep)
+        ep.set_defaults(func=_eval_verb(module))
     return p
 
 
