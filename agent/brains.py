@@ -189,7 +189,8 @@ class VLMBrain:
     the VLM's answer starts a tool call reaches it (``TOOL_THRESHOLD``), else answer without
     one (a definition it was trained on, or a refusal); ``constrain`` (default on): decode the
     action within the tools the question's wording asks for (``asked_tools``; a textbook
-    question gets no tool), and run the other asked tools after the VLM's pick. Unconstrained,
+    question, or one that refers neither to the event nor to its contents, gets no tool), and
+    run the other asked tools after the VLM's pick. Unconstrained,
     the shipped 135M VLM picks the expected tool for only 73% of the agent suite's questions
     (rephrasings it never saw in training get no tool, or the wrong one; evals/reports/agent.md),
     so its free choice is kept for questions whose wording names no measurement."""
@@ -279,9 +280,9 @@ class VLMBrain:
         from qformer.corpus import tool_call_text
 
         asked = self.asked_tools(question)
-        if self.constrain and not asked and compose.is_general(question):
+        if self.constrain and not asked and (compose.is_general(question) or not compose.refers_to_event(question)):
             return Decision(action="answer", grounded=False, scores={"answer": 1.0},
-                            thought="a textbook question: answered without tools")
+                            thought="the question is not about the event: answered without tools")
         choices = tuple(asked) or TOOL_NAMES
         cands = {t: tool_call_text({"tool": t, "arguments": _tool_args(t, question)}) for t in choices}
         scores, p_tool = self.action_scores(event, question, cands)

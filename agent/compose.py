@@ -16,7 +16,7 @@ from .evidence import Evidence, ParticleEvidence
 from .validate import CLASS_TEXT, MIP_DEDX
 
 __all__ = ["intents", "plan", "compose", "general_answer", "similar_k", "similar_query",
-           "render_view", "is_general", "INTENT_TOOLS", "DEFAULT_K"]
+           "render_view", "is_general", "refers_to_event", "INTENT_TOOLS", "DEFAULT_K"]
 
 DEFAULT_K = 5
 
@@ -60,6 +60,17 @@ _GENERAL = re.compile(r"^\s*(what\s+(is|are)\s+an?\s+|what'?s\s+an?\s+|what\s+ar
                       r"how\s+does\s+an?\s+|why\s+do(es)?\s+(some\s+|an?\s+)?(?!this|these|it\b)|define\s+|explain\s+what\s+)",
                       re.I)
 _MEDIUM = re.compile(r"\b(liquid argon|argon|lar)\b", re.I)
+
+
+_DETECTOR_WORDS = re.compile(r"\b(events?|interactions?|tracks?|showers?|vertex|vertices|particles?|"
+                             r"hits?|points?|deposits?|clusters?|muons?|electrons?|protons?|pions?|"
+                             r"photons?|neutrinos?|michel)\b", re.I)
+
+
+def refers_to_event(question: str) -> bool:
+    """Whether the question points at the event or its contents ("this", "here", "the track",
+    "any protons?"): a question that does neither needs no measurement of it."""
+    return bool(_DEICTIC.search(question) or _DETECTOR_WORDS.search(question))
 
 
 def is_general(question: str) -> bool:

@@ -79,10 +79,11 @@ def test_constrained_vlm_brain_chooses_among_the_asked_tools(monkeypatch, event,
     brain, seen = stub_brain(monkeypatch, {"segment": -0.1}, p_tool=0.9)
     a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "What do you make of this?")
     assert len(seen[0]) > 3 and a.trajectory[0] == "segment"
-    # a textbook question gets no tool, without asking the VLM
-    brain, seen = stub_brain(monkeypatch, {"segment": -0.1}, p_tool=0.99)
-    a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, "What is a Michel electron?")
-    assert a.trajectory == [] and seen == []
+    # a textbook question, or one not about the event, gets no tool, without asking the VLM
+    for q in ("What is a Michel electron?", "Thanks, that's all for now!", "Who are you?"):
+        brain, seen = stub_brain(monkeypatch, {"segment": -0.1}, p_tool=0.99)
+        a = Agent(brain, tools=dict(FAKES), run_dir=tmp_path).ask(event, q)
+        assert a.trajectory == [] and seen == [], q
 
 
 def test_vlm_brain_answers_without_tools_below_threshold(monkeypatch, event, tmp_path):
