@@ -23,7 +23,7 @@ DEFAULT_K = 5
 _DEICTIC = re.compile(r"\b(this|these|here|it|its|the event|this event|this one|that event)\b", re.I)
 _PATTERNS: list[tuple[str, re.Pattern]] = [(name, re.compile(p, re.I)) for name, p in (
     ("similar", r"\bsimilar\b|\blike (this|it)\b|\bevents? like\b|\blooks? like this\b|\balike\b|"
-                r"\bneighbou?rs?\b|\bfind (me )?(\w+ )?(events?|an? )|\bsearch\b|\bretriev|\bother events\b|"
+                r"\bneighbou?rs?\b|\bfind (me )?(\S+ ){0,4}?(events?|an? )|\bsearch\b|\bretriev|\bother events\b|"
                 r"\bmore events\b|\bwhich stored events\b|\blook for\b"),
     ("classify", r"\bclassif|\bclass\b|\bwhat (kind|type|sort) of (event|interaction|neutrino)|"
                  r"\b(nu_?e|nu_?mu|numu|nue|νe|νμ)\b|\bnc\b|\bcc\b|charged[- ]current|neutral[- ]current|"
@@ -56,6 +56,7 @@ INTENT_TOOLS = {
 }
 
 _GENERAL = re.compile(r"^\s*(what\s+(is|are)\s+an?\s+|what'?s\s+an?\s+|what\s+are\s+(?!the\b|there\b)|"
+                      r"what\s+is\s+(?!the\b|there\b)[^\s?]+\s*\?\s*$|what\s+is\s+the\s+difference\s+between\s+|"
                       r"what\s+does\s+.{1,30}\s+mean\b|how\s+do\s+(you|i|we|one)\s+(tell|distinguish|identify|measure)|"
                       r"how\s+does\s+an?\s+|why\s+do(es)?\s+(some\s+|an?\s+)?(?!this|these|it\b)|define\s+|explain\s+what\s+)",
                       re.I)
