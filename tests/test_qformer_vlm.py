@@ -147,6 +147,11 @@ def test_merged_nf4_inference_is_the_trained_function(tiny_lm_dir, encoder_ckpt,
                 p.normal_(0, 0.05)
     vlm.save_pretrained(tmp_path / "vlm")
     slow = load_vlm(tmp_path / "vlm", device="cpu", merge=False)
+    # On CPUs with AVX512-BF16, bitsandbytes repacks NF4 weights for inference with bf16
+    # block scales (about 0.4 % off); the reference here is the exact NF4 function
+    for m in slow.lm.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
     fast = load_vlm(tmp_path / "vlm", device="cpu")
     assert not any("Linear4bit" in type(m).__name__ for m in fast.lm.modules())
     assert np.allclose(fast.class_scores(events[:2]), slow.class_scores(events[:2]), atol=1e-3)
