@@ -156,6 +156,23 @@ def _load_json(path: Path) -> Optional[dict]:
         return None
 
 
+def _written(path: Path) -> str:
+    """When a report was written: its last commit's date if the file is committed and
+    unchanged (a fresh checkout's file times are the checkout's), else its file time."""
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", path.name], cwd=path.parent,
+                               capture_output=True, text=True, timeout=10)
+        if dirty.returncode == 0 and not dirty.stdout.strip():
+            log = subprocess.run(["git", "log", "-1", "--format=%cd",
+                                  "--date=format-local:%Y-%m-%d %H:%M", "--", path.name],
+                                 cwd=path.parent, capture_output=True, text=True, timeout=10)
+            if log.returncode == 0 and log.stdout.strip():
+                return log.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return _dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+
+
 def _md_command(text: str) -> Optional[str]:
     for pat in (r"(?:Produced by|Command:|Regenerate:|\*\*command\*\*:)\s*`([^`]+)`", r"```\n([^\n`]+)\n"):
         m = re.search(pat, text)
@@ -258,7 +275,7 @@ def build_index(reports_dir: Path = REPORTS_DIR, runs: Optional[list[dict]] = No
             seed = _md_seed(md, cmd)
         if r.name == "agent" and seed is None:
             seed = "suite events: eval split of data seed 0 (simulator seed 2)"
-        when = _dt.datetime.fromtimestamp(md_path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        when = _written(md_path)
         head = _headline(r.name, md, js).replace("|", "/")
         lines.append(f"| [{r.title}]({r.md}) | {head} | `{cmd}` | {seed if seed is not None else '-'} | {when} |")
         for p in r.plots:
