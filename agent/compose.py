@@ -9,6 +9,7 @@ backticks, which the validator skips.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable, Optional
 
@@ -16,7 +17,7 @@ from .evidence import Evidence, ParticleEvidence
 from .validate import CLASS_TEXT, MIP_DEDX
 
 __all__ = ["intents", "plan", "compose", "general_answer", "similar_k", "similar_query",
-           "render_view", "is_general", "refers_to_event", "INTENT_TOOLS", "DEFAULT_K"]
+           "render_view", "is_general", "refers_to_event", "normalize", "INTENT_TOOLS", "DEFAULT_K"]
 
 DEFAULT_K = 5
 
@@ -24,12 +25,17 @@ _DEICTIC = re.compile(r"\b(this|these|here|it|its|the event|this event|this one|
 _PATTERNS: list[tuple[str, re.Pattern]] = [(name, re.compile(p, re.I)) for name, p in (
     ("similar", r"\bsimilar\b|\blike (this|it)\b|\bevents? like\b|\blooks? like this\b|\balike\b|"
                 r"\bneighbou?rs?\b|\bfind (me )?(\S+ ){0,4}?(events?|an? )|\bsearch\b|\bretriev|\bother events\b|"
-                r"\bmore events\b|\bwhich stored events\b|\blook for\b"),
+                r"\bmore events\b|\bwhich stored events\b|"
+                r"\blook (for|up)\s+(\S+\s+){0,6}?(events|interactions|examples|candidates)\b"),
     ("classify", r"\bclassif|\bclass\b|\bwhat (kind|type|sort) of (event|interaction|neutrino)|"
                  r"\b(nu_?e|nu_?mu|numu|nue|νe|νμ)\b|\bnc\b|\bcc\b|charged[- ]current|neutral[- ]current|"
-                 r"\b(electron|muon)[- ]neutrino\b|\bwhich neutrino\b|\bflavou?r\b|\bcategory\b"),
+                 r"\b(electron|muon)[- ]neutrino\b|\bwhich neutrino\b|\bflavou?r\b|\bcategor(y|i[sz])|"
+                 r"\binteraction type\b|\btype of (this |the )?interaction\b|\bccqe\b|\bcc ?(0|1)pi\b"),
     ("vertex", r"\bvert(ex|ices)\b|\binteraction point\b|where (does|did) (the |this )?(interaction|event|it) "
-               r"(start|begin|happen|occur)|\bwhere .{0,20}(start|originate)"),
+               r"(start|begin|happen|occur)|\bwhere .{0,20}(start|originate)|"
+               r"\bwhere (did|does|do) (the |this )?(neutrino|interaction|it) (interact|scatter)|"
+               r"\b(start|starting|origin|initial) (point|position|location) of the (event|interaction)\b|"
+               r"\bposition\b[^?.]{0,40}\b(start|begin|originate)"),
     ("michel", r"\bmichel\b|\bdecay electron\b|\bmuon decay\b"),
     ("length", r"\bhow long\b|\blength\b|\blongest\b|\bshortest\b|\brange\b|\bcontained\b"),
     ("dedx", r"\bde/?dx\b|\bdedx\b|\bmip\b|\bionis|\bioniz|\bbragg\b"),
@@ -66,26 +72,116 @@ _MEDIUM = re.compile(r"\b(liquid argon|argon|lar)\b", re.I)
 _DETECTOR_WORDS = re.compile(r"\b(events?|interactions?|tracks?|showers?|vertex|vertices|particles?|"
                              r"hits?|points?|deposits?|clusters?|muons?|electrons?|protons?|pions?|"
                              r"photons?|neutrinos?|michel)\b", re.I)
+# words that name a field or a manner of speaking, not something in the event
+_NOT_EVENT = re.compile(r"\b(particle|neutrino|nuclear|high[- ]energy) physics\b|\bhow('s| is) it going\b|"
+                        r"\bhow are you\b|\bis it (true|possible)\b", re.I)
+_SPECIES = (r"(muons?|electrons?|positrons?|protons?|neutrons?|pions?|pi0s?|photons?|kaons?|neutrinos?|"
+            r"mesons?|baryons?|leptons?|hadrons?|quarks?|nuclei|nucleus|argon( nuclei| nucleus| atoms?)?)")
+# properties a particle species or the medium has in every event: answered from textbooks
+# (mass, lifetime, ...), never measured here
+_INTRINSIC = (r"((rest )?mass(es)?|lifetimes?|half[- ]li(fe|ves)|mean life|spin|quark content|magnetic moment|"
+              r"(electric )?charge|decay (modes?|channels?|constant)|branching (ratios?|fractions?)|"
+              r"radiation length|moli[eè]re radius|critical energy|nuclear interaction length|density|"
+              r"drift (velocity|speed)|boiling point|w[- ]value|mean excitation energy|isospin|parity)")
+_TEXTBOOK = [re.compile(p, re.I) for p in (
+    # "the lifetime of a muon", "the muon's rest mass", "muon lifetime"
+    rf"\b{_INTRINSIC}\s+of\s+(an?\s+|the\s+|a\s+single\s+)?(\w+[- ])?{_SPECIES}\b",
+    rf"\b{_SPECIES}('s|s')?\s+{_INTRINSIC}\b",
+    # manner of the question: about particles in general
+    r"\bin general\b|\bgenerally\b|\btypical(ly)?\b|\busually\b|\bin principle\b|\bon average\b|"
+    r"\bper (gev|mev)\b|\bin theory\b",
+    # "Are pions mesons or baryons?", "Do muons decay?": a bare plural, not "the"/"any" ones
+    rf"^\s*(are|do|does|can|could|why (are|do)|how (are|do))\s+"
+    rf"(?!(the|these|those|its|any|all|both|some|such)\b)(\w+[- ])?{_SPECIES.replace('s?', 's')}\b"
+    r"(?!\s+(here|there|in (this|the|it)))",
+    # "How far does a minimum-ionising muon travel ...": a wh-question about "a" particle
+    rf"^\s*(what|how|why|when)\b[^?]*\b(an?|one)\s+(\w+[- ]){{0,2}}?{_SPECIES}\b",
+    # requests that are not about physics data at all
+    r"\brecommend\b|\bbooks?\b|\bpoems?\b|\bjokes?\b|\btranslat|\brecipes?\b|\bweather\b|\bcapital of\b|"
+    r"\bwrite (me )?(an? |some )?(python|code|function|script|program|poem|story|email|letter|haiku|essay)\b|"
+    r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you)\b",
+)]
+# existence and counting phrasings point at the event even without "this"
+_EXISTENCE = re.compile(r"\b(is there|are there|do you see|can you see|any|how many|number of|does it|"
+                        r"did it|contain|present)\b", re.I)
 
 
 def refers_to_event(question: str) -> bool:
     """Whether the question points at the event or its contents ("this", "here", "the track",
-    "any protons?"): a question that does neither needs no measurement of it."""
-    return bool(_DEICTIC.search(question) or _DETECTOR_WORDS.search(question))
+    "any protons?"): a question that does neither needs no measurement of it. Idioms
+    ("particle physics", "how's it going") do not count."""
+    q = _NOT_EVENT.sub(" ", normalize(question))
+    return bool(_DEICTIC.search(q) or _DETECTOR_WORDS.search(q))
 
 
 def is_general(question: str) -> bool:
     """A textbook question ("What is a Michel electron?", "What is the radiation length of
-    liquid argon?") rather than one about the event."""
-    if _DEICTIC.search(question):
+    liquid argon?", "What is the lifetime of a muon?", "Are pions mesons?") or a request that
+    is not about physics data, rather than one about the event."""
+    q = normalize(question)
+    if _DEICTIC.search(_NOT_EVENT.sub(" ", q)):
         return False
-    return bool(_GENERAL.search(question)) or bool(
-        re.match(r"^\s*what\s+is\s+the\b", question, re.I) and _MEDIUM.search(question))
+    if _GENERAL.search(q) or (re.match(r"^\s*what\s+is\s+the\b", q, re.I) and _MEDIUM.search(q)):
+        return True
+    if _EXISTENCE.search(q):
+        return False
+    return any(p.search(q) for p in _TEXTBOOK)
+
+
+# ------------------------------------------------------------------ typing slips
+# Domain words a question's misspelling is corrected to ("whre is the vertx" -> "where is the
+# vertex"); a word is corrected only when it is not English (pyspellchecker's dictionary) nor
+# a known jargon word, and is close to exactly one of these.
+_VOCAB = sorted(set("""
+vertex vertices event events interaction interactions neutrino neutrinos classify classification
+category michel muon muons electron electrons proton protons pion pions photon photons kaon kaons
+shower showers track tracks particle particles energy energies similar where there which what many
+much topology decay reconstruct segment describe display render length contained current charged
+neutral flavour flavor primary secondary lepton leptons hadron hadrons visible deposited
+""".split()))
+_JARGON = {"nue", "numu", "nc", "cc", "ccqe", "mip", "dedx", "pi0", "pi0s", "lar", "lartpc", "tpc", "ccpi",
+           "nutau", "nubar", "antineutrino", "michels", "argon", "pilarnet", "topo", "reco", "xz", "yz", "xy",
+           "dune", "uboone", "microboone", "sbnd", "icarus", "protodune", "geant", "genie", "larsoft"}
+
+
+def _spell():
+    global _SPELL
+    if _SPELL is None:
+        from spellchecker import SpellChecker
+        _SPELL = SpellChecker()
+    return _SPELL
+
+
+_SPELL = None
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize(question: str) -> str:
+    """``question`` with misspelt domain words corrected; everything else untouched."""
+    import difflib
+
+    words = re.findall(r"[A-Za-z]{4,}", question or "")
+    if not words:
+        return question or ""
+    cand = [w for w in words if w.lower() not in _JARGON and w.lower() not in _VOCAB]
+    if not cand:
+        return question
+    unknown = _spell().unknown([w.lower() for w in cand])
+    out = question
+    for w in cand:
+        if w.lower() not in unknown:
+            continue
+        match = difflib.get_close_matches(w.lower(), _VOCAB, n=2, cutoff=0.8)
+        if len(match) == 1 or (len(match) == 2 and
+                               difflib.SequenceMatcher(None, w.lower(), match[0]).ratio() >
+                               difflib.SequenceMatcher(None, w.lower(), match[1]).ratio()):
+            out = re.sub(rf"\b{re.escape(w)}\b", match[0], out)
+    return out
 
 
 def intents(question: str) -> list[str]:
     """What the question asks, in a fixed order (empty: no tool is needed)."""
-    q = question or ""
+    q = normalize(question or "")
     if not q.strip() or is_general(q):
         return []
     found = [name for name, pat in _PATTERNS if pat.search(q)]
@@ -100,6 +196,10 @@ def intents(question: str) -> list[str]:
         found.remove("counts")   # "how long is the muon" asks a length, not a count
     if "segment" in found and "counts" in found and not re.search(r"\bhow many\b|\bnumber of\b|\bcount\b", q, re.I):
         found.remove("counts")   # "segment into tracks and showers" names classes, not a count
+    if "vertex" in found and "counts" in found and re.search(r"\bhow many\b|\bnumber of\b|\bmultiplicity\b", q, re.I) \
+            and re.search(r"\b(from|out of|at|near|around|leaving|emerging from|attached to) the (primary )?vert(ex|ices)\b", q, re.I) \
+            and not re.search(r"\bwhere\b|\bposition\b|\blocation\b", q, re.I):
+        found.remove("vertex")   # "how many protons leave the vertex" counts; the vertex only says which
     if "visible_energy" in found and "energy" in found:
         found.remove("energy")
     if not found and _DEICTIC.search(q) and re.search(r"\bevent\b|\binteraction\b|\bhere\b", q, re.I):

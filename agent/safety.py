@@ -38,6 +38,11 @@ _INJECTION = [re.compile(p, re.I) for p in (
     r"\bnew\s+instructions?\b", r"\bdeveloper\s+mode\b", r"\bjailbreak\b", r"\bsystem\s+prompt\b",
     r"\b(?:rm\s+-rf|os\.system|subprocess|exec\(|eval\(|__import__)",
     r"\b(?:write|save|copy|send|upload|post)\b[^.?!\n]{0,40}?(?:/etc/|/root|~/|\.\./|https?://|file://)",
+    # tools read only the loaded event: a request to point them at other files is an instruction
+    r"\b(?:run|call|use|execute|open|read|load|segment|reconstruct)\b[^.?!\n]{0,40}?\b(?:on|from|at)\s+"
+    r"(?:/etc/|/root|/home|/var|/tmp|~/|\.\./|file://)",
+    r"\b(?:turn off|switch off|disable|deactivate|drop)\b[^.?!\n]{0,20}?\b(?:rules|safety|filters?|"
+    r"guardrails|restrictions|instructions|validation|checks)\b",
     r"\b(?:call|run|use|invoke|execute)\s+(?:every|all|each)\s+(?:the\s+)?(?:tools?|functions?)\b",
 )]
 

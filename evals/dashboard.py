@@ -89,6 +89,14 @@ REPORTS: list[Report] = [
                       "--report", str(q / "agent")],
            "agent.md", "agent.json", ["agent/accuracy_by_tag.png", "agent/failures_by_cause.png"], "40",
            "answer accuracy per tag, tool selection, trajectories, claims, pass^k, latency"),
+    Report("agent_heldout", "Agent on held-out wordings (evals/suites_heldout)", "evals.agent_eval",
+           ["--suite", "evals/suites_heldout", "--brain", "vlm,rules", "--k", "1", "--workers", "2", "--no-progress",
+            "--report", "evals/reports/agent_heldout", "--out-root", "runs/heldout"],
+           lambda q: ["--suite", "evals/suites_heldout", "--brain", "rules", "--k", "1", "--limit", "10",
+                      "--no-progress", "--out-root", str(q), "--report", str(q / "agent_heldout")],
+           "agent_heldout.md", "agent_heldout.json", [], "5",
+           "the same metrics on 100 questions written after the agent was developed, by a writer who saw "
+           "neither the agent's code nor the development suites"),
 ]
 NAMES = [r.name for r in REPORTS]
 
@@ -218,7 +226,7 @@ def _headline(name: str, md: str, js: Optional[dict]) -> str:
             block = md.split("## Headline", 1)[1].split("\n## ", 1)[0] if "## Headline" in md else ""
             rows = [r.strip("|").split("|") for r in block.splitlines() if r.startswith("| ") and "---" not in r]
             return "; ".join(f"{c[0].strip()} {c[1].strip()}" for c in rows[1:6] if len(c) > 1)
-        if name == "agent" and js:
+        if name.startswith("agent") and js:
             parts = []
             for brain, s in js["runs"].items():
                 o = s["overall"]
@@ -262,7 +270,7 @@ def build_index(reports_dir: Path = REPORTS_DIR, runs: Optional[list[dict]] = No
         if js:
             cmd = ((js.get("meta") or {}).get("command") or js.get("command")
                    or (js.get("settings") or {}).get("command"))
-            if r.name == "agent":
+            if r.name.startswith("agent"):
                 cmd = (js.get("commands") or [None])[0]
         cmd = cmd or _md_command(md) or f"python -m {r.module} {' '.join(r.args)}"
         if len(cmd) > 140:
@@ -273,7 +281,7 @@ def build_index(reports_dir: Path = REPORTS_DIR, runs: Optional[list[dict]] = No
             seed = seed if seed is not None else (js.get("settings") or {}).get("seed")
         if seed is None:
             seed = _md_seed(md, cmd)
-        if r.name == "agent" and seed is None:
+        if r.name.startswith("agent") and seed is None:
             seed = "suite events: eval split of data seed 0 (simulator seed 2)"
         when = _written(md_path)
         head = _headline(r.name, md, js).replace("|", "/")

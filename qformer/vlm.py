@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -35,6 +36,10 @@ from events.model import EVENT_CLASSES, Event
 
 from .corpus import CLASS_TEXT, CLASSIFY_PROMPT
 from .projector import EventProjector, EventProjectorConfig
+
+# transformers 5.2x warns on every cached forward that `past_key_values` will be renamed in
+# 5.40; pyproject pins transformers below 5.40, so the warning says nothing to our users
+warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
 EVENT_PLACEHOLDER = "<event>"
 

@@ -43,7 +43,7 @@ def test_eval_all_selects_reports_and_dry_runs(capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0] == "python -m evals.simulator_report --seed 2026 --n 200"
     assert out[1].startswith("python -m evals.agent_eval --brain vlm,rules --k 3")
-    assert larsight(["eval", "all", "--skip", "encoder,encoder_speed,classification,tools,retrieval,agent",
+    assert larsight(["eval", "all", "--skip", "encoder,encoder_speed,classification,tools,retrieval,agent,agent_heldout",
                      "--dry-run"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == ["python -m evals.simulator_report --seed 2026 --n 200"]
     assert larsight(["eval", "all", "--only", "nonsense", "--dry-run"]) == 2

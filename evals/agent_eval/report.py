@@ -317,7 +317,10 @@ def write_side_by_side(run_dirs: list[Union[str, os.PathLike]], stem: Union[str,
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     plots = _plots(runs, stem.parent / stem.name, stem.name)
-    md = render_md(runs, title="Agent evaluation: brains side by side on the full suite", plots=plots,
+    suites = sorted({str(x) for _, r in runs for x in (r.get("meta", {}).get("suite") or [])})
+    on = ("the full suite" if not suites or all(x.startswith("evals/suites/") for x in suites)
+          else ", ".join(f"`{x}`" for x in suites))
+    md = render_md(runs, title=f"Agent evaluation: brains side by side on {on}", plots=plots,
                    commands=commands, notes=notes)
     with atomic_open(stem.with_suffix(".md"), "w") as f:
         f.write(md)
