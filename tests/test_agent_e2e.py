@@ -1,5 +1,5 @@
 """The agent end to end on a simulated event with the real tools (rules brain), the `larsight ask`
-command line, and (slow) the real VLM brain."""
+command line, and the real VLM brain (the shipped checkpoint; ~10 s)."""
 import json
 
 import pytest
@@ -60,7 +60,6 @@ def test_cli_ask_json(tmp_path, sim_event, capsys):
     assert main(["ask", str(tmp_path / "missing.h5:0"), "Where is the vertex?", "--brain", "rules"]) == 2
 
 
-@pytest.mark.slow
 def test_vlm_brain_end_to_end(sim_event, tmp_path):
     from qformer.vlm import DEFAULT_VLM_DIR, MANIFEST
 
