@@ -280,6 +280,9 @@ def _particle_clause(p: ParticleEvidence) -> str:
     noun = _NOUN.get(p.type, (p.type, ""))[0] if p.type != "unknown" else p.kind
     if p.kind == "track":
         s = f"a {e}{noun}" if p.type != "unknown" else f"a {e}track-like particle"
+        if e and p.energy_is_lower_bound:
+            # a track that leaves the volume (or may have interacted) only bounds its energy
+            s += " (a lower bound: it leaves the detector or may have interacted)"
         if p.length_cm is not None:
             s += f" with a {p.length_cm:.1f} cm track"
         if p.michel:

@@ -97,6 +97,8 @@ class ParticleEvidence(BaseModel):
     gap_cm: Optional[float] = Field(None, description="showers: distance of the start from the vertex")
     michel: Optional[bool] = Field(None, description="tracks: a Michel electron at the end")
     from_vertex: Optional[bool] = None
+    energy_is_lower_bound: bool = Field(False, description="the energy is a lower bound (the particle leaves "
+                                                           "the volume or may have interacted)")
 
     @classmethod
     def read(cls, p: dict, vertex: Optional[tuple] = None) -> "ParticleEvidence":
@@ -119,7 +121,8 @@ class ParticleEvidence(BaseModel):
             start_cm=start, end_cm=_vec(_get(p, "end_cm", "end")),
             start_dedx_mev_cm=_num(_get(p, "start_dedx_mev_cm", "dedx_start_mev_cm", "start_dedx")),
             gap_cm=gap, michel=None if mich is None else bool(mich),
-            from_vertex=_get(p, "from_vertex", "at_vertex"))
+            from_vertex=_get(p, "from_vertex", "at_vertex"),
+            energy_is_lower_bound=bool(_get(p, "energy_is_lower_bound", default=False)))
 
 
 class Evidence(BaseModel):

@@ -148,3 +148,27 @@ def test_revise_removes_only_contradicted_clauses(evidence):
     assert fixed.startswith("The VLM explains: a 45.3 cm MIP-like muon track leaves the vertex.")
     assert "3 protons" not in fixed and "(9.0, 9.0, 9.0)" not in fixed
     assert all(c.verdict == "supported" for c in validate(fixed, evidence).checks)
+
+
+def test_energy_of_a_track_leaving_the_detector_is_a_lower_bound():
+    """An exiting muon's range energy only bounds its energy from below: a larger claimed
+    energy cannot be confirmed nor excluded, a smaller one is contradicted, and the composed
+    answer says so while its other claims stay checkable."""
+    import copy
+
+    from agent.compose import _particle_clause
+
+    reco = copy.deepcopy(RECO)
+    reco["particles"][0]["energy_is_lower_bound"] = True
+    ev = Evidence.from_observations([obs("reconstruct", reco)], event="e")
+    assert ev.particles[0].energy_is_lower_bound and not ev.particles[1].energy_is_lower_bound
+    got = {c.claim.value: c for c in validate("A 1200 MeV muon. A 100 MeV muon.", ev).checks
+           if c.claim.kind == "energy"}
+    assert got[1200].verdict == "unverifiable" and got[1200].evidence["energy_mev_at_least"] == 210.0
+    assert got[100].verdict == "contradicted"
+    clause = _particle_clause(ev.particles[0])
+    assert "lower bound" in clause
+    checks = validate(f"Particles: {clause}.", ev).checks
+    assert {(c.claim.kind, c.verdict) for c in checks} >= {("energy", "supported"), ("track_length", "supported")}
+    # a proton that stops is not a bound: a larger claim is contradicted
+    assert verdicts("A proton of 300 MeV.", ev)[-1] == ("energy", "proton", "contradicted")

@@ -41,6 +41,8 @@ class ParticleSummary(ToolResult):
     length_cm: float = Field(description="length, cm")
     kinetic_energy_mev: float = Field(description="kinetic energy estimate, MeV")
     energy_method: str = Field(description="range or calorimetry")
+    energy_is_lower_bound: bool = Field(False, description="the energy only bounds it from below (it leaves "
+                                                           "the volume or may have interacted)")
     start_dedx_mev_cm: Optional[float] = Field(None, description="showers: trunk dE/dx, MeV/cm")
     has_bragg_peak: bool = Field(False, description="tracks: Bragg peak at the end")
     stops: Optional[bool] = Field(None, description="tracks: ends inside the volume")
@@ -49,7 +51,7 @@ class ParticleSummary(ToolResult):
 
     def _headline(self) -> str:
         return (f"{self.pid} ({self.kind}) {self.length_cm:.1f} cm, "
-                f"{self.kinetic_energy_mev:.0f} MeV ({self.energy_method})")
+                f"{'>= ' if self.energy_is_lower_bound else ''}{self.kinetic_energy_mev:.0f} MeV ({self.energy_method})")
 
 
 class Description(ToolResult):
@@ -178,6 +180,7 @@ def describe(event: EventLike, vlm: VLMLike = None, model: engine.ModelLike = No
         visible_energy_mev=reco.visible_energy_mev, n_interactions=len(reco.interactions),
         particles=[ParticleSummary(id=p.id, pid=p.pid, kind=p.kind, length_cm=p.length_cm,
                                    kinetic_energy_mev=p.kinetic_energy_mev, energy_method=p.energy_method,
+                                   energy_is_lower_bound=p.energy_is_lower_bound,
                                    start_dedx_mev_cm=p.start_dedx_mev_cm, has_bragg_peak=p.has_bragg_peak,
                                    stops=p.stops, michel=p.michel, distance_to_vertex_cm=p.distance_to_vertex_cm)
                    for p in vis],
