@@ -236,6 +236,8 @@ class VLMBrain:
         """(log-probability of each candidate continuation, probability of a tool call)."""
         import torch
 
+        from qformer.lm import cache_kwargs, output_cache
+
         vlm = self.vlm
         with torch.no_grad():
             proj = vlm.project(vlm.event_inputs([event]))
@@ -256,12 +258,12 @@ class VLMBrain:
                 for j, t in enumerate(ids):
                     mat[j, :len(t)] = torch.tensor(t)
                     valid[j, :len(t)] = 1
-                cache = out.past_key_values
+                cache = output_cache(out)
                 cache.batch_repeat_interleave(len(ids))
                 dev = vlm.device
                 mat, valid = mat.to(dev), valid.to(dev)
                 mask = torch.cat([torch.ones(len(ids), n_prompt, dtype=torch.long, device=dev), valid[:, :-1]], 1)
-                logits = vlm.lm(input_ids=mat[:, :-1], attention_mask=mask, past_key_values=cache,
+                logits = vlm.lm(input_ids=mat[:, :-1], attention_mask=mask, **cache_kwargs(vlm.lm, cache),
                                 use_cache=False).logits.float()
                 lp = torch.log_softmax(logits, dim=-1).gather(-1, mat[:, 1:].unsqueeze(-1)).squeeze(-1)
                 tot = (lp * valid[:, 1:]).sum(-1)

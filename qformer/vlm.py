@@ -35,11 +35,11 @@ from torch import Tensor, nn
 from events.model import EVENT_CLASSES, Event
 
 from .corpus import CLASS_TEXT, CLASSIFY_PROMPT
+from .lm import cache_kwargs, output_cache
 from .projector import EventProjector, EventProjectorConfig
 
-# transformers 5.2x warns on every cached forward that `past_key_values` will be renamed in
-# 5.40; pyproject pins transformers below 5.40, so the warning says nothing to our users
-warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+# peft asks every model `is_gradient_checkpointing`, which transformers 5.2x renames
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 EVENT_PLACEHOLDER = "<event>"
 
@@ -199,7 +199,7 @@ class VLM(nn.Module):
         if physics not in self._system_kv:
             before, _ = self.prompt_ids(CLASSIFY_PROMPT, physics)
             ids = torch.tensor([before], dtype=torch.long, device=self.device)
-            self._system_kv[physics] = self.lm(input_ids=ids, use_cache=True).past_key_values
+            self._system_kv[physics] = output_cache(self.lm(input_ids=ids, use_cache=True))
         cache = copy.deepcopy(self._system_kv[physics])
         if batch > 1:
             cache.batch_repeat_interleave(batch)
@@ -231,7 +231,7 @@ class VLM(nn.Module):
         n_prompt = len(before) + suffix.shape[1]
         cache = self._system_cache(physics, b)
         out = self.lm(inputs_embeds=suffix, attention_mask=torch.ones(b, n_prompt, dtype=torch.long, device=dev),
-                      past_key_values=cache, use_cache=True, logits_to_keep=1)
+                      **cache_kwargs(self.lm, cache), use_cache=True, logits_to_keep=1)
         first_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)      # (B, V)
         texts = [self.answer_ids(CLASS_TEXT[c] + ":", end=False) for c in EVENT_CLASSES]
         scores = torch.stack([first_logp[:, t[0]] for t in texts], dim=1)      # (B, C)
@@ -243,12 +243,12 @@ class VLM(nn.Module):
             for j, t in enumerate(texts):
                 ids[j, :len(t)] = torch.tensor(t)
                 valid[j, :len(t)] = 1
-            cache = out.past_key_values
+            cache = output_cache(out)
             cache.batch_repeat_interleave(n_cls)                     # rows: event-major
             ids, valid = ids.repeat(b, 1).to(dev), valid.repeat(b, 1).to(dev)
             mask = torch.cat([torch.ones(b * n_cls, n_prompt, dtype=torch.long, device=dev),
                               valid[:, :-1]], 1)
-            cont = self.lm(input_ids=ids[:, :-1], attention_mask=mask, past_key_values=cache,
+            cont = self.lm(input_ids=ids[:, :-1], attention_mask=mask, **cache_kwargs(self.lm, cache),
                            use_cache=True).logits.float()
             logp = torch.log_softmax(cont, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             scores = scores + (logp * valid[:, 1:]).sum(-1).view(b, n_cls)
@@ -433,7 +433,14 @@ def _load_vlm(path, *, quantization, device, trainable, merge) -> VLM:
     lm, tok = load_lm(manifest.get("lm", "smollm2-135m-instruct"), quantization=quant,
                       lora=False, device=encoder.device)
     if merge and quant == "nf4":
-        lm = lm.dequantize()
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "modules are dequantized in float32": what we asked for
+        try:
+            lm = lm.dequantize()
+        finally:
+            hf_logging.set_verbosity(verbosity)
         lm.requires_grad_(False)
     if manifest.get("has_adapter"):
         from peft import PeftModel
