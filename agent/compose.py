@@ -9,6 +9,7 @@ backticks, which the validator skips.
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from typing import Iterable, Optional
@@ -144,39 +145,35 @@ _JARGON = {"nue", "numu", "nc", "cc", "ccqe", "mip", "dedx", "pi0", "pi0s", "lar
            "dune", "uboone", "microboone", "sbnd", "icarus", "protodune", "geant", "genie", "larsoft"}
 
 
+@functools.lru_cache(maxsize=1)
 def _spell():
-    global _SPELL
-    if _SPELL is None:
-        from spellchecker import SpellChecker
-        _SPELL = SpellChecker()
-    return _SPELL
+    from spellchecker import SpellChecker   # loads its English dictionary (~0.15 s) once
+
+    return SpellChecker()
 
 
-_SPELL = None
+def _closest_domain_word(word: str) -> Optional[str]:
+    """The one domain word closest to ``word`` (similarity >= 0.8), None if none or a tie."""
+    match = difflib.get_close_matches(word, _VOCAB, n=2, cutoff=0.8)
+    if len(match) == 2 and (difflib.SequenceMatcher(None, word, match[0]).ratio()
+                            == difflib.SequenceMatcher(None, word, match[1]).ratio()):
+        return None
+    return match[0] if match else None
 
 
 @functools.lru_cache(maxsize=4096)
 def normalize(question: str) -> str:
     """``question`` with misspelt domain words corrected; everything else untouched."""
-    import difflib
-
-    words = re.findall(r"[A-Za-z]{4,}", question or "")
-    if not words:
-        return question or ""
-    cand = [w for w in words if w.lower() not in _JARGON and w.lower() not in _VOCAB]
+    q = question or ""
+    cand = [w for w in re.findall(r"[A-Za-z]{4,}", q) if w.lower() not in _JARGON and w.lower() not in _VOCAB]
     if not cand:
-        return question
+        return q
     unknown = _spell().unknown([w.lower() for w in cand])
-    out = question
     for w in cand:
-        if w.lower() not in unknown:
-            continue
-        match = difflib.get_close_matches(w.lower(), _VOCAB, n=2, cutoff=0.8)
-        if len(match) == 1 or (len(match) == 2 and
-                               difflib.SequenceMatcher(None, w.lower(), match[0]).ratio() >
-                               difflib.SequenceMatcher(None, w.lower(), match[1]).ratio()):
-            out = re.sub(rf"\b{re.escape(w)}\b", match[0], out)
-    return out
+        fix = _closest_domain_word(w.lower()) if w.lower() in unknown else None
+        if fix:
+            q = re.sub(rf"\b{re.escape(w)}\b", fix, q)
+    return q
 
 
 def intents(question: str) -> list[str]:

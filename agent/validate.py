@@ -700,20 +700,16 @@ def check_claim(claim: Claim, ev: Evidence) -> Check:
         if not cands:
             return _unverifiable(claim, f"a {claim.particle} energy", None)
         best = min(cands, key=lambda p: abs(p.energy_mev - claim.value))
-        tol = _tol(best.energy_mev, "energy")
-        if abs(best.energy_mev - claim.value) <= tol:
-            verdict = "supported"
-        else:
-            # a particle whose measured energy is only a lower bound can have had more
-            above = [p for p in cands if p.energy_is_lower_bound and claim.value > p.energy_mev]
-            if above:
-                best = min(above, key=lambda p: claim.value - p.energy_mev)
-                return Check(claim=claim, verdict="unverifiable",
-                             evidence={"energy_mev_at_least": round(best.energy_mev, 1), "type": best.type},
-                             tolerance="above a lower bound: neither confirmed nor excluded",
-                             tool=ev.tools.get("particles", "reconstruct"))
-            verdict = "contradicted"
-        return Check(claim=claim, verdict=verdict,
+        ok = abs(best.energy_mev - claim.value) <= _tol(best.energy_mev, "energy")
+        # a particle whose measured energy is only a lower bound can have had more
+        above = [] if ok else [p for p in cands if p.energy_is_lower_bound and claim.value > p.energy_mev]
+        if above:
+            bound = min(above, key=lambda p: claim.value - p.energy_mev)
+            return Check(claim=claim, verdict="unverifiable",
+                         evidence={"energy_mev_at_least": round(bound.energy_mev, 1), "type": bound.type},
+                         tolerance="above a lower bound: neither confirmed nor excluded",
+                         tool=ev.tools.get("particles", "reconstruct"))
+        return Check(claim=claim, verdict="supported" if ok else "contradicted",
                      evidence={"energy_mev": round(best.energy_mev, 1), "type": best.type,
                                **({"lower_bound": True} if best.energy_is_lower_bound else {})},
                      tolerance=_tol_text("energy"), tool=ev.tools.get("particles", "reconstruct"))

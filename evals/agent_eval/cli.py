@@ -101,19 +101,18 @@ def run(args) -> int:
               f"{o.get(f'pass^{args.k}')}, tool selection {o['tool_selection']} -> {out}/report.md")
     if not args.no_report:
         suite = " ".join(args.suite)
-        # every option that changes what runs or where it lands, so the line regenerates this report
-        where = (f"{' --suite ' + suite if suite != DEFAULT_SUITE else ''}"
-                 f"{' --out-root ' + str(args.out_root) if str(args.out_root) != 'runs' else ''}"
+        # every non-default option that changes what runs or where it lands, so each line
+        # regenerates this report and not the default one
+        suite_opt = f" --suite {suite}" if suite != DEFAULT_SUITE else ""
+        where = (f"{' --out-root ' + str(args.out_root) if str(args.out_root) != 'runs' else ''}"
                  f"{' --report ' + str(args.report) if str(args.report) != str(DEFAULT_REPORT) else ''}")
         cmds = [f"larsight eval agent --suite {suite} --brain {','.join(brains)} --k {args.k}"
                 f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}"
-                f"{' --temperature ' + format(args.temperature, 'g') if args.temperature else ''}"
-                f"{' --out-root ' + str(args.out_root) if str(args.out_root) != 'runs' else ''}"
-                f"{' --report ' + str(args.report) if str(args.report) != str(DEFAULT_REPORT) else ''}",
+                f"{' --temperature ' + format(args.temperature, 'g') if args.temperature else ''}{where}",
                 "# or one brain at a time (resumable; e.g. in the background), then the report:"]
-        cmds += [f"larsight eval agent{' --suite ' + suite if suite != DEFAULT_SUITE else ''} --brain {b} "
-                 f"--k {args.k} --no-report --out {d}" for b, d in zip(brains, dirs)]
-        cmds += [f"larsight eval agent --brain {','.join(brains)} --report-only{where}"]
+        cmds += [f"larsight eval agent{suite_opt} --brain {b} --k {args.k} --no-report --out {d}"
+                 for b, d in zip(brains, dirs)]
+        cmds += [f"larsight eval agent --brain {','.join(brains)} --report-only{suite_opt}{where}"]
         path = write_side_by_side(dirs, args.report, commands=cmds, notes=NOTES)
         print(f"report: {path}")
     return 0
