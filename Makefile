@@ -49,7 +49,7 @@ ui: $(STAMP)
 	$(VENV)/bin/larsight ui
 
 report: $(STAMP)
-	$(PY) -m evals.simulator_report
+	$(PY) -m larsight.evals.simulator_report
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

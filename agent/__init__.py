@@ -1,6 +1,6 @@
 """agent/: the LangGraph Reason -> Action -> Observation loop, its brains, and expert validation.
 
-    import agent
+    from larsight import agent
     answer = agent.ask("run.h5:3", "Classify this event and explain why.", brain="rules")
     print(answer)                  # the text, then every claim with its check
     for step in agent.stream(event, "Where is the vertex?"):

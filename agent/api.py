@@ -1,6 +1,6 @@
 """The agent's public API: ``ask`` and ``stream``, the ``Answer`` they return, and ``Agent``.
 
-    import agent
+    from larsight import agent
     a = agent.ask("run.h5:3", "Classify this event and explain why.")       # default brain
     a = agent.ask(event, "Where is the vertex?", brain="rules")
     print(a)                       # text, then the validation table

@@ -211,9 +211,9 @@ class VLMBrain:
         cache (``tools.classification.get_vlm``), so ``classify_event`` uses the same copy."""
         if self._vlm is None or isinstance(self._vlm, (str, Path)):
             try:
-                from tools.classification import get_vlm
+                from larsight.tools.classification import get_vlm
             except ImportError:   # pragma: no cover - tools without the classifier
-                from qformer import load_vlm
+                from larsight.qformer import load_vlm
 
                 self._vlm = load_vlm(self._vlm)
             else:
@@ -225,7 +225,7 @@ class VLMBrain:
 
     def secrets(self) -> list[str]:
         try:
-            from qformer.vlm import system_prompt
+            from larsight.qformer.vlm import system_prompt
 
             return [system_prompt(True)]
         except Exception:  # noqa: BLE001
@@ -236,7 +236,7 @@ class VLMBrain:
         """(log-probability of each candidate continuation, probability of a tool call)."""
         import torch
 
-        from qformer.lm import cache_kwargs, output_cache
+        from larsight.qformer.lm import cache_kwargs, output_cache
 
         vlm = self.vlm
         with torch.no_grad():
@@ -279,7 +279,7 @@ class VLMBrain:
 
     def choose(self, event, question: str) -> Decision:
         """The VLM's first action for a question (constrained to the tool set or answering)."""
-        from qformer.corpus import tool_call_text
+        from larsight.qformer.corpus import tool_call_text
 
         asked = self.asked_tools(question)
         if self.constrain and not asked and (compose.is_general(question) or not compose.refers_to_event(question)):
@@ -336,7 +336,7 @@ class VLMBrain:
         text = compose.compose(ctx.question, found, obs, ctx.evidence())
         if self.explain and event is not None and first in ("classify_event", "describe") and \
                 re.search(r"\bwhy\b|\bexplain|\breason|\bdescribe|\bevidence\b", ctx.question, re.I):
-            from qformer.corpus import CLASSIFY_PROMPT
+            from larsight.qformer.corpus import CLASSIFY_PROMPT
 
             extra = self._generate(event, CLASSIFY_PROMPT if first == "classify_event" else ctx.question)
             extra = _strip_class_prefix(extra)
@@ -475,7 +475,7 @@ def default_brain_name() -> str:
     if env:
         return env
     try:
-        from qformer.vlm import DEFAULT_VLM_DIR, MANIFEST
+        from larsight.qformer.vlm import DEFAULT_VLM_DIR, MANIFEST
 
         if (DEFAULT_VLM_DIR / MANIFEST).exists():
             return "vlm"

@@ -643,7 +643,7 @@ def _render(observations: list[dict]) -> list[str]:
 # ============================================================================ no tool needed
 def _definitions() -> list[tuple[str, str]]:
     try:
-        from qformer import corpus
+        from larsight.qformer import corpus
 
         return list(getattr(corpus, "_DEFINITIONS", ()))
     except Exception:  # noqa: BLE001 - the definitions are a convenience

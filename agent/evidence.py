@@ -240,7 +240,7 @@ class Evidence(BaseModel):
             counts = dict(derived)
             if isinstance(out.get("topology"), str):
                 try:
-                    from qformer.corpus import parse_topology
+                    from larsight.qformer.corpus import parse_topology
 
                     counts.update(parse_topology(out["topology"]))
                 except (ImportError, ValueError):

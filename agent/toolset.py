@@ -103,21 +103,21 @@ class ToolSpec:
 TOOLS: dict[str, ToolSpec] = {s.name: s for s in (
     ToolSpec("segment", "Per-voxel semantic segmentation (shower, track, Michel, delta, low energy), "
              "particle instances and interaction groups, with energies per class.", NoArgs,
-             ("tools", "tools.segmentation")),
+             ("larsight.tools",)),
     ToolSpec("find_vertex", "The interaction vertex (x, y, z) in cm with its confidence and cross-checks.",
-             NoArgs, ("tools", "tools.vertexing")),
+             NoArgs, ("larsight.tools",)),
     ToolSpec("reconstruct", "Reconstructed particles: PID, track/shower, length (cm), energy (MeV), "
              "direction, start dE/dx (MeV/cm), start and end points, Michel electrons, counts.",
-             NoArgs, ("tools", "tools.reconstruction", "tools.reconstruct")),
+             NoArgs, ("larsight.tools",)),
     ToolSpec("classify_event", "Event class (nu_e CC, nu_mu CC, NC) with probabilities.", NoArgs,
-             ("tools", "tools.classification", "tools.classify")),
+             ("larsight.tools",)),
     ToolSpec("find_similar", "The k most similar events of the event index (or events matching a "
              "text query), with their class, topology and energy.", SimilarArgs,
-             ("tools", "tools.retrieval")),
+             ("larsight.tools",)),
     ToolSpec("describe", "A physics description of the event built from the other tools.", NoArgs,
-             ("tools", "tools.describe", "tools.description")),
+             ("larsight.tools",)),
     ToolSpec("render", "Draw the event (3D or an XZ / YZ projection) to an HTML file in the run folder.",
-             RenderArgs, ("tools", "tools.render", "tools.rendering", "tools.display"), writes_files=True),
+             RenderArgs, ("larsight.tools",), writes_files=True),
 )}
 
 
@@ -188,14 +188,14 @@ def resolve(ref: str):
                                 f"(events given as objects live only in the process that got them; "
                                 f"give 'file.h5:INDEX' to read one from disk)")
     if ref.startswith("sim:"):
-        from tools.retrieval import parse_event_ref as sim_ref
+        from larsight.tools.retrieval import parse_event_ref as sim_ref
 
         try:
             ev = sim_ref(ref).load()
         except Exception as e:  # noqa: BLE001 - any failure to rebuild it is an unknown event
             raise UnknownEventError(f"cannot rebuild event {ref!r}: {e}") from None
     else:
-        from tools.inputs import ToolInputError, load_event
+        from larsight.tools.inputs import ToolInputError, load_event
 
         try:
             ev = load_event(ref, tool="agent")
@@ -352,7 +352,7 @@ class ToolSet:
         fig = result if hasattr(result, "to_html") else getattr(result, "figure", None)
         written = path if path.exists() else None
         if written is None and fig is not None and hasattr(fig, "to_html"):
-            from events.display import save_html
+            from larsight.events.display import save_html
 
             save_html(fig, path)             # standalone page (plotly.js embedded: works offline)
             written = path

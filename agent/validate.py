@@ -1,6 +1,6 @@
 """Expert validation: every physics claim of an answer, checked against the tools' measurements.
 
-    from agent.validate import extract_claims, check_claims, validate
+    from larsight.agent.validate import extract_claims, check_claims, validate
     claims = extract_claims("nu_mu CC: a 45.3 cm MIP-like muon track leaves the vertex ...")
     checks = check_claims(claims, evidence)          # agent.evidence.Evidence
     report = validate(text, evidence)                # Validation: checks, counts, table()

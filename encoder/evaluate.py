@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES
+from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES
 
 CLASS_NAMES = {"semantic": SEMANTIC_CLASSES, "pid": PID_CLASSES, "event": EVENT_CLASSES}
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES
+from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES
 
 TASKS = ("semantic", "particle", "interaction", "vertex", "pid", "event")
 

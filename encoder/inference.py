@@ -1,6 +1,6 @@
 """Inference API of the encoder for the tools layer: a trained checkpoint in, physics out.
 
-    from encoder import load_model
+    from larsight.encoder import load_model
     model = load_model()                        # DEFAULT_CHECKPOINT, or load_model(path)
     preds = model.predict(events, batch_size=8) # list[EventPrediction], one per event
     preds[0].semantic        # (N,) class index per input point, in input order
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, Event
+from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, Event
 
 from .backbone import PointEncoder
 from .checkpoint import CheckpointError, load_weights

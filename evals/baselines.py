@@ -1,14 +1,14 @@
 """Image baselines for nu_e CC / nu_mu CC / NC classification: the VLM paper's two-view CNN and a ViT.
 
-    from evals.baselines import train_baseline, load_baseline, predict_proba
+    from larsight.evals.baselines import train_baseline, load_baseline, predict_proba
     train_baseline("cnn", steps=600, batch_size=32, lr=2e-3, image_size=128, width_mult=0.5,
                    n_events=2000, run_dir="runs/baseline_cnn")
     model = load_baseline("runs/baseline_cnn")
     p = predict_proba(model, events)                       # (N, 3), columns = EVENT_CLASSES
     p2 = predict_proba(model, events, voxel_scale=2)       # the paper's Table 2 robustness test
 
-    python -m evals.baselines train --kind vit --steps 600 --n-events 2000 --run-dir runs/baseline_vit
-    python -m evals.baselines bench --kind cnn --image-size 128 --n-events 64
+    python -m larsight.evals.baselines train --kind vit --steps 600 --n-events 2000 --run-dir runs/baseline_vit
+    python -m larsight.evals.baselines bench --kind cnn --image-size 128 --n-events 64
 
 Why these baselines exist: the point-cloud encoder reads events in 3D, while the paper (Sagar et
 al., arXiv 2509.08461) classifies 512x512 XZ / YZ energy maps. Training the paper's image models
@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from events.model import EVENT_CLASSES, Event
-from events.projections import coarsen, pixel_maps
+from larsight.events.model import EVENT_CLASSES, Event
+from larsight.events.projections import coarsen, pixel_maps
 
 KINDS = ("cnn", "vit")
 VIEWS = ("xz", "yz")
@@ -312,7 +312,7 @@ def _larsight_version() -> str:
 
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp)`` then rename onto ``path`` (events.formats.atomic: a crash leaves the old file)."""
-    from events.formats.atomic import atomic_path
+    from larsight.events.formats.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         write(tmp)
@@ -349,7 +349,7 @@ def _locate(run_dir: str | Path) -> tuple[Path, Path]:
         if not path.exists():
             raise FileNotFoundError(f"load_baseline: {path} does not exist")
         raise FileNotFoundError(f"load_baseline: no {weights.name} in {weights.parent} (train one with "
-                                f"train_baseline or python -m evals.baselines train)")
+                                f"train_baseline or python -m larsight.evals.baselines train)")
     return weights, weights.with_name(MANIFEST_NAME)
 
 
@@ -380,7 +380,7 @@ def load_baseline(run_dir: str | Path, map_location: str | torch.device = "cpu")
     as ``model.manifest``. Every tensor is checked by name and shape before loading."""
     from safetensors.torch import load_file
 
-    from encoder.checkpoint import CheckpointError, load_module_tensors
+    from larsight.encoder.checkpoint import CheckpointError, load_module_tensors
 
     weights, _ = _locate(run_dir)
     man = read_baseline_manifest(weights)
@@ -505,7 +505,7 @@ class BaselineConfig:
 
 def _images_of(index: int, seed: int, volume, image_size: int) -> Optional[tuple[np.ndarray, int]]:
     """Worker: one simulated event of the stream -> (float16 images, class), None if empty."""
-    from events.sim import MODES
+    from larsight.events.sim import MODES
 
     ev = MODES["nu"](seed=seed, index=index, volume=volume)
     if len(ev) < 1:
@@ -526,7 +526,7 @@ def training_set(spec, n: int, image_size: int, workers: int = 0,
 
     from tqdm.auto import tqdm
 
-    from encoder.data import split_seed, take
+    from larsight.encoder.data import split_seed, take
 
     if spec.files:
         evs = take(spec, "finetune", n)
@@ -566,7 +566,7 @@ def training_set(spec, n: int, image_size: int, workers: int = 0,
 
 def _call_string(cfg: BaselineConfig) -> str:
     d = asdict(cfg)
-    return "evals.baselines.train_baseline(" + ", ".join(f"{k}={v!r}" for k, v in d.items()) + ")"
+    return "larsight.evals.baselines.train_baseline(" + ", ".join(f"{k}={v!r}" for k, v in d.items()) + ")"
 
 
 def _flip(x: Tensor, rng: np.random.Generator) -> Tensor:
@@ -592,8 +592,8 @@ def train_baseline(kind: str = "cnn", steps: int = 600, batch_size: int = 32, lr
     """
     from tqdm.auto import tqdm
 
-    from encoder.data import DataSpec, event_stream, split_seed
-    from encoder.pretrain import LossLog, lr_at, param_groups
+    from larsight.encoder.data import DataSpec, event_stream, split_seed
+    from larsight.encoder.pretrain import LossLog, lr_at, param_groups
 
     arch = dict(model or {})
     if width_mult is not None:
@@ -682,7 +682,7 @@ def train_baseline(kind: str = "cnn", steps: int = 600, batch_size: int = 32, lr
 
 # ============================================================================ command line
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals.baselines", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m larsight.evals.baselines", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train a two-view CNN or ViT baseline")
     tr.add_argument("--kind", choices=KINDS, default="cnn")
@@ -713,12 +713,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         man = train_baseline(args.kind, args.steps, args.batch_size, args.lr, args.seed, args.image_size,
                              args.run_dir, n, width_mult=args.width_mult, model=json.loads(args.model),
                              files=tuple(args.files),
-                             command="python -m evals.baselines " + " ".join(
+                             command="python -m larsight.evals.baselines " + " ".join(
                                  shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         print(f"{args.run_dir}: {man['n_parameters']:,} parameters, final loss {man['final_loss']:.4f} "
               f"(mean of last 20: {man['final_loss_mean20']:.4f}), {man['train_seconds']:.0f} s")
         return 0
-    from encoder.data import DataSpec, take
+    from larsight.encoder.data import DataSpec, take
 
     if args.run_dir:
         model = load_baseline(args.run_dir)

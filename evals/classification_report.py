@@ -1,7 +1,7 @@
 """The VLM paper's Table 1 and Table 2, reproduced side by side on simulated events.
 
-    python -m evals.classification_report                    # 2,000 held-out events, ~1 h on 2 cores
-    python -m evals.classification_report --n-events 300     # a quick look
+    python -m larsight.evals.classification_report                    # 2,000 held-out events, ~1 h on 2 cores
+    python -m larsight.evals.classification_report --n-events 300     # a quick look
 
 writes ``evals/reports/classification.md`` and ``classification.json`` (+ confusion and ROC
 plots) for nu_e CC / nu_mu CC / NC classification by
@@ -60,7 +60,7 @@ LABELS = {"vlm": "larsight VLM (encoder + Q-Former + SmolLM2-135M QLoRA)",
           "zero_shot": "SmolLM2 zero-shot (untrained projector)"}
 
 BASELINE_COMMANDS = {
-    kind: [sys.executable, "-m", "evals.baselines", "train", "--kind", kind, "--steps", "600",
+    kind: [sys.executable, "-m", "larsight.evals.baselines", "train", "--kind", kind, "--steps", "600",
            "--n-events", "all", "--threads", "1", "--seed", "0"]
     for kind in ("cnn", "vit")}
 """How the baselines were trained (the run folder is appended as ``--run-dir``)."""
@@ -78,8 +78,8 @@ default); the encoder was fine-tuned at 0.3 cm, so it also gets a row at its own
 
 
 def test_events(n: int, seed: int, voxel_scale: int = 1, voxel_size_cm: float = TEST_VOXEL_CM):
-    from encoder.data import DataSpec, take
-    from events.projections import coarsen
+    from larsight.encoder.data import DataSpec, take
+    from larsight.events.projections import coarsen
 
     events = take(DataSpec(modes="nu", seed=seed, voxel_size_cm=voxel_size_cm), "eval", n,
                   min_points=8)
@@ -89,7 +89,7 @@ def test_events(n: int, seed: int, voxel_scale: int = 1, voxel_size_cm: float = 
 
 
 def truth_labels(events) -> np.ndarray:
-    from events.model import EVENT_CLASSES
+    from larsight.events.model import EVENT_CLASSES
 
     labels = []
     for e in events:
@@ -137,7 +137,7 @@ def _chunked(fn: Callable, events, batch: int, desc: str) -> np.ndarray:
 
 
 def _vlm_probs(vlm, events, physics: Optional[bool]) -> np.ndarray:
-    from events.model import EVENT_CLASSES
+    from larsight.events.model import EVENT_CLASSES
 
     out = vlm.classify(list(events), physics=physics)
     return np.array([[p[c] for c in EVENT_CLASSES] for p in out])
@@ -148,7 +148,7 @@ def build(name: str, args) -> Classifier:
     import torch
 
     if name in ("vlm", "vlm_physics", "vlm_bare"):
-        from qformer.vlm import load_vlm
+        from larsight.qformer.vlm import load_vlm
 
         vlm = load_vlm(args.vlm)
         physics = {"vlm": None, "vlm_physics": True, "vlm_bare": False}[name]
@@ -164,8 +164,8 @@ def build(name: str, args) -> Classifier:
                           [Path(args.vlm)] + ([enc] if enc else []),
                           note=f"projector {n_proj / 1e6:.2f} M + LoRA {n_lora / 1e6:.2f} M")
     if name == "encoder_head":
-        from encoder import load_model
-        from encoder.inference import DEFAULT_CHECKPOINT
+        from larsight.encoder import load_model
+        from larsight.encoder.inference import DEFAULT_CHECKPOINT
 
         model = load_model(args.encoder)
         path = Path(args.encoder) if args.encoder else DEFAULT_CHECKPOINT
@@ -176,17 +176,17 @@ def build(name: str, args) -> Classifier:
                           note=f"encoder {n_enc / 1e6:.2f} M (fine-tuned with all heads) + "
                                f"event head {n_head / 1e3:.1f} k")
     if name in ("cnn", "vit"):
-        from evals.baselines import count_parameters, load_baseline, predict_proba
+        from larsight.evals.baselines import count_parameters, load_baseline, predict_proba
 
         run = Path(getattr(args, name))
         model = load_baseline(run)
         return Classifier(name, lambda evs: predict_proba(model, evs), count_parameters(model),
                           [run])
     if name == "zero_shot":
-        from encoder import load_model
-        from qformer.lm import load_lm
-        from qformer.projector import EventProjector, EventProjectorConfig
-        from qformer.vlm import VLM
+        from larsight.encoder import load_model
+        from larsight.qformer.lm import load_lm
+        from larsight.qformer.projector import EventProjector, EventProjectorConfig
+        from larsight.qformer.vlm import VLM
 
         enc = load_model(args.encoder)
         lm, tok = load_lm("smollm2-135m-instruct", quantization="none", lora=False)
@@ -204,7 +204,7 @@ def metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     from sklearn.metrics import (accuracy_score, confusion_matrix, precision_recall_fscore_support,
                                  roc_auc_score)
 
-    from events.model import EVENT_CLASSES
+    from larsight.events.model import EVENT_CLASSES
 
     pred = probs.argmax(1)
     prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=range(3), average="macro",
@@ -222,7 +222,7 @@ def metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 
 
 def cached_predictions(clf: Classifier, events, tag: str, work: Path, batch: int) -> np.ndarray:
-    from events.formats.atomic import atomic_path
+    from larsight.events.formats.atomic import atomic_path
 
     path = work / f"{clf.name}_{tag}_{clf.fingerprint}.npy"
     if path.exists():
@@ -274,7 +274,7 @@ def _peak_rss_gb() -> float:
 
 
 def run_probe(name: str, args) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "evals.classification_report", "--probe", name,
+    cmd = [sys.executable, "-m", "larsight.evals.classification_report", "--probe", name,
            "--n-speed", str(args.n_speed), "--threads", str(args.threads), "--seed", str(args.seed),
            "--vlm", str(args.vlm), "--cnn", str(args.cnn), "--vit", str(args.vit)]
     if args.encoder:
@@ -291,7 +291,7 @@ def plot_confusions(results: dict, names: Sequence[str], path: Path, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from events.model import EVENT_CLASSES
+    from larsight.events.model import EVENT_CLASSES
 
     fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.4))
     for ax, n in zip(np.atleast_1d(axes), names):
@@ -318,7 +318,7 @@ def plot_rocs(y: np.ndarray, probs: dict[str, np.ndarray], path: Path, title: st
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from events.model import EVENT_CLASSES
+    from larsight.events.model import EVENT_CLASSES
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     for k, (ax, c) in enumerate(zip(axes, EVENT_CLASSES)):
@@ -338,7 +338,7 @@ def plot_rocs(y: np.ndarray, probs: dict[str, np.ndarray], path: Path, title: st
 def _save_fig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from events.formats.atomic import atomic_path
+    from larsight.events.formats.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -348,7 +348,7 @@ def _save_fig(fig, path: Path) -> None:
 # ============================================================================ report
 def markdown(meta: dict, t1: dict, t2: dict, ablation: dict, speed: dict, clfs: dict,
              targets: list[dict]) -> str:
-    from evals.encoder_report import _fmt
+    from larsight.evals.encoder_report import _fmt
 
     L = ["# Classification: nu_e CC / nu_mu CC / NC, the VLM paper's tables on our events", "",
          f"Regenerate: `{meta['command']}` ({meta['minutes']:.0f} min; commit {meta['commit']}; "
@@ -411,7 +411,7 @@ def markdown(meta: dict, t1: dict, t2: dict, ablation: dict, speed: dict, clfs: 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m evals.classification_report",
+    ap = argparse.ArgumentParser(prog="python -m larsight.evals.classification_report",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-events", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0, help="data seed (the eval split of it)")
@@ -432,9 +432,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
     import torch
 
-    from evals.encoder_report import _git_commit, _machine, _rel, _write_json
-    from events.formats.atomic import atomic_open
-    from events.model import EVENT_CLASSES
+    from larsight.evals.encoder_report import _git_commit, _machine, _rel, _write_json
+    from larsight.events.formats.atomic import atomic_open
+    from larsight.events.model import EVENT_CLASSES
 
     t_start = time.time()
     torch.set_num_threads(args.threads)
@@ -449,7 +449,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if not (Path(args.vlm) / "vlm.json").exists():
         raise FileNotFoundError(f"--vlm {args.vlm}: no trained VLM there (see checkpoints/README.md)")
 
-    command = "python -m evals.classification_report" + (
+    command = "python -m larsight.evals.classification_report" + (
         f" --n-events {args.n_events}" if args.n_events != 2000 else "")
     machine = _machine()
     events = test_events(args.n_events, args.seed)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from events.formats.atomic import atomic_open
+from larsight.events.formats.atomic import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 HEADLINE = ("answer_accuracy", "pass^1", "pass^3", "tool_selection", "trajectory_match", "argument_correctness",
@@ -39,7 +39,7 @@ def load(spec: str) -> tuple[dict, str]:
     p = Path(spec)
     if p.is_dir():
         if (p / "run.json").exists():
-            from evals.agent_eval.runner import rescore_run
+            from larsight.evals.agent_eval.runner import rescore_run
 
             return rescore_run(p), str(p)
         for name in ("report.json", "agent.json"):
@@ -203,7 +203,7 @@ def run(args) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals.compare", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m larsight.evals.compare", description=__doc__.split("\n")[0])
     add_arguments(p)
     try:
         return run(p.parse_args(argv))

@@ -8,7 +8,7 @@
                                                # runs/dashboard_quick/ (never over the real reports)
     larsight eval all --dry-run                # print the commands
 
-Each report is produced by its own module in a subprocess (``python -m evals.<module> ...``,
+Each report is produced by its own module in a subprocess (``python -m larsight.evals.<module> ...``,
 output in ``runs/eval_all/<name>.log``), so one failing report does not stop the others; the
 commands are those that produced the shipped reports (``REPORTS``). Cold costs on the 2-core
 CPU of this project (cached work is reused on a re-run: the encoder grid cells, the
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from events.formats.atomic import atomic_open
+from larsight.events.formats.atomic import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS_DIR = REPO / "evals" / "reports"
@@ -57,39 +57,39 @@ class Report:
 
 
 REPORTS: list[Report] = [
-    Report("simulator", "Simulator: speed and physics validation", "evals.simulator_report",
+    Report("simulator", "Simulator: speed and physics validation", "larsight.evals.simulator_report",
            ["--seed", "2026", "--n", "200"], lambda q: ["--seed", "2026", "--n", "20", "--out", str(q)],
            "simulator.md", None, ["simulator/ranges_bragg.png", "simulator/event_displays.png"], "3",
            "events/s per mode, CSDA ranges, Bragg peaks, Michel spectrum, showers, conversion gaps"),
-    Report("encoder", "Encoder: data efficiency and the shipped checkpoint", "evals.encoder_report",
+    Report("encoder", "Encoder: data efficiency and the shipped checkpoint", "larsight.evals.encoder_report",
            ["--steps-full", "500", "--no-progress"], lambda q: ["--quick", "--no-progress", "--out", str(q)],
            "encoder.md", "encoder.json", ["encoder/data_efficiency.png", "encoder/confusion_semantic.png"], "75",
            "pretrained vs scratch, probe vs full, 10-all events; every head's metrics and targets"),
-    Report("encoder_speed", "Encoder inference speed and memory", "evals.encoder_bench",
+    Report("encoder_speed", "Encoder inference speed and memory", "larsight.evals.encoder_bench",
            ["--presets", "tiny,small,base", "--sizes", "1000,3000,10000,30000", "--sizes-for", "base=1000,3000",
             "--threads", "2", "--wait-idle", "120"],
            lambda q: ["--quick", "--out", str(q)],
            "encoder_speed.md", None, ["encoder_speed/ms_per_event.png"], "20",
            "ms/event and peak memory per preset and size"),
-    Report("classification", "Classification: the VLM paper's tables", "evals.classification_report", [],
+    Report("classification", "Classification: the VLM paper's tables", "larsight.evals.classification_report", [],
            lambda q: ["--n-events", "60", "--n-speed", "5", "--out", str(q / "classification"),
                       "--work", str(q / "classification_work")],
            "classification.md", "classification.json", ["classification/confusion.png", "classification/roc.png"], "60",
            "nu_e CC / nu_mu CC / NC: VLM vs CNN, ViT, encoder head, zero-shot; coarse voxels; speed and memory"),
-    Report("tools", "Tools: reconstruction quality against the simulator truth", "evals.tools_report",
+    Report("tools", "Tools: reconstruction quality against the simulator truth", "larsight.evals.tools_report",
            ["--no-progress"], lambda q: ["--n", "20", "--no-progress", "--out", str(q)], "tools.md", "tools.json",
            [], "5", "PID, track length and energy resolution, e/gamma separation, Michel tagging, vertex, counts"),
-    Report("retrieval", "Retrieval: find_similar quality, latency at 100k events, build rate", "evals.retrieval_bench",
+    Report("retrieval", "Retrieval: find_similar quality, latency at 100k events, build rate", "larsight.evals.retrieval_bench",
            ["--n", "100000", "--real", "300", "--build-n", "128", "--ray-actors", "2", "--no-progress"],
            lambda q: ["--quick", "--no-progress", "--out", str(q)], "retrieval_bench.md", "retrieval_bench.json", [],
            "30", "precision@10 event->event and text->event, query latency, index build events/s"),
-    Report("agent", "Agent: scripted evaluation suites, vlm and rules brains", "evals.agent_eval",
+    Report("agent", "Agent: scripted evaluation suites, vlm and rules brains", "larsight.evals.agent_eval",
            ["--brain", "vlm,rules", "--k", "3", "--workers", "2", "--no-progress"],
            lambda q: ["--brain", "vlm,rules", "--k", "1", "--limit", "20", "--no-progress", "--out-root", str(q),
                       "--report", str(q / "agent")],
            "agent.md", "agent.json", ["agent/accuracy_by_tag.png", "agent/failures_by_cause.png"], "40",
            "answer accuracy per tag, tool selection, trajectories, claims, pass^k, latency"),
-    Report("agent_heldout", "Agent on held-out wordings (evals/suites_heldout)", "evals.agent_eval",
+    Report("agent_heldout", "Agent on held-out wordings (evals/suites_heldout)", "larsight.evals.agent_eval",
            ["--suite", "evals/suites_heldout", "--brain", "vlm,rules", "--k", "1", "--workers", "2", "--no-progress",
             "--report", "evals/reports/agent_heldout", "--out-root", "runs/heldout"],
            lambda q: ["--suite", "evals/suites_heldout", "--brain", "rules", "--k", "1", "--limit", "10",
@@ -337,7 +337,7 @@ def run(args) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals.dashboard", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m larsight.evals.dashboard", description=__doc__.split("\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
     try:

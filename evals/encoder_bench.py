@@ -1,6 +1,6 @@
 """Encoder inference benchmark: speed and peak memory of ``PointEncoder`` at PILArNet-M event sizes.
 
-    python -m evals.encoder_bench [--presets tiny,small,base] [--sizes 1000,3000,10000,30000]
+    python -m larsight.evals.encoder_bench [--presets tiny,small,base] [--sizes 1000,3000,10000,30000]
                                   [--device cpu|cuda] [--threads 2] [--bf16] [--quick]
                                   [--out evals/reports]
 
@@ -50,7 +50,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from events.formats.atomic import atomic_open
+from larsight.events.formats.atomic import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (1, 8)
@@ -105,7 +105,7 @@ def merged_event(stream: Sequence[tuple[np.ndarray, np.ndarray]] | Any, n_points
 def build_inputs(sizes: Sequence[int], seed: int, mode: str = "mpr",
                  slots: int = SLOTS) -> tuple[dict[int, list[tuple[np.ndarray, np.ndarray]]], dict]:
     """``slots`` merged events per size (see the module doc) and a description of them."""
-    from events import sim
+    from larsight.events import sim
 
     gen = sim.MODES[mode]
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -216,8 +216,8 @@ def measure(spec: Spec) -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from encoder import EncoderConfig, PointEncoder, collate_events
-    from events import PILARNET_VOLUME, Event, EventMeta
+    from larsight.encoder import EncoderConfig, PointEncoder, collate_events
+    from larsight.events import PILARNET_VOLUME, Event, EventMeta
 
     torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
@@ -366,7 +366,7 @@ def run_config(spec: Spec, timeout: float, keep_memory: bool = False) -> dict[st
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     if keep_memory:
         env.update(KEEP_MEMORY_ENV)
-    cmd = [sys.executable, "-m", "evals.encoder_bench", "--worker", json.dumps(asdict(spec))]
+    cmd = [sys.executable, "-m", "larsight.evals.encoder_bench", "--worker", json.dumps(asdict(spec))]
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     b0, o0 = _cpu_busy_s(), _own_cpu_s()
     t = time.perf_counter()
@@ -692,7 +692,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                           saved["inputs"], saved["load_before"], saved["load_after"],
                           saved.get("elapsed_s", float("nan")), saved.get("quick", False),
                           saved["settings"], saved.get("wait_idle", 0.0),
-                          rendered_by="python -m evals.encoder_bench " + shlex.join(argv))
+                          rendered_by="python -m larsight.evals.encoder_bench " + shlex.join(argv))
         print(f"wrote {md}")
         return md
 
@@ -706,7 +706,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         import torch
         if not torch.cuda.is_available():
             ap.error("--device cuda: no CUDA device is available")
-    from encoder import PRESETS
+    from larsight.encoder import PRESETS
     for p in presets:
         if p not in PRESETS:
             ap.error(f"--presets: unknown preset {p!r}; choose from {sorted(PRESETS)}")
@@ -722,7 +722,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     out = Path(args.out) if args.out else (
         Path(tempfile.gettempdir()) / "larsight_encoder_bench_quick" if args.quick
         else REPO / "evals" / "reports")
-    command = "python -m evals.encoder_bench" + ("" if not argv else " " + shlex.join(argv))
+    command = "python -m larsight.evals.encoder_bench" + ("" if not argv else " " + shlex.join(argv))
 
     t0 = time.perf_counter()
     load_before = _load()

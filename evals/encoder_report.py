@@ -1,6 +1,6 @@
 """Encoder report: data efficiency of pretraining, and the shipped multi-task checkpoint's accuracy.
 
-    python -m evals.encoder_report [--pretrained PATH] [--checkpoint PATH|auto|none]
+    python -m larsight.evals.encoder_report [--pretrained PATH] [--checkpoint PATH|auto|none]
         [--sizes 10,100,1000,all] [--seed 0] [--quick] [--work runs/encoder_report]
 
 1. Data-efficiency grid (semantic segmentation): for each fine-tuning set size (10, 100, 1000
@@ -49,7 +49,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from events.formats.atomic import atomic_open
+from larsight.events.formats.atomic import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_PRETRAINED = REPO / "checkpoints" / "encoder_tiny_pretrained" / "encoder.safetensors"
@@ -157,8 +157,8 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 def _encoder_spec(pretrained: Path) -> tuple[str, dict]:
     """(preset, overrides) that rebuild the pretrained encoder's architecture from scratch."""
-    from encoder.checkpoint import read_manifest
-    from encoder.config import PRESETS
+    from larsight.encoder.checkpoint import read_manifest
+    from larsight.encoder.config import PRESETS
 
     cfg = dict(read_manifest(pretrained)["config"])
     name = cfg.pop("name", "custom")
@@ -178,8 +178,8 @@ def ensure_pretrained(args, work: Path) -> Path:
     for default in (SHIPPED_PRETRAINED, REPO / "runs" / "pretrain" / "encoder.safetensors"):
         if default.exists() and not args.quick:
             return default
-    from encoder.checkpoint import has_train_state, read_manifest
-    from encoder.pretrain import PretrainConfig, pretrain
+    from larsight.encoder.checkpoint import has_train_state, read_manifest
+    from larsight.encoder.pretrain import PretrainConfig, pretrain
 
     run = work / f"pretrain_{args.pretrain_objective}_{args.pretrain_steps}_s{args.seed}"
     out = run / "encoder.safetensors"
@@ -220,7 +220,7 @@ def _file_sha1(path: Path) -> str:
 def run_cell(args, pretrained: Path, init: str, mode: str, size: Optional[int], work: Path
              ) -> dict:
     """One grid cell, from the cache when its settings match."""
-    from encoder.finetune import FinetuneConfig, finetune
+    from larsight.encoder.finetune import FinetuneConfig, finetune
 
     settings = cell_settings(args, pretrained, init, mode, size)
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -289,7 +289,7 @@ def resolve_checkpoint(value: str) -> Optional[Path]:
     if value == "none":
         return None
     if value == "auto":
-        from encoder.inference import DEFAULT_CHECKPOINT
+        from larsight.encoder.inference import DEFAULT_CHECKPOINT
 
         return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None
     p = Path(value)
@@ -328,8 +328,8 @@ def check_targets(results: dict) -> list[dict]:
 def evaluate_checkpoint_full(path: Path, args, png_dir: Path) -> dict:
     import torch
 
-    from encoder.checkpoint import load_weights
-    from encoder.evaluate import _plot_confusion, evaluate_on_split
+    from larsight.encoder.checkpoint import load_weights
+    from larsight.encoder.evaluate import _plot_confusion, evaluate_on_split
 
     loaded = load_weights(path)
     if not loaded.heads:
@@ -361,10 +361,10 @@ def evaluate_checkpoint_full(path: Path, args, png_dir: Path) -> dict:
 def speed_section(path: Path = REPO / "evals" / "reports" / "encoder_speed" / "results.json"
                   ) -> list[str]:
     """Headline inference speed and memory of the tiny encoder, read from the benchmark's
-    results (``python -m evals.encoder_bench``; its report is encoder_speed.md)."""
+    results (``python -m larsight.evals.encoder_bench``; its report is encoder_speed.md)."""
     L = ["## Speed and memory", ""]
     if not path.exists():
-        return L + ["No benchmark results yet: run `python -m evals.encoder_bench`.", ""]
+        return L + ["No benchmark results yet: run `python -m larsight.evals.encoder_bench`.", ""]
     res = json.loads(path.read_text())
     rows = [r for r in res["results"] if r["spec"]["preset"] == "tiny" and r["spec"]["batch"] == 1
             and r["spec"]["device"] == "cpu"]
@@ -381,12 +381,12 @@ def speed_section(path: Path = REPO / "evals" / "reports" / "encoder_speed" / "r
     L += ["", "GPU: " + ("see encoder_speed.md." if gpu else
                          "no GPU was lent to this project when the benchmark ran, so the Panda "
                          "anchor (8.3 ms/event on an A100, 1.75 GB) has no larsight counterpart "
-                         "yet; `python -m evals.encoder_bench --device cuda --bf16` measures it."), ""]
+                         "yet; `python -m larsight.evals.encoder_bench --device cuda --bf16` measures it."), ""]
     return L
 
 
 def markdown(meta: dict, grid: dict, ckpt: Optional[dict], png_rel: str) -> str:
-    from encoder.data import split_seed
+    from larsight.encoder.data import split_seed
 
     seed = meta["seed"]
     L = ["# Encoder report", ""]
@@ -501,7 +501,7 @@ def markdown(meta: dict, grid: dict, ckpt: Optional[dict], png_rel: str) -> str:
 
 # ============================================================================ main
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m evals.encoder_report",
+    ap = argparse.ArgumentParser(prog="python -m larsight.evals.encoder_report",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny step counts")
     ap.add_argument("--pretrained", default=None,
@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> Path:
     args = build_parser().parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    args.command = "python -m evals.encoder_report " + " ".join(shlex.quote(a) for a in argv)
+    args.command = "python -m larsight.evals.encoder_report " + " ".join(shlex.quote(a) for a in argv)
     q = args.quick
     args.sizes = args.sizes or ("10,100" if q else "10,100,1000,all")
     args.steps_full = args.steps_full or (6 if q else 500)
@@ -562,7 +562,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     ckpt_path = resolve_checkpoint(args.checkpoint)
 
     pretrained = ensure_pretrained(args, work)
-    from encoder.checkpoint import read_manifest
+    from larsight.encoder.checkpoint import read_manifest
 
     pman = read_manifest(pretrained)
     pinfo = (f"{pman.get('objective', pman.get('kind', '?'))}, {pman.get('step', '?')} steps, "

@@ -2,9 +2,9 @@
 Data) and retrieval quality (precision@10 for same event class and same topology,
 event-to-event and text-to-event).
 
-    python -m evals.retrieval_bench --n 100000 --real 300 --vlm runs/align1/vlm
-    python -m evals.retrieval_bench --quick            # smoke test, writes under the temp dir
-    python -m evals.retrieval_bench --ray-only         # redo the Ray build rate only
+    python -m larsight.evals.retrieval_bench --n 100000 --real 300 --vlm runs/align1/vlm
+    python -m larsight.evals.retrieval_bench --quick            # smoke test, writes under the temp dir
+    python -m larsight.evals.retrieval_bench --ray-only         # redo the Ray build rate only
 
 Writes ``<out>/retrieval_bench.json`` and ``<out>/retrieval_bench.md`` (default
 ``evals/reports``; atomic writes).
@@ -53,7 +53,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from events.formats.atomic import atomic_open
+from larsight.events.formats.atomic import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "evals" / "reports"
@@ -75,7 +75,7 @@ _NAMES = {"mu": ("muon", "muons"), "e": ("electron", "electrons"), "p": ("proton
 
 def topology_queries(topology: str) -> list[str]:
     """Text queries for a topology string: the string itself and a sentence."""
-    from qformer.corpus import parse_topology
+    from larsight.qformer.corpus import parse_topology
 
     c = parse_topology(topology)
     parts = []
@@ -136,12 +136,12 @@ def retrieval_quality(embedder, events: Optional[Sequence] = None, *, n: int = 3
     ``seed``): same class and same topology, event-to-event (aligned space and the encoder's
     pooled embedding) and text-to-event. ``encoded`` reuses vectors already computed
     (``{"vector", "encoder_vector", "event_class", "topology"}``). Returns a JSON-ready dict."""
-    from tools.retrieval import event_metadata
+    from larsight.tools.retrieval import event_metadata
 
     t0 = time.perf_counter()
     if encoded is None:
         if events is None:
-            from encoder.data import DataSpec, take
+            from larsight.encoder.data import DataSpec, take
 
             events = take(DataSpec(modes="nu", seed=seed), "eval", n, min_points=8)
         from tqdm.auto import tqdm
@@ -260,7 +260,7 @@ def synthetic_rows(real, n: int, rng: np.random.Generator, cos: float = 0.8, sta
     ~``cos`` to the parent's, keys ``synthetic:<start + i>``."""
     import pyarrow as pa
 
-    from tools.retrieval import ENCODER_VECTOR, VECTOR
+    from larsight.tools.retrieval import ENCODER_VECTOR, VECTOR
 
     parent = rng.integers(0, real.num_rows, n)
     tbl = real.take(pa.array(parent))
@@ -291,7 +291,7 @@ def bench_latency(index_path: Path, query_vectors: np.ndarray, query_keys: Seque
                   repeats: int = 1) -> dict[str, Any]:
     """Per-query wall / CPU ms of the index search (ANN and exact, with and without ``filt``)
     and of ``find_similar`` by key, and the ANN's recall@k against exact search."""
-    from tools.retrieval import EventIndex, find_similar
+    from larsight.tools.retrieval import EventIndex, find_similar
 
     idx = EventIndex.open(index_path)
     res: dict[str, Any] = {"n_rows": idx.n_events, "vector_index": idx.manifest.get("vector_index"),
@@ -343,7 +343,7 @@ def bench_ray_build(spec: str, vlm: str, work: Path, *, actors: int = 2, threads
         import ray
     except ImportError as err:
         return {"skipped": f"ray not installed ({err}); pip install 'larsight[ray]'"}
-    from tools.index_build import build_index
+    from larsight.tools.index_build import build_index
 
     with _Timer() as t0:
         try:
@@ -371,14 +371,14 @@ def bench_ray_build(spec: str, vlm: str, work: Path, *, actors: int = 2, threads
 def run(args) -> dict[str, Any]:
     import torch
 
-    from tools.index_build import append_rows, build_index
-    from tools.retrieval import ENCODER_VECTOR, VECTOR, EventEmbedder, EventIndex
+    from larsight.tools.index_build import append_rows, build_index
+    from larsight.tools.retrieval import ENCODER_VECTOR, VECTOR, EventEmbedder, EventIndex
 
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="larsight-retrieval-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "command": "python -m evals.retrieval_bench " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": "python -m larsight.evals.retrieval_bench " + " ".join(shlex.quote(a) for a in args.argv),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "torch_threads": args.threads,
                     "load_avg_start": _load_avg()},
@@ -441,7 +441,7 @@ def run(args) -> dict[str, Any]:
     report["latency"] = bench_latency(big, qv, qkeys, k=args.k)
     if not args.no_text:
         texts = [q for qs in CLASS_QUERIES.values() for q in qs]
-        from tools.retrieval import find_similar
+        from larsight.tools.retrieval import find_similar
 
         find_similar(texts[0], k=args.k, index=big, embedder=emb)  # loads the LM once
         wall, cpu = [], []
@@ -560,7 +560,7 @@ def write_report(rep: dict[str, Any], out: Path) -> tuple[Path, Path]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m evals.retrieval_bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m larsight.evals.retrieval_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=None, help="rows in the latency index (100000)")
     p.add_argument("--real", type=int, default=None,
@@ -608,7 +608,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 num_cpus=args.ray_cpus, progress=not args.no_progress)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        rep["build_ray_sim"]["command"] = ("python -m evals.retrieval_bench "
+        rep["build_ray_sim"]["command"] = ("python -m larsight.evals.retrieval_bench "
                                            + " ".join(shlex.quote(a) for a in argv))
         rep["build_ray_sim"]["load_avg"] = _load_avg()
         print(f"ray build: {rep['build_ray_sim']}", flush=True)

@@ -1,6 +1,6 @@
 """Simulator benchmark and physics validation report.
 
-    python -m evals.simulator_report [--seed 2026] [--n 200] [--out evals/reports]
+    python -m larsight.evals.simulator_report [--seed 2026] [--n 200] [--out evals/reports]
 
 Writes evals/reports/simulator.md and PNG plots under evals/reports/simulator/: speed per mode
 (one core and all cores), points per event, semantic class fractions, energy spectra, and the
@@ -21,12 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from events import PILARNET_VOLUME, SEMANTIC_CLASSES, Volume  # noqa: E402
-from events import sim  # noqa: E402
-from events.sim import medium as M  # noqa: E402
-from events.sim.run import _pool_stream  # noqa: E402
-from events.sim.transport import longitudinal_params, sample_michel_x  # noqa: E402
-from events.formats.atomic import atomic_open  # noqa: E402
+from larsight.events import PILARNET_VOLUME, SEMANTIC_CLASSES, Volume  # noqa: E402
+from larsight.events import sim  # noqa: E402
+from larsight.events.sim import medium as M  # noqa: E402
+from larsight.events.sim.run import _pool_stream  # noqa: E402
+from larsight.events.sim.transport import longitudinal_params, sample_michel_x  # noqa: E402
+from larsight.events.formats.atomic import atomic_open  # noqa: E402
 
 RANGE_TABLE = {  # PHYSICS.md, cm: T -> (muon, pion, kaon, proton)
     50: (13.0, 9.2, 3.7, 2.30), 100: (30.4, 26.9, 12.5, 7.82), 200: (76.1, 70.6, 39.5, 26.0),
@@ -88,7 +88,7 @@ def main(argv=None) -> Path:
     workers = os.cpu_count() or 1
     lines = [
         "# Simulator report (events/sim)", "",
-        f"Produced by `python -m evals.simulator_report --seed {seed} --n {n}` "
+        f"Produced by `python -m larsight.evals.simulator_report --seed {seed} --n {n}` "
         f"(larsight.sim {sim.VERSION}); geometry: PILArNet-M default (768^3 voxels of 0.3 cm).",
         f"Machine: {platform.processor() or platform.machine()}, {workers} cores, Python "
         f"{platform.python_version()}; load average before the run: {load_before}.", "",

@@ -1,8 +1,8 @@
 """Reconstruction quality of the analysis tools against the simulator truth (issue 5).
 
-    python -m evals.tools_report                 # 1,000 held-out events, about 5 min on one core
-    python -m evals.tools_report --n 200 --seed 0
-    python -m evals.tools_report --split finetune --out runs/tools_tune   # a tuning slice
+    python -m larsight.evals.tools_report                 # 1,000 held-out events, about 5 min on one core
+    python -m larsight.evals.tools_report --n 200 --seed 0
+    python -m larsight.evals.tools_report --split finetune --out runs/tools_tune   # a tuning slice
 
 writes ``evals/reports/tools.md``, ``tools.json`` and plots in ``evals/reports/tools/``.
 
@@ -394,7 +394,7 @@ def plots(records: Sequence[EventRecord], m: dict, folder: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from events.formats.atomic import atomic_path
+    from larsight.events.formats.atomic import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
     made = []
@@ -563,7 +563,7 @@ def markdown(m: dict, settings: dict, figs: Sequence[str], retrieval: Optional[d
           f"the event's Michel count is exact for {_f(mi['event_count_exact'], pct=True)} of events.", ""]
     L += ["## Retrieval (find_similar)", ""]
     if retrieval is None:
-        L.append(f"`{RETRIEVAL_JSON.relative_to(REPO)}` not found: run `python -m evals.retrieval_bench`.")
+        L.append(f"`{RETRIEVAL_JSON.relative_to(REPO)}` not found: run `python -m larsight.evals.retrieval_bench`.")
     else:
         r = retrieval
         e2e, t2e = r["event_to_event"], r["text_to_event"]
@@ -598,7 +598,7 @@ def write(m: dict, records: Sequence[EventRecord], settings: dict, out: Path, re
     ``events_path_for``) and the plots under ``out`` (atomically)."""
     from dataclasses import asdict
 
-    from events.formats.atomic import atomic_open
+    from larsight.events.formats.atomic import atomic_open
 
     def default(x):
         return x.tolist() if isinstance(x, np.ndarray) else str(x)
@@ -624,10 +624,10 @@ def run(n: int = DEFAULT_N, seed: int = 0, split: str = "eval", out: Path = OUT_
         retrieval_json: Path = RETRIEVAL_JSON) -> dict:
     from tqdm.auto import tqdm
 
-    from encoder.data import DataSpec, split_seed, take
-    from qformer.corpus import event_facts
-    from tools import engine, find_vertex, reconstruct
-    from tools.reconstruction import PHOTON_DEDX_MEV_CM
+    from larsight.encoder.data import DataSpec, split_seed, take
+    from larsight.qformer.corpus import event_facts
+    from larsight.tools import engine, find_vertex, reconstruct
+    from larsight.tools.reconstruction import PHOTON_DEDX_MEV_CM
 
     spec = DataSpec(modes="nu", seed=seed)
     evs = take(spec, split, n)
@@ -643,7 +643,7 @@ def run(n: int = DEFAULT_N, seed: int = 0, split: str = "eval", out: Path = OUT_
         records.append(rec)
         engine.clear_cache()
     metrics = summarise(records, PHOTON_DEDX_MEV_CM)
-    settings = {"command": command or "python -m evals.tools_report " + " ".join(
+    settings = {"command": command or "python -m larsight.evals.tools_report " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]), "n": n, "seed": seed, "split": split,
         "sim_seed": split_seed(seed, split), "voxel_cm": spec.voxel_size_cm, "model": engine.model_name(m_obj),
         "date": time.strftime("%Y-%m-%d %H:%M"), "notes": notes}
@@ -664,7 +664,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    cmd = "python -m evals.tools_report " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    cmd = "python -m larsight.evals.tools_report " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     res = run(n=a.n, seed=a.seed, split=a.split, out=Path(a.out), progress=not a.no_progress,
               make_plots=not a.no_plots, notes=a.notes, command=cmd.strip())
     m = res["metrics"]

@@ -1,7 +1,7 @@
 """Load check of the chat app: several sessions asking questions at once through Gradio's queue.
 
-    python -m evals.ui_load                      # 8 sessions, 60 s, rules brain
-    python -m evals.ui_load --sessions 8 --seconds 60 --brain vlm
+    python -m larsight.evals.ui_load                      # 8 sessions, 60 s, rules brain
+    python -m larsight.evals.ui_load --sessions 8 --seconds 60 --brain vlm
 
 Starts the app in this process on a free port (``ui.app.build_app`` + ``launch``), then runs
 ``sessions`` threads, each with its own ``gradio_client.Client`` (its own Gradio session, hence
@@ -122,9 +122,9 @@ def _session(i: int, url: str, deadline: float, results: list, lock: threading.L
 
 def run(sessions: int = 8, seconds: float = 60.0, brain: str = "rules", concurrency: int = 4,
         out_dir: str = "evals/reports", name: str = "ui_load", note: str = "") -> dict:
-    from agent import Agent
-    from agent.graph import HISTORY_SIZE
-    from ui.app import build_app, launch
+    from larsight.agent import Agent
+    from larsight.agent.graph import HISTORY_SIZE
+    from larsight.ui.app import build_app, launch
 
     tmp = Path(tempfile.mkdtemp(prefix="larsight-ui-load-"))
     bot = Agent(brain, run_dir=tmp / "run", db=tmp / "threads.sqlite")
@@ -178,7 +178,7 @@ def run(sessions: int = 8, seconds: float = 60.0, brain: str = "rules", concurre
     errors = [e for r in recs for e in r["errors"]]
     crosstalk = [e for r in recs for e in r["crosstalk"]]
     report = {
-        "command": "python -m evals.ui_load " + shlex.join(sys.argv[1:]),
+        "command": "python -m larsight.evals.ui_load " + shlex.join(sys.argv[1:]),
         "brain": brain, "sessions": sessions, "seconds": seconds, "wall_s": round(wall, 1),
         "concurrency": concurrency, "warm_up_s": round(warm, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from events.model import EVENT_CLASSES, PILARNET_VOLUME, Event, Volume
+from larsight.events.model import EVENT_CLASSES, PILARNET_VOLUME, Event, Volume
 
 ENERGY_SCALE_MEV = 0.1
 """Features are ``log1p(E / ENERGY_SCALE_MEV)`` (the encoder's ``energy_feature``)."""
@@ -155,7 +155,7 @@ class EventDataset(_ShardedEvents):
         if self._counts is None:
             count = self.counter
             if count is None:
-                from events.formats import count
+                from larsight.events.formats import count
             self._counts = [int(count(p)) for p in self.files]
         return self._counts
 
@@ -180,7 +180,7 @@ class EventDataset(_ShardedEvents):
     def _events(self, shard: int, nshards: int) -> Iterator[Event]:
         read = self.reader
         if read is None:
-            from events.formats import read
+            from larsight.events.formats import read
 
         if nshards <= self.stream_shards_max:
             # stream each file and keep every nshards-th event: cheaper than reopening the file
@@ -219,7 +219,7 @@ class SimulatedDataset(_ShardedEvents):
                  volume: Volume = PILARNET_VOLUME, transform: Optional[Callable[[Event], Any]] = None,
                  min_points: int = 1, *, rank: Optional[int] = None, world_size: Optional[int] = None):
         super().__init__(transform, min_points, rank, world_size)
-        from events.sim import MODES
+        from larsight.events.sim import MODES
 
         if mode not in MODES:
             raise ValueError(f"SimulatedDataset: mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -237,7 +237,7 @@ class SimulatedDataset(_ShardedEvents):
         return self.n // world + (1 if rank < self.n % world else 0)
 
     def __iter__(self):
-        from events.sim import simulate
+        from larsight.events.sim import simulate
 
         shard, nshards = shard_info(self.rank, self.world_size)
         i = shard

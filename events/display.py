@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from events.model import PID_CLASSES, SEMANTIC_CLASSES, Event
+from larsight.events.model import PID_CLASSES, SEMANTIC_CLASSES, Event
 
 COLOR_BY = ("energy", "semantic", "particle", "interaction", "pid")
 
@@ -296,7 +296,7 @@ def plot_projections(event: Event, size: int = 256, height: int = 450, crop_to_e
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from events.projections import pixel_maps, view_extents
+    from larsight.events.projections import pixel_maps, view_extents
 
     maps = pixel_maps(event, size=size, views=views, crop_to_event=crop_to_event)
     boxes = view_extents(event, views, crop_to_event=crop_to_event)

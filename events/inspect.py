@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, Field
 
-from events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, Event
+from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, Event
 
 VOXEL_ENERGY_BINS = np.logspace(-4, 3, 141)
 """Per-voxel energy histogram bins, MeV (1e-4 .. 1e3, 20 per decade)."""
@@ -123,13 +123,13 @@ def inspect(path, out_dir=None, max_events: Optional[int] = None, progress: bool
     """Stream ``path`` once (``events.read``) and summarise it; write PNG plots to ``out_dir``
     (default ``<path>.inspect/``): points per event, energy spectra (per voxel, per event),
     class fractions, and an event display of event 0."""
-    from events.formats import read
+    from larsight.events.formats import read
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"inspect: no such file {str(path)!r}")
     try:
-        from events.formats import count
+        from larsight.events.formats import count
 
         n_file: Optional[int] = int(count(path))
     except (ImportError, AttributeError):
@@ -213,7 +213,7 @@ def inspect(path, out_dir=None, max_events: Optional[int] = None, progress: bool
 
 def _plots(report: InspectReport, out: Path, n_points: np.ndarray, e_total: np.ndarray,
            vox_hist: np.ndarray, sem_n, sem_e, pid_n, pid_e, first: Optional[Event]) -> list[Path]:
-    from events.display import _atomic_write, _mpl, render_png
+    from larsight.events.display import _atomic_write, _mpl, render_png
 
     plt = _mpl()
     written: list[Path] = []

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from events.model import Event, EventError
+from larsight.events.model import Event, EventError
 
 AXES = {"x": 0, "y": 1, "z": 2}
 

@@ -126,7 +126,7 @@ def contrastive_loss(kind: str):
 
 # ============================================================================ the loop
 def build_vlm(cfg: AlignConfig, device) -> "VLM":
-    from encoder import load_model
+    from larsight.encoder import load_model
 
     from .lm import load_lm
     from .projector import EventProjector, EventProjectorConfig
@@ -168,9 +168,9 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from encoder.checkpoint import has_train_state, load_train_state, save_train_state
-    from encoder.data import DataSpec, event_stream
-    from encoder.pretrain import LossLog, _positioned, command_line, lr_at
+    from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
+    from larsight.encoder.data import DataSpec, event_stream
+    from larsight.encoder.pretrain import LossLog, _positioned, command_line, lr_at
 
     from . import corpus
 

@@ -1,6 +1,6 @@
 """Text from simulator truth: the corpus that aligns the point-cloud encoder to the language model.
 
-    from qformer import corpus
+    from larsight.qformer import corpus
     facts = corpus.event_facts(event)                   # EventFacts (pydantic) from the truth
     corpus.captions(facts, rng, n=3)                    # varied descriptions (stage 1)
     corpus.qa_pairs(facts, rng)                         # [(question, answer), ...]
@@ -68,9 +68,9 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from events.formats.atomic import atomic_open
-from events.model import PID_CLASSES, Event, EventError
-from events.sim import medium as _M
+from larsight.events.formats.atomic import atomic_open
+from larsight.events.model import PID_CLASSES, Event, EventError
+from larsight.events.sim import medium as _M
 
 __all__ = [
     "EventFacts", "InteractionFacts", "ParticleFacts", "NoTruthError", "event_facts",

@@ -1,6 +1,6 @@
 """The language model of the VLM: loading, 4-bit quantisation and LoRA adapters.
 
-    from qformer.lm import load_lm, describe_lm
+    from larsight.qformer.lm import load_lm, describe_lm
     lm, tok = load_lm()                                  # SmolLM2-135M-Instruct, NF4 + LoRA r=8
     lm, tok = load_lm(lora=False)                        # frozen base (stage-1 alignment)
     lm, tok = load_lm("/models/Llama-3.2-1B-Instruct", quantization="none")

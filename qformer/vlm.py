@@ -1,6 +1,6 @@
 """The detector-native VLM: point-cloud encoder -> Q-Former projector -> language model.
 
-    from qformer import load_vlm
+    from larsight.qformer import load_vlm
     vlm = load_vlm()                               # checkpoints/vlm_smollm2 (shipped)
     vlm.classify(event)        # {"nue_cc": 0.91, "numu_cc": 0.05, "nc": 0.04}
     vlm.explain(event, "Why is this not NC?")      # generated text
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from events.model import EVENT_CLASSES, Event
+from larsight.events.model import EVENT_CLASSES, Event
 
 from .corpus import CLASS_TEXT, CLASSIFY_PROMPT
 from .lm import cache_kwargs, output_cache
@@ -409,7 +409,7 @@ def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] =
 
 
 def _load_vlm(path, *, quantization, device, trainable, merge) -> VLM:
-    from encoder import load_model
+    from larsight.encoder import load_model
 
     from .lm import load_lm
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import events
+from larsight import events
 
 
 def _real_event_path() -> Path | None:
@@ -51,7 +51,7 @@ def lm_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir(lm_cache) -> Path:
     """The bundled SmolLM2-135M-Instruct converted to a Hugging Face folder (once per run)."""
-    from qformer.lm import default_gguf_path, ensure_hf_dir
+    from larsight.qformer.lm import default_gguf_path, ensure_hf_dir
 
     try:
         gguf = default_gguf_path()

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from agent import Agent
-from events.model import EVENT_CLASSES
+from larsight.agent import Agent
+from larsight.events.model import EVENT_CLASSES
 
 
 @pytest.fixture(scope="module")
 def sim_event():
-    from encoder.data import DataSpec, event_stream
+    from larsight.encoder.data import DataSpec, event_stream
 
     # held-out event 2 of the eval split (a nu_mu CC event), simulated alone
     return next(iter(event_stream(DataSpec(modes="nu", seed=0), "eval", start=2, stop=3)))
@@ -45,8 +45,8 @@ def test_rules_agent_on_a_simulated_event(rules_bot, sim_event):
 
 
 def test_cli_ask_json(tmp_path, sim_event, capsys):
-    from events.formats import write
-    from ui.cli import main
+    from larsight.events.formats import write
+    from larsight.ui.cli import main
 
     h5 = tmp_path / "one.h5"
     write(h5, [sim_event])
@@ -61,7 +61,7 @@ def test_cli_ask_json(tmp_path, sim_event, capsys):
 
 
 def test_vlm_brain_end_to_end(sim_event, tmp_path):
-    from qformer.vlm import DEFAULT_VLM_DIR, MANIFEST
+    from larsight.qformer.vlm import DEFAULT_VLM_DIR, MANIFEST
 
     if not (DEFAULT_VLM_DIR / MANIFEST).exists():
         pytest.skip("no shipped VLM checkpoint")
@@ -79,7 +79,7 @@ def test_vlm_brain_end_to_end(sim_event, tmp_path):
 def test_demo_asks_the_agent(tmp_path):
     import io
 
-    from ui.demo import run_demo
+    from larsight.ui.demo import run_demo
 
     out = io.StringIO()
     run_demo(tmp_path / "demo", n=1, seed=11, html=False, png=False, stream=out, ask=True, brain="rules",

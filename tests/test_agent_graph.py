@@ -9,10 +9,10 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 
-from agent import Agent, Answer, Decision, OpenAIBrain, RulesBrain, Step
-from agent.brains import SYSTEM_PROMPT, Context, _revision
-from agent.toolset import UnknownEventError, register, resolve, safe_path
-from events.model import Event, EventMeta
+from larsight.agent import Agent, Answer, Decision, OpenAIBrain, RulesBrain, Step
+from larsight.agent.brains import SYSTEM_PROMPT, Context, _revision
+from larsight.agent.toolset import UnknownEventError, register, resolve, safe_path
+from larsight.events.model import Event, EventMeta
 
 VERTEX = [10.0, 20.0, 30.0]
 

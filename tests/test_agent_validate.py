@@ -1,8 +1,8 @@
 """agent.validate / agent.evidence: claims parsed from answers, verdicts against measurements."""
 import pytest
 
-from agent.evidence import Evidence, strip_truth
-from agent.validate import (TOLERANCES, annotate, check_claims, extract_claims, revise,
+from larsight.agent.evidence import Evidence, strip_truth
+from larsight.agent.validate import (TOLERANCES, annotate, check_claims, extract_claims, revise,
                             split_sentences, validate)
 
 RECO = {
@@ -156,7 +156,7 @@ def test_energy_of_a_track_leaving_the_detector_is_a_lower_bound():
     answer says so while its other claims stay checkable."""
     import copy
 
-    from agent.compose import _particle_clause
+    from larsight.agent.compose import _particle_clause
 
     reco = copy.deepcopy(RECO)
     reco["particles"][0]["energy_is_lower_bound"] = True

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.data import DataSpec, take
-from events.model import EVENT_CLASSES
-from events.projections import pixel_maps
-from evals.baselines import (BaselineCheckpointError, TwoViewCNN, TwoViewViT, count_parameters,
+from larsight.encoder.data import DataSpec, take
+from larsight.events.model import EVENT_CLASSES
+from larsight.events.projections import pixel_maps
+from larsight.evals.baselines import (BaselineCheckpointError, TwoViewCNN, TwoViewViT, count_parameters,
                              load_baseline, predict_proba, save_baseline, train_baseline,
                              view_images)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from evals.classification_report import _peak_rss_gb, metrics, truth_labels
+from larsight.evals.classification_report import _peak_rss_gb, metrics, truth_labels
 
 
 def test_metrics_on_a_known_confusion():
@@ -24,7 +24,7 @@ def test_metrics_on_a_known_confusion():
 
 
 def test_truth_labels_refuse_events_without_a_neutrino_class():
-    from encoder.data import DataSpec, take
+    from larsight.encoder.data import DataSpec, take
 
     nu = take(DataSpec(modes="nu", seed=5), "eval", 2, min_points=8)
     assert truth_labels(nu).shape == (2,)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-import events
-from ui.cli import main
+from larsight import events
+from larsight.ui.cli import main
 
 
 def test_simulate_convert_inspect_round_trip(tmp_path, capsys):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from events.dataset import (EventDataset, SimulatedDataset, collate_ragged, distributed_rank_world,
+from larsight.events.dataset import (EventDataset, SimulatedDataset, collate_ragged, distributed_rank_world,
                             expand_paths, to_tensors)
-from events.model import EVENT_CLASSES, Event, EventMeta, Interaction
+from larsight.events.model import EVENT_CLASSES, Event, EventMeta, Interaction
 
 
 # ---------------------------------------------------------------------------- a tiny file format
@@ -146,7 +146,7 @@ def test_missing_files_raise(tmp_path):
 
 def _formats_or_skip():
     try:
-        from events.formats import count, read, write
+        from larsight.events.formats import count, read, write
     except Exception as err:  # pragma: no cover - formats under construction
         pytest.skip(f"events.formats read/write/count not available yet: {err}")
     return read, write, count
@@ -173,15 +173,15 @@ def test_real_h5_files_with_two_workers(tmp_path):
 # ---------------------------------------------------------------------------- simulator
 def _sim_or_skip():
     try:
-        from events.sim import simulate
+        from larsight.events.sim import simulate
         next(iter(simulate("mpr", 1, seed=0)))
     except Exception as err:  # pragma: no cover - simulator under construction
-        pytest.skip(f"events.sim.simulate not usable yet: {err}")
+        pytest.skip(f"larsight.events.sim.simulate not usable yet: {err}")
 
 
 def test_simulated_dataset_shards_by_index(monkeypatch):
     _sim_or_skip()
-    from events.sim import simulate
+    from larsight.events.sim import simulate
 
     n, seed = 5, 3
     reference = [ev.total_energy_mev for ev in simulate("mpr", n, seed=seed)]

@@ -4,8 +4,8 @@ import io
 import numpy as np
 import pytest
 
-from events.model import Event, Particle
-from ui.demo import format_table, particle_content
+from larsight.events.model import Event, Particle
+from larsight.ui.demo import format_table, particle_content
 
 
 def test_particle_content_counts_visible_primaries():
@@ -23,11 +23,11 @@ def test_format_table_aligns():
 
 def test_demo_end_to_end(tmp_path):
     try:
-        from events.sim import simulate
+        from larsight.events.sim import simulate
         next(iter(simulate("nu", 1, seed=0)))
     except Exception as err:  # pragma: no cover - simulator under construction
-        pytest.skip(f"events.sim.simulate not usable yet: {err}")
-    from ui.demo import run_demo
+        pytest.skip(f"larsight.events.sim.simulate not usable yet: {err}")
+    from larsight.ui.demo import run_demo
 
     out = io.StringIO()
     rows = run_demo(tmp_path / "demo", n=2, seed=7, stream=out)
@@ -43,7 +43,7 @@ def test_demo_end_to_end(tmp_path):
     assert "wrote 2 events" in text and str((tmp_path / "demo").resolve()) in text
     h5 = tmp_path / "demo" / "events.h5"
     try:
-        from events.formats import count, read
+        from larsight.events.formats import count, read
     except Exception:  # pragma: no cover
         assert "not available" in text
         return
@@ -53,11 +53,11 @@ def test_demo_end_to_end(tmp_path):
 
 def test_cli_demo(tmp_path, capsys):
     try:
-        from events.sim import simulate
+        from larsight.events.sim import simulate
         next(iter(simulate("nu", 1, seed=0)))
     except Exception as err:  # pragma: no cover
-        pytest.skip(f"events.sim.simulate not usable yet: {err}")
-    from ui.cli import main
+        pytest.skip(f"larsight.events.sim.simulate not usable yet: {err}")
+    from larsight.ui.cli import main
 
     assert main(["demo", "--out", str(tmp_path / "d"), "--n", "1", "--seed", "3"]) == 0
     assert "wrote 1 events" in capsys.readouterr().out

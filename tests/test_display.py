@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from events.display import MAX_INSTANCE_TRACES, _atomic_write, plot_event, plot_projections, render_png, save_html
-from events.model import PID_CLASSES, SEMANTIC_CLASSES, Event, Interaction, Particle
+from larsight.events.display import MAX_INSTANCE_TRACES, _atomic_write, plot_event, plot_projections, render_png, save_html
+from larsight.events.model import PID_CLASSES, SEMANTIC_CLASSES, Event, Interaction, Particle
 
 
 def labelled_event(n=300, seed=0, n_particles=3, with_vertex=True) -> Event:
@@ -165,7 +165,7 @@ def test_real_event_displays(tmp_path, real_event):
     assert len(fig.data) == 11                              # 10 particles + unassigned voxels
     out = render_png(ev, tmp_path / "real.png", color_by="semantic")
     assert out.read_bytes()[:4] == b"\x89PNG"
-    from events.projections import pixel_maps
+    from larsight.events.projections import pixel_maps
 
     maps = pixel_maps(ev, size=512)
     assert maps[0].sum() == pytest.approx(ev.total_energy_mev, rel=1e-5)

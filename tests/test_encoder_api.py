@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import events
-from encoder import DEFAULT_CHECKPOINT, EncoderModel, EventPrediction, load_model
-from encoder.checkpoint import load_weights, read_manifest
-from encoder.data import DataSpec, take
-from encoder.finetune import FinetuneConfig, finetune, parse_task_weights, parse_tasks
-from encoder.heads import TASKS
-from encoder.inference import to_model_grid
+from larsight import events
+from larsight.encoder import DEFAULT_CHECKPOINT, EncoderModel, EventPrediction, load_model
+from larsight.encoder.checkpoint import load_weights, read_manifest
+from larsight.encoder.data import DataSpec, take
+from larsight.encoder.finetune import FinetuneConfig, finetune, parse_task_weights, parse_tasks
+from larsight.encoder.heads import TASKS
+from larsight.encoder.inference import to_model_grid
 
 torch.set_num_threads(1)
 
@@ -179,7 +179,7 @@ def test_shipped_checkpoint_loads_with_its_manifest_and_segments(real_event):
 
 
 def test_cli_multitask_options_and_eval_of_a_multihead_checkpoint(multi_run, tmp_path, capsys):
-    from ui.cli import main
+    from larsight.ui.cli import main
 
     assert main(["finetune", "--task", "semantic,bogus", "--run-dir", str(tmp_path / "x")]) == 2
     assert "--task must be one of" in capsys.readouterr().err
@@ -192,7 +192,7 @@ def test_cli_multitask_options_and_eval_of_a_multihead_checkpoint(multi_run, tmp
 
 # ============================================================================ report
 def test_encoder_report_quick_runs_end_to_end(tmp_path, multi_run):
-    from evals import encoder_report
+    from larsight.evals import encoder_report
 
     run, _ = multi_run
     argv = ["--quick", "--sizes", "10", "--pretrained", str(run / "model.safetensors"),

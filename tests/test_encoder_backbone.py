@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from encoder.backbone import PointEncoder, collate_events
-from encoder.config import PRESETS, EncoderConfig
-from encoder.serialization import ORDERS, decode, encode, hilbert_encode, serialize
+from larsight.encoder.backbone import PointEncoder, collate_events
+from larsight.encoder.config import PRESETS, EncoderConfig
+from larsight.encoder.serialization import ORDERS, decode, encode, hilbert_encode, serialize
 
 torch.set_num_threads(1)
 
@@ -272,7 +272,7 @@ def test_tiny_forward_time_on_5000_points():
 
 
 def test_patches_never_mix_events_and_every_point_has_a_home():
-    from encoder.backbone import _patch_plan
+    from larsight.encoder.backbone import _patch_plan
 
     counts = torch.tensor([37, 5, 1, 16, 17])
     batch = torch.repeat_interleave(torch.arange(5), counts)

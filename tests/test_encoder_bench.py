@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from evals import encoder_bench as eb
-from events import sim
+from larsight.evals import encoder_bench as eb
+from larsight.events import sim
 
 
 def _unique(points: np.ndarray, size: float = 0.3) -> int:
@@ -72,7 +72,7 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
     md = eb.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
     assert md == tmp_path / "encoder_speed.md"
     text = md.read_text()
-    assert "python -m evals.encoder_bench --quick --threads 1" in text
+    assert "python -m larsight.evals.encoder_bench --quick --threads 1" in text
     assert "8.3 ms/event" in text and "Load average before" in text and "## Summary" in text
 
     data = json.loads((tmp_path / "encoder_speed" / "results.json").read_text())

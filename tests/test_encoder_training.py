@@ -10,16 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from encoder.backbone import PointEncoder
-from encoder.checkpoint import (CheckpointError, load_train_state, load_weights, read_manifest,
+from larsight.encoder.backbone import PointEncoder
+from larsight.encoder.checkpoint import (CheckpointError, load_train_state, load_weights, read_manifest,
                                 save_train_state, save_weights)
-from encoder.config import EncoderConfig
-from encoder.data import DataSpec, make_batch, split_seed, take
-from encoder.evaluate import (adjusted_rand_index, confusion_matrix, distance_stats, f1_scores,
+from larsight.encoder.config import EncoderConfig
+from larsight.encoder.data import DataSpec, make_batch, split_seed, take
+from larsight.encoder.evaluate import (adjusted_rand_index, confusion_matrix, distance_stats, f1_scores,
                               purity_efficiency)
-from encoder.finetune import FinetuneConfig, finetune
-from encoder.heads import cluster_embeddings, discriminative_loss, head_for
-from encoder.pretrain import PretrainConfig, pretrain
+from larsight.encoder.finetune import FinetuneConfig, finetune
+from larsight.encoder.heads import cluster_embeddings, discriminative_loss, head_for
+from larsight.encoder.pretrain import PretrainConfig, pretrain
 
 torch.set_num_threads(1)
 
@@ -276,7 +276,7 @@ def test_split_seeds_never_overlap():
 
 
 def test_cli_has_training_verbs():
-    from ui.cli import build_parser
+    from larsight.ui.cli import build_parser
 
     p = build_parser()
     a = p.parse_args(["pretrain", "--objective", "mpm", "--steps", "3"])

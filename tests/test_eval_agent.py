@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
-from agent import OpenAIBrain, RulesBrain
-from agent.toolset import register
-from evals.agent_eval import SuiteError, load_suite, pass_hat_k, run_agent_eval
-from evals.agent_eval.cli import main as cli_main
-from evals.agent_eval.runner import load_records
-from evals.agent_eval.scoring import score_turn, trajectory_match
-from evals.agent_eval.suite import Trajectory, Turn
-from events.model import Event
+from larsight.agent import OpenAIBrain, RulesBrain
+from larsight.agent.toolset import register
+from larsight.evals.agent_eval import SuiteError, load_suite, pass_hat_k, run_agent_eval
+from larsight.evals.agent_eval.cli import main as cli_main
+from larsight.evals.agent_eval.runner import load_records
+from larsight.evals.agent_eval.scoring import score_turn, trajectory_match
+from larsight.evals.agent_eval.suite import Trajectory, Turn
+from larsight.events.model import Event
 
 VERTEX = [10.0, 20.0, 30.0]
 
@@ -256,7 +256,7 @@ def test_a_malformed_suite_line_is_named(tmp_path, ref, capsys):
 
 
 def test_event_forms_and_shipped_suites_load(tmp_path):
-    from evals.agent_eval.suite import event_ref
+    from larsight.evals.agent_eval.suite import event_ref
 
     assert event_ref({"mode": "nu", "seed": 2, "index": 7}) == "sim:nu:seed=2:voxel=0.6:index=7"
     assert event_ref({"file": "a.h5", "index": 3}) == "a.h5:3"
@@ -280,7 +280,7 @@ def test_trajectory_match_modes():
     assert not trajectory_match(["segment"], t(["classify_event", "reconstruct"], "subset"))
     assert trajectory_match(["classify_event", "reconstruct"], t(["classify_event"], "superset"))
     assert not trajectory_match(["reconstruct"], t(["classify_event"], "superset"))
-    from evals.agent_eval.suite import Case
+    from larsight.evals.agent_eval.suite import Case
 
     plain = {"id": "x", "tags": ["counting"], "turns": [_turn("How many muons?", {}, ["reconstruct"])]}
     explicit = json.loads(json.dumps(plain))
@@ -366,10 +366,10 @@ def test_two_worker_processes_give_the_same_metrics(tmp_path):
 
 
 def test_generated_cases_recreate_their_event_and_its_truth():
-    from evals.agent_eval.suite import Case
-    from evals.suites.generate import generate
-    from qformer.corpus import event_facts
-    from tools.retrieval import parse_event_ref
+    from larsight.evals.agent_eval.suite import Case
+    from larsight.evals.suites.generate import generate
+    from larsight.qformer.corpus import event_facts
+    from larsight.tools.retrieval import parse_event_ref
 
     cases = [Case.model_validate(c) for c in generate(n_events=5, progress=False)]
     tags = {t for c in cases for t in c.tags}
@@ -389,8 +389,8 @@ def test_generated_cases_recreate_their_event_and_its_truth():
 def test_sampled_vlm_brain_draws_tools_reproducibly(monkeypatch):
     """--temperature: the vlm brain's tool drawn from its probabilities, seeded per case and trial
     (the VLM's scores stubbed: no model)."""
-    from agent.brains import VLMBrain
-    from evals.agent_eval.brains import make_eval_brain
+    from larsight.agent.brains import VLMBrain
+    from larsight.evals.agent_eval.brains import make_eval_brain
 
     def fake_scores(self, event, question, candidates):   # p(find_vertex) 0.6, p(segment) 0.4
         return {t: {"find_vertex": math.log(0.6), "segment": math.log(0.4)}.get(t, -60.0) for t in candidates}, 0.9

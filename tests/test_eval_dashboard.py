@@ -5,22 +5,22 @@ import json
 import pytest
 from test_eval_agent import ErringBrain, FlakyBrain, ref, run, small_suite, write_suite  # noqa: F401
 
-from agent import RulesBrain
-from evals import dashboard
-from evals.compare import compare
-from ui.cli import main as larsight
+from larsight.agent import RulesBrain
+from larsight.evals import dashboard
+from larsight.evals.compare import compare
+from larsight.ui.cli import main as larsight
 
 
 def test_index_page_lists_headlines_commands_and_seeds(tmp_path):
     (tmp_path / "simulator").mkdir()
     (tmp_path / "simulator" / "ranges_bragg.png").write_bytes(b"png")
     (tmp_path / "simulator.md").write_text(
-        "# Simulator\n\nProduced by `python -m evals.simulator_report --seed 2026 --n 200`.\n\n"
+        "# Simulator\n\nProduced by `python -m larsight.evals.simulator_report --seed 2026 --n 200`.\n\n"
         "| mode | events/s (1 core) | ms/event (1 core) | events/s (2 cores) |\n| --- | --- | --- | --- |\n"
         "| nu | 79.0 | 12.7 | 101.4 |\n")
-    (tmp_path / "classification.md").write_text("# Classification\n\nRegenerate: `python -m evals.classification_report`\n")
+    (tmp_path / "classification.md").write_text("# Classification\n\nRegenerate: `python -m larsight.evals.classification_report`\n")
     (tmp_path / "classification.json").write_text(json.dumps(
-        {"meta": {"command": "python -m evals.classification_report", "seed": 0},
+        {"meta": {"command": "python -m larsight.evals.classification_report", "seed": 0},
          "table1": {"vlm": {"accuracy": 0.8355, "auc": 0.922}, "cnn": {"accuracy": 0.856, "auc": 0.947}}}))
     (tmp_path / "agent.md").write_text("# Agent\n")
     (tmp_path / "agent.json").write_text(json.dumps(
@@ -41,11 +41,11 @@ def test_index_page_lists_headlines_commands_and_seeds(tmp_path):
 def test_eval_all_selects_reports_and_dry_runs(capsys):
     assert larsight(["eval", "all", "--only", "simulator,agent", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[0] == "python -m evals.simulator_report --seed 2026 --n 200"
-    assert out[1].startswith("python -m evals.agent_eval --brain vlm,rules --k 3")
+    assert out[0] == "python -m larsight.evals.simulator_report --seed 2026 --n 200"
+    assert out[1].startswith("python -m larsight.evals.agent_eval --brain vlm,rules --k 3")
     assert larsight(["eval", "all", "--skip", "encoder,encoder_speed,classification,tools,retrieval,agent,agent_heldout",
                      "--dry-run"]) == 0
-    assert capsys.readouterr().out.strip().splitlines() == ["python -m evals.simulator_report --seed 2026 --n 200"]
+    assert capsys.readouterr().out.strip().splitlines() == ["python -m larsight.evals.simulator_report --seed 2026 --n 200"]
     assert larsight(["eval", "all", "--only", "nonsense", "--dry-run"]) == 2
     assert "unknown report(s) ['nonsense']" in capsys.readouterr().err
 
@@ -86,7 +86,7 @@ def test_larsight_eval_agent_reports_a_bad_suite_line(tmp_path, capsys):
 
 
 def test_side_by_side_report(tmp_path, ref):  # noqa: F811
-    from evals.agent_eval.report import write_side_by_side
+    from larsight.evals.agent_eval.report import write_side_by_side
 
     suite = write_suite(tmp_path / "s.jsonl", small_suite(ref))
     run(tmp_path, suite, RulesBrain(), k=2, name="r")

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from events import Event, EventError, EventMeta, Interaction, Particle, Volume
-from events.model import POINT_ARRAY_NAMES
+from larsight.events import Event, EventError, EventMeta, Interaction, Particle, Volume
+from larsight.events.model import POINT_ARRAY_NAMES
 
 
 def _arrays(n=6):

@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
-import events
-from events import (
+from larsight import events
+from larsight.events import (
     PILARNET_VOLUME, Event, EventError, EventMeta, Interaction, Particle, Volume,
 )
-from events.formats import atomic_open, atomic_path, convert, count, format_of, read, write
+from larsight.events.formats import atomic_open, atomic_path, convert, count, format_of, read, write
 
 SMALL = Volume(voxel_size_cm=0.5, shape=(64, 32, 48), origin_cm=(-10.0, 5.0, -3.25))
 
@@ -113,7 +113,7 @@ def test_h5_root_h5_roundtrip(tmp_path):
 
 
 def test_simulated_events_roundtrip(tmp_path):
-    sim = pytest.importorskip("events.sim")
+    sim = pytest.importorskip("larsight.events.sim")
     evs = [sim.neutrino(seed=3, index=i) for i in range(3)] + [sim.particle_gun(13, 300.0, seed=2)]
     for ext in EXTS:
         write(tmp_path / f"s{ext}", iter(evs))
@@ -156,8 +156,8 @@ def test_index_and_count(tmp_path, ext):
 
 @pytest.mark.parametrize("ext", EXTS)
 def test_reading_one_event_decodes_only_that_one(tmp_path, ext, monkeypatch):
-    import events.formats.pilarnet as pl
-    import events.formats.root as rt
+    import larsight.events.formats.pilarnet as pl
+    import larsight.events.formats.root as rt
 
     mod = pl if ext == ".h5" else rt
     path = tmp_path / f"f{ext}"

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from events import PILARNET_VOLUME, Event, EventError, EventMeta, Particle
-from events.formats import read, write
+from larsight.events import PILARNET_VOLUME, Event, EventError, EventMeta, Particle
+from larsight.events.formats import read, write
 
 MUON_MASS = 105.6583755
 

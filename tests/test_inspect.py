@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from events.model import Event, EventMeta, Interaction
+from larsight.events.model import Event, EventMeta, Interaction
 
 
 def _formats_or_skip():
     try:
-        from events.formats import count, read, write
+        from larsight.events.formats import count, read, write
     except Exception as err:  # pragma: no cover - formats under construction
         pytest.skip(f"events.formats read/write/count not available yet: {err}")
     return read, write, count
@@ -45,7 +45,7 @@ def small_file(tmp_path):
 
 
 def test_inspect_counts_fractions_and_plots(small_file, tmp_path):
-    from events.inspect import inspect
+    from larsight.events.inspect import inspect
 
     out = tmp_path / "plots"
     rep = inspect(small_file, out_dir=out, progress=False)
@@ -69,7 +69,7 @@ def test_inspect_counts_fractions_and_plots(small_file, tmp_path):
 
 
 def test_inspect_default_dir_and_max_events(small_file):
-    from events.inspect import inspect
+    from larsight.events.inspect import inspect
 
     rep = inspect(small_file, max_events=2, progress=False)
     assert rep.n_events == 2 and rep.n_points_total == 10
@@ -79,7 +79,7 @@ def test_inspect_default_dir_and_max_events(small_file):
 
 
 def test_cli_inspect(small_file, tmp_path, capsys):
-    from ui.cli import main
+    from larsight.ui.cli import main
 
     assert main(["inspect", str(small_file), "--plots", str(tmp_path / "cli")]) == 0
     assert "3 events" in capsys.readouterr().out
@@ -88,7 +88,7 @@ def test_cli_inspect(small_file, tmp_path, capsys):
 
 def test_inspect_missing_file(tmp_path):
     _formats_or_skip()
-    from events.inspect import inspect
+    from larsight.events.inspect import inspect
 
     with pytest.raises(FileNotFoundError):
         inspect(tmp_path / "nope.h5")

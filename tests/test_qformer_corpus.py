@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import events
-from events.sim import simulate
-from qformer import corpus as C
+from larsight import events
+from larsight.events.sim import simulate
+from larsight.qformer import corpus as C
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +221,7 @@ def test_classification_targets_start_with_the_canonical_class(nu_facts):
 
 def test_vlm_scores_the_corpus_class_strings():
     """qformer/vlm.py scores CLASS_TEXT continuations of CLASSIFY_PROMPT: the very same objects."""
-    from qformer import vlm
+    from larsight.qformer import vlm
 
     assert vlm.CLASS_TEXT is C.CLASS_TEXT and vlm.CLASSIFY_PROMPT is C.CLASSIFY_PROMPT
     assert set(C.CLASS_TEXT) == set(events.EVENT_CLASSES)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qformer import lm as qlm
+from larsight.qformer import lm as qlm
 
 SMOLLM2_LORA_R8 = 30 * 8 * (4 * 576 + 2 * (576 + 192) + 3 * (576 + 1536))
 """LoRA r=8 parameters on SmolLM2-135M: 30 blocks x (q, o: 576->576; k, v: 576->192;

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from qformer.projector import EventProjector, EventProjectorConfig
+from larsight.qformer.projector import EventProjector, EventProjectorConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from encoder import load_model
-from encoder.backbone import PointEncoder
-from encoder.checkpoint import save_weights
-from encoder.config import EncoderConfig
-from encoder.data import DataSpec, take
-from events.model import EVENT_CLASSES
-from qformer.corpus import CLASS_TEXT, CLASSIFY_PROMPT
-from qformer.projector import EventProjector, EventProjectorConfig
-from qformer.vlm import VLM, load_vlm
+from larsight.encoder import load_model
+from larsight.encoder.backbone import PointEncoder
+from larsight.encoder.checkpoint import save_weights
+from larsight.encoder.config import EncoderConfig
+from larsight.encoder.data import DataSpec, take
+from larsight.events.model import EVENT_CLASSES
+from larsight.qformer.corpus import CLASS_TEXT, CLASSIFY_PROMPT
+from larsight.qformer.projector import EventProjector, EventProjectorConfig
+from larsight.qformer.vlm import VLM, load_vlm
 
 torch.set_num_threads(1)
 
@@ -59,7 +59,7 @@ def events():
 
 
 def make_vlm(lm_dir, encoder_ckpt, quantization="none", lora=False, lm_dim=64):
-    from qformer.lm import load_lm
+    from larsight.qformer.lm import load_lm
 
     enc = load_model(encoder_ckpt, device="cpu")
     lm, tok = load_lm(str(lm_dir), quantization=quantization, lora=lora, device="cpu")
@@ -228,7 +228,7 @@ def test_load_vlm_errors_name_the_problem(tmp_path):
 
 
 def test_align_cli_stage1_then_stage2_and_resume(tiny_lm_dir, encoder_ckpt, tmp_path):
-    from ui.cli import main
+    from larsight.ui.cli import main
 
     run1, run2 = tmp_path / "a1", tmp_path / "a2"
     common = ["--encoder", str(encoder_ckpt), "--lm", str(tiny_lm_dir), "--batch-size", "2",
@@ -255,7 +255,7 @@ def test_align_cli_stage1_then_stage2_and_resume(tiny_lm_dir, encoder_ckpt, tmp_
 def test_shipped_vlm_loads_and_classifies(smollm2_dir, lm_cache, monkeypatch, events):
     """checkpoints/vlm_smollm2 (the projector + QLoRA adapters) resolves its encoder and the
     bundled language model from its manifest and gives a class distribution."""
-    from qformer.vlm import DEFAULT_VLM_DIR
+    from larsight.qformer.vlm import DEFAULT_VLM_DIR
 
     if not (DEFAULT_VLM_DIR / "vlm.json").exists():
         pytest.skip("no shipped VLM in this checkout")

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from events import PILARNET_VOLUME, EventError
-from events.formats import convert, read, write
+from larsight.events import PILARNET_VOLUME, EventError
+from larsight.events.formats import convert, read, write
 
 from conftest import REAL_EVENT_NPZ as DATA
 

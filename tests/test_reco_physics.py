@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoder.data import volume_for
-from events import sim
-from events.sim import medium as M
-from tools import reconstruct
-from tools.physics import MIP_DEDX, range_energy_mev
-from tools.reconstruction import (MUON_MIN_CM, PIDA_PROTON, ParticleReco, _count_or_not, _muon_or_pions,
+from larsight.encoder.data import volume_for
+from larsight.events import sim
+from larsight.events.sim import medium as M
+from larsight.tools import reconstruct
+from larsight.tools.physics import MIP_DEDX, range_energy_mev
+from larsight.tools.reconstruction import (MUON_MIN_CM, PIDA_PROTON, ParticleReco, _count_or_not, _muon_or_pions,
                                   pida, track_species)
 
 GRID = volume_for(0.6)

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.backbone import PointEncoder
-from encoder.checkpoint import save_weights
-from encoder.config import EncoderConfig
-from encoder.data import DataSpec, take
-from encoder.heads import head_for
-from events.model import Event
-from qformer.projector import EventProjector, EventProjectorConfig
-from tools import index_build
-from tools.index_build import build_index, expand_sources, parse_sim_spec
-from tools.retrieval import (
+from larsight.encoder.backbone import PointEncoder
+from larsight.encoder.checkpoint import save_weights
+from larsight.encoder.config import EncoderConfig
+from larsight.encoder.data import DataSpec, take
+from larsight.encoder.heads import head_for
+from larsight.events.model import Event
+from larsight.qformer.projector import EventProjector, EventProjectorConfig
+from larsight.tools import index_build
+from larsight.tools.index_build import build_index, expand_sources, parse_sim_spec
+from larsight.tools.retrieval import (
     EventEmbedder, EventIndex, EventRef, IndexModelMismatchError, IndexNotFoundError,
     SimilarResult, event_metadata, find_similar, parse_event_ref,
 )
@@ -201,7 +201,7 @@ def test_text_query_returns_k_events(index_dir):
 
 
 def test_index_from_event_files(tmp_path, sim_events, embedder):
-    import events as ev_mod
+    from larsight import events as ev_mod
 
     data = tmp_path / "data"
     data.mkdir()
@@ -217,7 +217,7 @@ def test_index_from_event_files(tmp_path, sim_events, embedder):
     res = find_similar(ev_mod.read(data / "a.h5", 2), k=1, index=tmp_path / "idx")
     assert res.hits[0].key.endswith("a.h5:2") and res.hits[0].similarity == pytest.approx(1, abs=1e-4)
     # the tools' conventions for references (tools.inputs)
-    from tools.inputs import ToolInputError
+    from larsight.tools.inputs import ToolInputError
 
     assert find_similar((data / "a.h5", -1), k=1, index=tmp_path / "idx").hits[0].key.endswith("a.h5:2")
     with pytest.raises(ToolInputError, match="holds 3 events"):
@@ -330,7 +330,7 @@ def test_append_with_another_model_is_refused(tmp_path, sim_events, embedder, ot
 
 
 def test_cli_build_and_search(tmp_path, vlm_dir, capsys):
-    from ui.cli import main
+    from larsight.ui.cli import main
 
     out = tmp_path / "cli_index"
     assert main(["index", "build", "--simulate", "nu", "--n", "3", "--seed", "11", "--out",
@@ -374,8 +374,8 @@ def test_ray_build_matches_the_local_build(tmp_path, vlm_dir, embedder):
 
 def test_precomputed_rows_and_the_hnsw_index(tmp_path, index_dir, embedder, other_vlm_dir):
     """append_rows adds vectors embedded elsewhere; an HNSW index answers like exact search."""
-    from evals.retrieval_bench import synthetic_rows
-    from tools.index_build import append_rows
+    from larsight.evals.retrieval_bench import synthetic_rows
+    from larsight.tools.index_build import append_rows
 
     real = EventIndex.open(index_dir).to_arrow()
     rows = synthetic_rows(real, 400, np.random.default_rng(0))
@@ -397,7 +397,7 @@ def test_precomputed_rows_and_the_hnsw_index(tmp_path, index_dir, embedder, othe
 
 
 def test_precision_at_k_and_the_quality_report(index_dir, embedder):
-    from evals.retrieval_bench import precision_at_k, retrieval_quality, topology_queries
+    from larsight.evals.retrieval_bench import precision_at_k, retrieval_quality, topology_queries
 
     keys = np.eye(4)[[0, 0, 1, 1, 2, 2]] + 0.01 * np.arange(6)[:, None]
     labels = ["a", "a", "b", "b", "c", "c"]
@@ -419,7 +419,7 @@ def test_precision_at_k_and_the_quality_report(index_dir, embedder):
 
 
 def test_retrieval_bench_quick(tmp_path, vlm_dir):
-    from evals.retrieval_bench import main
+    from larsight.evals.retrieval_bench import main
 
     out = tmp_path / "reports"
     assert main(["--quick", "--no-ray", "--real", "14", "--n", "600", "--queries", "4",

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-import events
-from events import PILARNET_VOLUME, PROCESSES, Event, Volume
-from events import sim
-from events.sim.transport import Builder, SimOptions
-from events.sim.voxelize import to_event
-from events.model import EventMeta
+from larsight import events
+from larsight.events import PILARNET_VOLUME, PROCESSES, Event, Volume
+from larsight.events import sim
+from larsight.events.sim.transport import Builder, SimOptions
+from larsight.events.sim.voxelize import to_event
+from larsight.events.model import EventMeta
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_label_precedence_and_delta_merging():
 
 def test_simulate_file_uses_events_write(tmp_path, monkeypatch):
     """simulate_file streams ordered events (pool or not) into events.write."""
-    import events.formats as formats
+    import larsight.events.formats as formats
 
     got = {}
 

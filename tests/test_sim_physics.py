@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from events import Volume
-from events import sim
-from events.sim import medium as M
-from events.sim.transport import sample_michel_x, longitudinal_params
+from larsight.events import Volume
+from larsight.events import sim
+from larsight.events.sim import medium as M
+from larsight.events.sim.transport import sample_michel_x, longitudinal_params
 
 # PHYSICS.md CSDA range table (cm): T -> (muon, pion, kaon, proton)
 RANGE_TABLE = {

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-import events
-from events import sim
-from events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, EventMeta, Interaction
-from qformer.corpus import parse_topology, topology_string
+from larsight import events
+from larsight.events import sim
+from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, EventMeta, Interaction
+from larsight.qformer.corpus import parse_topology, topology_string
 
-import tools
-from tools import classify_event, describe, find_vertex, reconstruct, render, segment
-from tools import physics as P
-from tools.inputs import load_event
+from larsight import tools
+from larsight.tools import classify_event, describe, find_vertex, reconstruct, render, segment
+from larsight.tools import physics as P
+from larsight.tools.inputs import load_event
 
 torch.set_num_threads(1)
 
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 def mu_p_event(seed: int = 4, vertex=(100.0, 110.0, 90.0)) -> events.Event:
     """A 300 MeV muon and a 150 MeV proton leaving one vertex 70 degrees apart (seed 4: neither
     interacts, both stop)."""
-    from events.sim.transport import Builder, SimOptions
-    from events.sim.voxelize import to_event
+    from larsight.events.sim.transport import Builder, SimOptions
+    from larsight.events.sim.voxelize import to_event
 
     rng = np.random.default_rng(seed)
     b = Builder(rng, events.PILARNET_VOLUME, SimOptions())
@@ -112,7 +112,7 @@ def test_segment_on_simulated_event(nu_event):
 
 
 def test_model_loads_once_thread_safe():
-    from tools.engine import get_model
+    from larsight.tools.engine import get_model
 
     got = []
     threads = [threading.Thread(target=lambda: got.append(get_model())) for _ in range(3)]
@@ -219,8 +219,8 @@ def test_reconstruct_neutrino_event_and_michel(nu_event):
 def test_shower_trunk_dedx_separates_electrons_from_photons():
     """A 1-MIP trunk for an electron, 2 MIPs for a photon (PHYSICS.md), measured by the tools'
     trunk estimator on the simulator's own shower points."""
-    from tools.clusters import Cluster
-    from tools.reconstruction import _shower
+    from larsight.tools.clusters import Cluster
+    from larsight.tools.reconstruction import _shower
 
     values = {}
     for pdg in (11, 22):
@@ -335,7 +335,7 @@ def test_render_views_and_overlays(nu_event):
 def test_render_writes_files_atomically(nu_event, tmp_path):
     import importlib.util
 
-    from tools.rendering import ImageExportError
+    from larsight.tools.rendering import ImageExportError
 
     out = tmp_path / "figs" / "event.html"
     fig = render(nu_event, view="projections", height=400, out=out)
@@ -385,7 +385,7 @@ def test_range_energy_inverts_the_csda_table():
 
 
 def test_recombination_inverse_and_charge_energy():
-    from events.sim import medium as M
+    from larsight.events.sim import medium as M
 
     dedx = np.array([1.5, 2.105, 5.0, 20.0])
     visible = dedx * M.recombination(dedx)                 # what the charge says

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-import events
-from events import sim
+from larsight import events
+from larsight.events import sim
 
-import tools
-from tools import (EventFileNotFoundError, ToolInputError, build_index, classify_event,
+from larsight import tools
+from larsight.tools import (EventFileNotFoundError, ToolInputError, build_index, classify_event,
                    describe, find_similar, find_vertex, reconstruct, render, segment)
 
 torch.set_num_threads(1)
@@ -42,7 +42,7 @@ def _event(points, energy) -> events.Event:
 @pytest.fixture(scope="module")
 def embedder():
     """The event side of the shipped VLM (encoder + projector; no language model)."""
-    from tools import EventEmbedder
+    from larsight.tools import EventEmbedder
 
     return EventEmbedder.load(device="cpu")
 
@@ -120,7 +120,7 @@ def test_bad_file_references(name, run_tool, two_event_file, tmp_path):
 def test_index_checks_and_the_smallest_event(two_event_file):
     """Indices are checked against the file's event count (negative ones count from the end);
     ``min_points`` sets the smallest event a caller accepts, and the message says so."""
-    from tools.inputs import checked_index, load_event
+    from larsight.tools.inputs import checked_index, load_event
 
     assert checked_index(two_event_file, -1) == (1, 2)
     ev = load_event(f"{two_event_file}:-1")
@@ -232,7 +232,7 @@ def test_tools_exports():
     for name in ("segment", "find_vertex", "reconstruct", "classify_event", "find_similar",
                  "describe", "render", "build_index", "EventIndex", "ToolInputError"):
         assert name in tools.__all__ and callable(getattr(tools, name))
-    from tools import index_build, retrieval
+    from larsight.tools import index_build, retrieval
 
     assert tools.build_index is index_build.build_index
     assert "parse_event_ref" in retrieval.__all__ and "parse_ref" not in retrieval.__all__

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from encoder.data import DataSpec, take
-from evals import tools_report as T
-from qformer.corpus import event_facts
+from larsight.encoder.data import DataSpec, take
+from larsight.evals import tools_report as T
+from larsight.qformer.corpus import event_facts
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +83,10 @@ def test_match_is_one_to_one_and_needs_a_majority():
 
 
 def test_tiny_run_writes_the_report(tmp_path):
-    res = T.run(n=3, seed=0, out=tmp_path, progress=False, command="python -m evals.tools_report --n 3")
+    res = T.run(n=3, seed=0, out=tmp_path, progress=False, command="python -m larsight.evals.tools_report --n 3")
     md = (tmp_path / "tools.md").read_text()
     doc = json.loads((tmp_path / "tools.json").read_text())
-    assert "python -m evals.tools_report --n 3" in md and "DataSpec(modes='nu', seed=0)" in md
+    assert "python -m larsight.evals.tools_report --n 3" in md and "DataSpec(modes='nu', seed=0)" in md
     lines = (tmp_path / "tools_events.jsonl").read_text().splitlines()
     assert doc["metrics"]["n_events"] == 3 == len(lines)
     assert json.loads(lines[0])["index"] == 0

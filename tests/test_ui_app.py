@@ -18,7 +18,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def rules_agent(tmp_path_factory):
-    from agent import Agent
+    from larsight.agent import Agent
 
     tmp = tmp_path_factory.mktemp("ui-agent")
     bot = Agent("rules", run_dir=tmp / "run", db=tmp / "threads.sqlite")
@@ -30,7 +30,7 @@ def rules_agent(tmp_path_factory):
 
 # ============================================================================ event sources
 def test_simulate_event_uses_the_index_key():
-    from ui.app_events import EventSourceError, simulate_event
+    from larsight.ui.app_events import EventSourceError, simulate_event
 
     a = simulate_event("nu", 1, 0)
     assert a.ref == "sim:nu:seed=1:voxel=0.6:index=0"
@@ -43,8 +43,8 @@ def test_simulate_event_uses_the_index_key():
 
 
 def test_upload_good_and_bad_files(tmp_path):
-    from events.formats import write
-    from ui.app_events import EventSourceError, load_upload, simulate_event
+    from larsight.events.formats import write
+    from larsight.ui.app_events import EventSourceError, load_upload, simulate_event
 
     good = tmp_path / "two.h5"
     write(good, [simulate_event("nu", 1, 0).event, simulate_event("nu", 1, 1).event])
@@ -73,7 +73,7 @@ def test_upload_good_and_bad_files(tmp_path):
 
 
 def test_missing_index_says_how_to_build_one(tmp_path):
-    from ui.app_events import EventSourceError, index_info, similar_events
+    from larsight.ui.app_events import EventSourceError, index_info, similar_events
 
     ok, md = index_info(tmp_path / "no-index")
     assert not ok and "larsight index build" in md and "Build a small index" in md
@@ -82,8 +82,8 @@ def test_missing_index_says_how_to_build_one(tmp_path):
 
 
 def test_figures_have_explicit_heights_and_points():
-    from ui.app_display import HEIGHT_2D, HEIGHT_3D, event_figure, projections_figure, thumbnail
-    from ui.app_events import simulate_event
+    from larsight.ui.app_display import HEIGHT_2D, HEIGHT_3D, event_figure, projections_figure, thumbnail
+    from larsight.ui.app_events import simulate_event
 
     ev = simulate_event("nu", 1, 0).event
     fig, note = event_figure(ev, color_by="semantic", overlay=True)
@@ -98,8 +98,8 @@ def test_figures_have_explicit_heights_and_points():
 
 # ============================================================================ the chat
 def test_chat_turn_streams_thoughts_then_a_validated_answer(rules_agent):
-    from ui.app_chat import chat_turn
-    from ui.app_events import simulate_event
+    from larsight.ui.app_chat import chat_turn
+    from larsight.ui.app_events import simulate_event
 
     ref = simulate_event("nu", 1, 0).ref
     updates = list(chat_turn(rules_agent, ref, "Classify this event and explain why.", "t-chat", []))
@@ -126,7 +126,7 @@ def test_chat_turn_streams_thoughts_then_a_validated_answer(rules_agent):
 
 
 def test_chat_turn_reports_an_agent_failure():
-    from ui.app_chat import chat_turn
+    from larsight.ui.app_chat import chat_turn
 
     class Broken:
         def stream(self, *a, **k):
@@ -138,8 +138,8 @@ def test_chat_turn_reports_an_agent_failure():
 
 
 def test_validation_table_escapes_and_marks_verdicts():
-    from agent.validate import Check, Claim
-    from ui.app_chat import probabilities_markdown, validation_markdown
+    from larsight.agent.validate import Check, Claim
+    from larsight.ui.app_chat import probabilities_markdown, validation_markdown
 
     checks = [Check(claim=Claim(kind="count", text="2 protons", particle="proton", value=2), verdict="contradicted",
                     evidence={"n_proton": 1, "note": "a|b"}, tolerance="exact count", tool="reconstruct")]
@@ -152,8 +152,8 @@ def test_validation_table_escapes_and_marks_verdicts():
 # ============================================================================ the app, end to end
 @pytest.fixture(scope="module")
 def app_url(rules_agent, tmp_path_factory):
-    from tools.retrieval import build_index
-    from ui.app import build_app, launch
+    from larsight.tools.retrieval import build_index
+    from larsight.ui.app import build_app, launch
 
     tmp = tmp_path_factory.mktemp("ui-app")
     index = tmp / "index"
@@ -208,7 +208,7 @@ def test_api_simulate_ask_and_follow_up(app_url):
 def test_api_similar_events_and_bad_upload(app_url, tmp_path):
     from gradio_client import handle_file
 
-    from ui.app_events import similar_events
+    from larsight.ui.app_events import similar_events
 
     c = _client(app_url["url"])
     gallery, note = c.predict(4, api_name="/similar")
@@ -232,7 +232,7 @@ def test_api_similar_events_and_bad_upload(app_url, tmp_path):
 
 
 def test_cli_ui_options():
-    from ui.cli import build_parser, cmd_ui
+    from larsight.ui.cli import build_parser, cmd_ui
 
     args = build_parser().parse_args(["ui"])
     assert args.func is cmd_ui and args.host == "127.0.0.1" and args.port == 7860 and args.brain == "vlm"
@@ -242,7 +242,7 @@ def test_cli_ui_options():
 
 
 def test_build_small_index_once(tmp_path):
-    from ui.app_events import EventSourceError, build_small_index, index_info
+    from larsight.ui.app_events import EventSourceError, build_small_index, index_info
 
     seen = []
     report = build_small_index(tmp_path / "idx", n=3, seed=1, progress=lambda f, t: seen.append(t))

@@ -33,9 +33,9 @@ def _need_browser():
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     _need_browser()
-    from agent import Agent
-    from tools.retrieval import build_index
-    from ui.app import build_app, launch
+    from larsight.agent import Agent
+    from larsight.tools.retrieval import build_index
+    from larsight.ui.app import build_app, launch
 
     tmp = tmp_path_factory.mktemp("ui-browser")
     build_index("sim:nu:seed=5:n=8", tmp / "index", progress=False)

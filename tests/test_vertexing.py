@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from encoder.data import volume_for
-from events.model import Event, EventMeta
-from tools.clusters import SEM_LE, SEM_SHOWER, SEM_TRACK, build_clusters, significant
-from tools.vertexing import _crossings, _pointing, beam_event, locate
+from larsight.encoder.data import volume_for
+from larsight.events.model import Event, EventMeta
+from larsight.tools.clusters import SEM_LE, SEM_SHOWER, SEM_TRACK, build_clusters, significant
+from larsight.tools.vertexing import _crossings, _pointing, beam_event, locate
 
 VOL = volume_for(0.6)
 VS = VOL.voxel_size_cm

@@ -1,6 +1,6 @@
 """tools layer of larsight (see DESIGN.md): the analysis tools, for notebooks and the agent.
 
-    from tools import segment, find_vertex, reconstruct, classify_event, describe, render, find_similar
+    from larsight.tools import segment, find_vertex, reconstruct, classify_event, describe, render, find_similar
     seg = segment("run.h5:3")           # per-point classes, particle instances, interaction groups
     vtx = find_vertex(ev)               # vertex + confidence, cross-checked with particle starts
     reco = reconstruct(ev)              # particles (PID, length, energy, dE/dx, Michel), topology

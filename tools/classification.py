@@ -1,6 +1,6 @@
 """``classify_event``: nu_e CC / nu_mu CC / NC probabilities from the VLM and the encoder.
 
-    from tools import classify_event
+    from larsight.tools import classify_event
     c = classify_event("run.h5:3")
     c.predicted_class, c.probabilities        # 'numu_cc', {'nue_cc': 0.1, 'numu_cc': 0.8, 'nc': 0.1}
     c.vlm_probabilities, c.encoder_probabilities
@@ -25,7 +25,7 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 from pydantic import Field
 
-from events.model import EVENT_CLASSES
+from larsight.events.model import EVENT_CLASSES
 
 from . import engine
 from .inputs import EventLike, describe_ref, load_event
@@ -88,7 +88,7 @@ def get_vlm(vlm: VLMLike = None):
         if not hasattr(vlm, "classify"):
             return None, f"vlm must be a folder or a qformer.VLM, got {type(vlm).__name__}"
         return vlm, ""
-    from qformer.vlm import DEFAULT_VLM_DIR
+    from larsight.qformer.vlm import DEFAULT_VLM_DIR
 
     folder = Path(vlm) if isinstance(vlm, (str, Path)) else DEFAULT_VLM_DIR
     key = str(folder.resolve())
@@ -103,7 +103,7 @@ def get_vlm(vlm: VLMLike = None):
         if key in _VLMS:
             return _VLMS[key], ""
         try:
-            from qformer import load_vlm
+            from larsight.qformer import load_vlm
 
             _VLMS[key] = load_vlm(folder)
         except Exception as exc:  # a broken VLM must not break the tool

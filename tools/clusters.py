@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from events.model import PID_CLASSES, Event
+from larsight.events.model import PID_CLASSES, Event
 
 from .physics import TrackGeometry, bragg_ratio, dedx_profile, pca_axis, track_geometry
 

@@ -1,6 +1,6 @@
 """``describe``: a short factual summary of the reconstruction, for a person or a language model.
 
-    from tools import describe
+    from larsight.tools import describe
     d = describe("run.h5:3")
     print(d.text)      # 'nu_mu CC event (encoder 0.82). Vertex at (112.3, 54.1, 200.2) cm ...'
     d.topology, d.particles[0].pid, d.word_count
@@ -18,7 +18,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from qformer.corpus import MAX_DESCRIBED, fmt_dedx, fmt_energy, fmt_length, fmt_vertex
+from larsight.qformer.corpus import MAX_DESCRIBED, fmt_dedx, fmt_energy, fmt_length, fmt_vertex
 
 from . import engine
 from .classification import VLMLike, classify_event

@@ -16,7 +16,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from events.model import Event
+from larsight.events.model import Event
 
 __all__ = ["get_model", "predict", "event_key", "clear_cache", "model_name", "ModelLike"]
 
@@ -38,7 +38,7 @@ def get_model(model: ModelLike = None):
             raise TypeError(f"model must be a checkpoint path or an encoder.EncoderModel, "
                             f"got {type(model).__name__}")
         return model
-    from encoder.inference import DEFAULT_CHECKPOINT
+    from larsight.encoder.inference import DEFAULT_CHECKPOINT
 
     key = str(Path(model).resolve() if model is not None else DEFAULT_CHECKPOINT)
     found = _MODELS.get(key)
@@ -47,7 +47,7 @@ def get_model(model: ModelLike = None):
     with _MODEL_LOCK:
         found = _MODELS.get(key)
         if found is None:
-            from encoder import load_model
+            from larsight.encoder import load_model
 
             found = load_model(key)
             _MODELS[key] = found

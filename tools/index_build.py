@@ -1,6 +1,6 @@
 """Building the event index (``tools.retrieval``): locally with a progress bar, or on Ray Data.
 
-    from tools.index_build import build_index
+    from larsight.tools.index_build import build_index
     build_index(["data/*.h5", "more.root"], "indexes/pilarnet")          # files / globs
     build_index("sim:nu:seed=3:n=1000", "indexes/sim")                    # simulated events
     build_index("sim:nu:seed=0:split=eval:n=300", out)                    # a data split's events
@@ -44,7 +44,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 from pydantic import BaseModel, Field
 
-from events.model import Event
+from larsight.events.model import Event
 
 from .retrieval import (
     ANN_MIN_ROWS, DB_DIR, DEFAULT_SIM_VOXEL_CM, ENCODER_VECTOR, INDEX_FORMAT,
@@ -64,7 +64,7 @@ SourceLike = Union[str, os.PathLike, EventRef, Event]
 # ============================================================================ sources
 def parse_sim_spec(spec: str) -> list[EventRef]:
     """``sim:MODES[:seed=S][:n=N][:start=I][:voxel=CM][:split=SPLIT]`` -> references."""
-    from events.sim import MODES
+    from larsight.events.sim import MODES
 
     if not spec.startswith("sim:"):
         raise ValueError(f"simulation spec {spec!r} must start with 'sim:'")
@@ -90,10 +90,10 @@ def parse_sim_spec(spec: str) -> list[EventRef]:
     if n < 0 or start < 0 or seed < 0:
         raise ValueError(f"simulation spec {spec!r}: seed, n and start must be >= 0")
     if "split" in f:
-        from encoder.data import split_seed
+        from larsight.encoder.data import split_seed
 
         seed = split_seed(seed, f["split"])
-    from encoder.data import volume_for
+    from larsight.encoder.data import volume_for
 
     volume_for(voxel)  # a voxel size that does not divide the volume fails here
     return [EventRef(f"sim:{modes[i % len(modes)]}", i, seed, voxel)
@@ -103,8 +103,8 @@ def parse_sim_spec(spec: str) -> list[EventRef]:
 def expand_sources(sources: Union[SourceLike, Sequence[SourceLike]],
                    limit: Optional[int] = None) -> list[Union[EventRef, Event]]:
     """Event references (and in-memory events) of files, globs, ``file:index``, simulation specs."""
-    from events.dataset import expand_paths
-    from events.formats import count
+    from larsight.events.dataset import expand_paths
+    from larsight.events.formats import count
 
     if isinstance(sources, (str, os.PathLike, EventRef, Event)):
         sources = [sources]
@@ -138,7 +138,7 @@ def expand_sources(sources: Union[SourceLike, Sequence[SourceLike]],
 def iter_events(refs: Sequence[Union[EventRef, Event]]) -> Iterator[tuple[Optional[EventRef], Event]]:
     """``(ref, event)`` in order; a file's run of consecutive indices from 0 is streamed
     (one open), other events are read by index or simulated one by one."""
-    from events.formats import read
+    from larsight.events.formats import read
 
     i = 0
     while i < len(refs):

@@ -1,6 +1,6 @@
 """What every tool accepts as its event, resolved in one place.
 
-    from tools.inputs import load_event
+    from larsight.tools.inputs import load_event
     ev = load_event(event)                 # an events.Event: returned as it is (after checks)
     ev = load_event("run.h5:3")            # event 3 of a PILArNet-M file (or ROOT file)
     ev = load_event("run.h5")              # a file holding exactly one event
@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 
-from events.model import Event, EventError
+from larsight.events.model import Event, EventError
 
 __all__ = ["ToolInputError", "EventFileNotFoundError", "EventLike", "EventInput", "load_event",
            "parse_ref", "describe_ref", "MIN_POINTS"]
@@ -84,7 +84,7 @@ def checked_index(path: Path, index: Optional[int]) -> tuple[int, int]:
     """(index counted from the start, number of events) for ``path:index`` after checking the
     file exists, is an event file and holds that event; ``index=None`` is allowed only for a
     one-event file. Negative indices count from the end."""
-    from events import formats
+    from larsight.events import formats
 
     if not path.exists():
         hint = ""
@@ -112,7 +112,7 @@ def checked_index(path: Path, index: Optional[int]) -> tuple[int, int]:
 
 
 def _read(path: Path, index: Optional[int]) -> Event:
-    from events import formats
+    from larsight.events import formats
 
     index, _ = checked_index(path, index)
     try:

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from events.sim import medium as M
+from larsight.events.sim import medium as M
 
 __all__ = ["TrackGeometry", "track_geometry", "pca_axis", "range_energy_mev", "dedx_profile",
            "bragg_ratio", "charge_energy_mev", "inverse_box", "shower_start_dedx", "RANGE_SPECIES",

@@ -1,6 +1,6 @@
 """``reconstruct``: particles, Michel electrons and interactions from the encoder's output.
 
-    from tools import reconstruct
+    from larsight.tools import reconstruct
     reco = reconstruct("run.h5:3")
     reco.topology                      # '1mu 2p 0pi' (the convention of qformer.corpus)
     mu = reco.particles[0]
@@ -64,8 +64,8 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from events.model import PID_CLASSES, Event
-from qformer.corpus import (InteractionFacts, ParticleFacts, _finish_counts, _is_visible,
+from larsight.events.model import PID_CLASSES, Event
+from larsight.qformer.corpus import (InteractionFacts, ParticleFacts, _finish_counts, _is_visible,
                             MICHEL_MIN_VOXELS, MIN_VOXELS)
 
 from . import engine
@@ -677,7 +677,7 @@ def reconstruct(event: EventLike, model: engine.ModelLike = None) -> Reconstruct
     truth_topo = None
     if ev.particles or ev.particle is not None:
         try:
-            from qformer.corpus import event_facts
+            from larsight.qformer.corpus import event_facts
 
             facts = event_facts(ev)
             truth_topo = facts.main.topology if facts.main is not None else None

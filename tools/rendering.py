@@ -1,6 +1,6 @@
 """``render``: the event as a plotly figure, with the reconstruction drawn over it.
 
-    from tools import render
+    from larsight.tools import render
     fig = render("run.h5:3")                              # 3D, coloured by energy, overlays on
     fig = render(ev, color_by="particle")                 # reconstructed particles, one colour each
     fig = render(ev, color_by="semantic", labels="truth") # the event's own truth labels
@@ -33,7 +33,7 @@ from typing import Literal, Optional, Union
 
 import numpy as np
 
-from events.model import PID_CLASSES, Event, Particle
+from larsight.events.model import PID_CLASSES, Event, Particle
 
 from . import engine
 from .inputs import EventLike, describe_ref, load_event
@@ -84,7 +84,7 @@ def save_figure(fig, out: Union[str, os.PathLike], *, width: Optional[int] = Non
     fmt = _out_format(out)
     path = Path(out).expanduser()
     if fmt == "html":
-        from events.display import save_html
+        from larsight.events.display import save_html
 
         return save_html(fig, path)
     try:
@@ -145,7 +145,7 @@ def _title(ev: Event, reco: Optional[Reconstruction]) -> str:
 def _add_2d_overlays(fig, overlays: list[dict], views: list[str]) -> None:
     import plotly.graph_objects as go
 
-    from events.display import _overlay_geometry
+    from larsight.events.display import _overlay_geometry
 
     for col, view in enumerate(views, start=1):
         a, b = _AXES[view[0]], _AXES[view[1]]
@@ -200,7 +200,7 @@ def render(event: EventLike, color_by: str = "energy", overlay: bool = True,
 
 def _figure(ev: Event, color_by: str, overlay: bool, view: str, labels: str, height: int,
             max_points: Optional[int], model: engine.ModelLike):
-    from events.display import plot_event, plot_projections
+    from larsight.events.display import plot_event, plot_projections
 
     need_reco = overlay or (labels == "reco" and color_by != "energy")
     reco = reconstruct(ev, model=model) if need_reco else None
@@ -222,7 +222,7 @@ def _figure(ev: Event, color_by: str, overlay: bool, view: str, labels: str, hei
                      overlays=overlays, title=title, show_vertices=True)
     if shown is not ev and ev.interactions:
         # plot_event draws truth vertices from the event's table: keep them on the reco view
-        from events.display import _vertices
+        from larsight.events.display import _vertices
 
         import plotly.graph_objects as go
 

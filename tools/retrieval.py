@@ -1,13 +1,13 @@
 """Retrieval: "find events like this" and text-to-event search over an on-disk event index.
 
-    from tools import find_similar
+    from larsight.tools import find_similar
     res = find_similar("run7.h5:12", k=10)                          # an event (file:index)
     res = find_similar(event, k=10, event_class="nue_cc", min_energy_mev=500)
     res = find_similar("nu_e CC with a gap before the shower", k=10,  # text-to-event
                        where="visible_energy_mev > 500 AND n_protons >= 1")
     res.hits[0].similarity, res.hits[0].topology, res.hits[0].load()   # the event itself
 
-    from tools.retrieval import build_index, EventIndex, EventEmbedder
+    from larsight.tools.retrieval import build_index, EventIndex, EventEmbedder
     build_index(["data/*.h5"], "indexes/pilarnet")                 # progress bar; atomic
     build_index("sim:nu:seed=3:n=1000", "indexes/sim", ray=True)    # same build on Ray Data
     EventIndex.open("indexes/sim")                                  # summary, counts, search
@@ -75,7 +75,7 @@ from typing import Any, Iterable, Literal, Optional, Sequence, Union
 import numpy as np
 from pydantic import BaseModel, Field
 
-from events.model import EVENT_CLASSES, Event, EventError
+from larsight.events.model import EVENT_CLASSES, Event, EventError
 
 __all__ = [
     "find_similar", "build_index", "EventIndex", "EventEmbedder", "EventRef", "SimilarEvent",
@@ -177,9 +177,9 @@ class EventRef:
     def load(self) -> Event:
         """The event: read from its file, or simulated again (events are reproducible)."""
         if self.is_sim:
-            from events.sim import MODES
+            from larsight.events.sim import MODES
 
-            from encoder.data import volume_for
+            from larsight.encoder.data import volume_for
 
             if self.mode not in MODES:
                 raise ValueError(f"{self.key}: unknown simulator mode {self.mode!r}; "
@@ -188,7 +188,7 @@ class EventRef:
             vs = round(float(vs), 6)  # a float32 round trip must not change the grid
             return MODES[self.mode](seed=int(self.seed or 0), index=int(self.index),
                                     volume=volume_for(vs))
-        from events.formats import read
+        from larsight.events.formats import read
 
         if not Path(self.source).exists():
             from .inputs import EventFileNotFoundError
@@ -295,7 +295,7 @@ def event_metadata(event: Event, predicted_probs: Optional[np.ndarray] = None) -
     Truth (class, topology, counts, neutrino energy) comes from the event's own tables or
     per-point labels through ``qformer.corpus.event_facts``; ``predicted_probs`` (the encoder
     event head, over ``EVENT_CLASSES``) fills the class of events without truth."""
-    from qformer.corpus import NoTruthError, event_facts, topology_string
+    from larsight.qformer.corpus import NoTruthError, event_facts, topology_string
 
     row: dict[str, Any] = {
         "event_class": None, "class_source": "none", "predicted_class": None,
@@ -415,9 +415,9 @@ class EventEmbedder:
     def load(cls, vlm_dir: Optional[Union[str, Path]] = None, device: Any = None) -> "EventEmbedder":
         """Encoder + projector of a saved VLM folder (default ``checkpoints/vlm_smollm2``);
         the language model is not loaded."""
-        from encoder import load_model
-        from qformer.projector import EventProjector
-        from qformer.vlm import DEFAULT_VLM_DIR, MANIFEST, _resolve
+        from larsight.encoder import load_model
+        from larsight.qformer.projector import EventProjector
+        from larsight.qformer.vlm import DEFAULT_VLM_DIR, MANIFEST, _resolve
 
         folder = Path(vlm_dir) if vlm_dir is not None else DEFAULT_VLM_DIR
         mpath = folder / MANIFEST
@@ -523,8 +523,8 @@ class EventEmbedder:
         """The full VLM (the language model loads here, once)."""
         with self._lock:
             if self._vlm is None:
-                from qformer.lm import load_lm
-                from qformer.vlm import VLM
+                from larsight.qformer.lm import load_lm
+                from larsight.qformer.vlm import VLM
 
                 lm_name = self.manifest.get("lm")
                 if not lm_name:
@@ -578,7 +578,7 @@ def _read_manifest(path: Path) -> dict:
 
 def write_manifest(path: Path, manifest: dict) -> None:
     """Atomically replace ``index.json`` (the commit point of every build)."""
-    from events.formats.atomic import atomic_open
+    from larsight.events.formats.atomic import atomic_open
 
     with atomic_open(path / MANIFEST_NAME, "w") as f:
         f.write(json.dumps(manifest, indent=2, default=str) + "\n")
@@ -603,7 +603,7 @@ def build_filter(where: Optional[str] = None, *, event_class: Optional[str] = No
             raise ValueError(f"event_class {bad[0]!r}: expected one of {list(EVENT_CLASSES)}")
         parts.append("event_class IN (" + ", ".join(_sql_str(c) for c in classes) + ")")
     if topology is not None:
-        from qformer.corpus import parse_topology, topology_string
+        from larsight.qformer.corpus import parse_topology, topology_string
 
         try:  # normalise ("1mu 2p" -> "1mu 2p 0pi")
             topo = topology_string(parse_topology(topology))

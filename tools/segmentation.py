@@ -1,6 +1,6 @@
 """``segment``: per-point semantic classes, particle instances and interaction groups.
 
-    from tools import segment
+    from larsight.tools import segment
     seg = segment("run.h5:3")          # or an events.Event
     seg.semantic, seg.semantic_probs   # (N,), (N, 5) numpy, input point order
     seg.class_energy_mev["track"]      # MeV in points called track
@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import Field
 
-from events.model import PID_CLASSES, SEMANTIC_CLASSES, Event
+from larsight.events.model import PID_CLASSES, SEMANTIC_CLASSES, Event
 
 from . import engine
 from .inputs import EventLike, describe_ref, load_event

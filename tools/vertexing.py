@@ -1,7 +1,7 @@
 """``find_vertex``: the interaction vertex from the encoder's vertex head, cross-checked against
 where the reconstructed particles start.
 
-    from tools import find_vertex
+    from larsight.tools import find_vertex
     v = find_vertex("run.h5:3")
     v.vertex_cm, v.confidence, v.status        # (x, y, z) cm, 0..1, 'ok' / 'disagree' / ...
     v.head_vertex_cm, v.particle_vertex_cm     # the two estimates, and their distance
@@ -63,7 +63,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from events.model import Event
+from larsight.events.model import Event
 
 from . import engine
 from .clusters import (Cluster, bragg_end, build_clusters, end_direction, endpoints, shower_start_end,

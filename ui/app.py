@@ -1,6 +1,6 @@
 """``larsight ui``: the Gradio chat with an event display (offline, on the shipped weights).
 
-    from ui.app import build_app, launch
+    from larsight.ui.app import build_app, launch
     demo = build_app(brain="rules")                 # gr.Blocks (nothing started yet)
     launch(demo, host="127.0.0.1", port=7860)       # blocks; prevent_thread_lock=True returns
 
@@ -91,7 +91,7 @@ def build_app(brain: Optional[str] = "vlm", *, agent: Any = None, index: Optiona
     upload_dir = run_dir / "uploads"
     index_path = str(Path(index).expanduser()) if index else None
     if agent is None:
-        from agent import Agent
+        from larsight.agent import Agent
 
         agent = Agent(brain, db=db, run_dir=run_dir / "agent", index=index_path)
     brain_name = getattr(agent, "brain_name", str(brain))
@@ -351,7 +351,7 @@ def warm_up(agent) -> threading.Thread:
     """Load the models in the background (the first question is then fast)."""
     def run():
         try:
-            from tools import engine
+            from larsight.tools import engine
 
             engine.get_model()
             if getattr(agent, "brain_name", "") == "vlm":

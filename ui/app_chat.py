@@ -238,7 +238,7 @@ def chat_turn(agent, event_ref: Optional[str], question: str, thread_id: str, hi
               stream_chunks: int = STREAM_CHUNKS) -> Iterator[tuple[list, Any]]:
     """Run one question; yields ``(messages, answer_or_None)`` after every change. The last
     item carries the ``agent.Answer`` (None when the agent failed: the error is a message)."""
-    from agent import Answer
+    from larsight.agent import Answer
 
     turn = _Turn(history, question)
     yield turn.snapshot(), None

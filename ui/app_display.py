@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from events.model import Event
+from larsight.events.model import Event
 
 __all__ = ["HEIGHT_3D", "HEIGHT_2D", "COLOR_CHOICES", "event_figure", "projections_figure",
            "empty_figure", "thumbnail", "caption", "hits_markdown"]
@@ -40,7 +40,7 @@ def event_figure(event: Event, color_by: str = "energy", overlay: bool = True, l
                  height: int = HEIGHT_3D):
     """(3D figure, note): ``labels='truth'`` falls back to the reconstruction, with a note,
     when the event has no truth labels of that kind."""
-    from tools import render
+    from larsight.tools import render
 
     note = ""
     if labels == "truth" and color_by != "energy" and getattr(event, color_by, None) is None:
@@ -56,7 +56,7 @@ def event_figure(event: Event, color_by: str = "energy", overlay: bool = True, l
 
 def projections_figure(event: Event, overlay: bool = True, height: int = HEIGHT_2D):
     """The XZ and YZ energy maps side by side, with the reconstruction drawn over them."""
-    from tools import render
+    from larsight.tools import render
 
     fig = render(event, view="projections", overlay=overlay, height=height)
     fig.update_layout(margin=dict(l=40, r=10, t=50, b=40))
@@ -68,7 +68,7 @@ def thumbnail(event: Event, size: int = 160, view: str = "xz") -> np.ndarray:
     from matplotlib import colormaps
     from scipy.ndimage import grey_dilation
 
-    from events.projections import pixel_maps
+    from larsight.events.projections import pixel_maps
 
     img = np.full((size, size, 3), 255, np.uint8)
     if len(event) == 0:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from events.model import Event
+from larsight.events.model import Event
 
 __all__ = ["EventSourceError", "LoadedEvent", "SIM_MODES", "SIM_VOXEL_CM", "MAX_UPLOAD_MB",
            "UPLOAD_SUFFIXES", "simulate_event", "load_upload", "load_ref", "index_info",
@@ -44,7 +44,7 @@ class LoadedEvent:
 
     def summary(self) -> str:
         """Markdown: reference, size, energy and (for simulated / labelled events) the truth."""
-        from ui.demo import particle_content
+        from larsight.ui.demo import particle_content
 
         ev = self.event
         lines = [f"**Event** `{self.ref}`  ", f"{self.source}: {len(ev)} voxels of "
@@ -65,7 +65,7 @@ class LoadedEvent:
 
 
 def _resolve(ref: str) -> Event:
-    from agent.toolset import UnknownEventError, resolve
+    from larsight.agent.toolset import UnknownEventError, resolve
 
     try:
         return resolve(ref)
@@ -75,7 +75,7 @@ def _resolve(ref: str) -> Event:
 
 # ============================================================================ simulator
 def sim_key(mode: str, seed: int, index: int, voxel_size_cm: float = SIM_VOXEL_CM) -> str:
-    from tools.retrieval import EventRef
+    from larsight.tools.retrieval import EventRef
 
     return EventRef(f"sim:{mode}", int(index), int(seed), float(voxel_size_cm)).key
 
@@ -128,13 +128,13 @@ def load_upload(path: Optional[str | os.PathLike], index: int = 0, upload_dir: s
         tmp = dest.with_suffix(dest.suffix + f".{os.getpid()}.part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
-    from tools.inputs import ToolInputError, checked_index
+    from larsight.tools.inputs import ToolInputError, checked_index
 
     try:
         idx = int(index) if index is not None else 0
         idx, n = checked_index(dest, idx)
     except ToolInputError as e:
-        from events.model import EventError
+        from larsight.events.model import EventError
 
         cause = e.__context__
         if isinstance(cause, EventError):   # the file itself is unreadable: say what it is not
@@ -166,7 +166,7 @@ def load_ref(ref: str, source: Optional[str] = None) -> LoadedEvent:
 # ============================================================================ the event index
 def index_info(index: Optional[str | os.PathLike] = None) -> tuple[bool, str]:
     """(an index exists, a line of Markdown saying what it holds or how to build one)."""
-    from tools.retrieval import IndexNotFoundError, default_index_path, open_index
+    from larsight.tools.retrieval import IndexNotFoundError, default_index_path, open_index
 
     path = Path(index).expanduser() if index else default_index_path()
     try:
@@ -182,7 +182,7 @@ def index_info(index: Optional[str | os.PathLike] = None) -> tuple[bool, str]:
 
 
 def _open(index):
-    from tools.retrieval import IndexNotFoundError, open_index
+    from larsight.tools.retrieval import IndexNotFoundError, open_index
 
     try:
         return open_index(Path(index).expanduser() if index else None)
@@ -212,7 +212,7 @@ def load_from_index(id_or_key: str, index: Optional[str | os.PathLike] = None) -
 
 def search_index(text: str, k: int = 6, index: Optional[str | os.PathLike] = None):
     """The ``k`` indexed events closest to a text (text-to-event search); a ``SimilarResult``."""
-    from tools.retrieval import find_similar
+    from larsight.tools.retrieval import find_similar
 
     q = " ".join((text or "").split())
     if not q:
@@ -222,7 +222,7 @@ def search_index(text: str, k: int = 6, index: Optional[str | os.PathLike] = Non
 
 def similar_events(ref: str, k: int = 6, index: Optional[str | os.PathLike] = None):
     """The ``k`` indexed events nearest to the event ``ref`` (itself excluded); a ``SimilarResult``."""
-    from tools.retrieval import find_similar
+    from larsight.tools.retrieval import find_similar
 
     return find_similar(ref, k=int(k), index=_open(index), exclude_self=True)
 
@@ -231,8 +231,8 @@ def build_small_index(index: Optional[str | os.PathLike] = None, n: int = 64, se
                       progress: Optional[Callable[[float, str], Any]] = None):
     """Embed ``n`` simulated neutrino events into an index at ``index`` (default path) when none
     exists there; returns the ``IndexBuildReport``. ``progress(fraction, text)`` is told along."""
-    from tools.retrieval import default_index_path
-    from tools.index_build import build_index
+    from larsight.tools.retrieval import default_index_path
+    from larsight.tools.index_build import build_index
 
     path = Path(index).expanduser() if index else default_index_path()
     if index_info(path)[0]:

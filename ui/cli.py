@@ -11,7 +11,7 @@ from pathlib import Path
 
 def _volume(voxel_size_cm: float | None):
     """The PILArNet-M volume, optionally on a coarser or finer grid of the same extent."""
-    from events import PILARNET_VOLUME, Volume
+    from larsight.events import PILARNET_VOLUME, Volume
 
     if voxel_size_cm is None:
         return PILARNET_VOLUME
@@ -23,7 +23,7 @@ def _volume(voxel_size_cm: float | None):
 
 
 def cmd_simulate(args) -> int:
-    from events.sim import simulate_file
+    from larsight.events.sim import simulate_file
 
     n = simulate_file(args.out, mode=args.mode, n=args.n, seed=args.seed,
                       volume=_volume(args.voxel_size), workers=args.workers, progress=True)
@@ -32,7 +32,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from events.formats import convert
+    from larsight.events.formats import convert
 
     n = convert(args.input, args.output, progress=True)
     print(f"converted {n} events: {args.input} -> {args.output}")
@@ -40,7 +40,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from events.inspect import inspect
+    from larsight.events.inspect import inspect
 
     report = inspect(args.path, out_dir=args.plots, max_events=args.max_events)
     print(report)
@@ -48,7 +48,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ui.demo import run_demo
+    from larsight.ui.demo import run_demo
 
     run_demo(Path(args.out), n=args.n, seed=args.seed, ask=args.ask, ask_events=args.ask_events,
              brain=args.brain)
@@ -68,7 +68,7 @@ def _n_events(value: str) -> int | None:
 
 
 def cmd_pretrain(args) -> int:
-    from encoder.pretrain import PretrainConfig, pretrain
+    from larsight.encoder.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(
         objective=args.objective, preset=args.preset, run_dir=args.run_dir, steps=args.steps,
@@ -84,7 +84,7 @@ def cmd_pretrain(args) -> int:
 def cmd_finetune(args) -> int:
     import json
 
-    from encoder.finetune import FinetuneConfig, finetune
+    from larsight.encoder.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(
         task=args.task, mode=args.mode, init=args.init, preset=args.preset, head=args.head,
@@ -102,7 +102,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from encoder.evaluate import evaluate_checkpoint
+    from larsight.encoder.evaluate import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, tasks=args.task, n=args.n, seed=args.seed,
                               data_mode=args.data_mode, files=args.files or (),
@@ -113,10 +113,10 @@ def cmd_eval(args) -> int:
 
 
 _EVAL_VERBS = (
-    ("agent", "evals.agent_eval.cli", "run the agent evaluation suites (evals/suites) with one or more brains "
+    ("agent", "larsight.evals.agent_eval.cli", "run the agent evaluation suites (evals/suites) with one or more brains "
      "(resumable, k trials per case) and write evals/reports/agent.md"),
-    ("all", "evals.dashboard", "regenerate every report in evals/reports and its index page README.md"),
-    ("compare", "evals.compare", "what changed between two agent runs or two report JSONs"),
+    ("all", "larsight.evals.dashboard", "regenerate every report in evals/reports and its index page README.md"),
+    ("compare", "larsight.evals.compare", "what changed between two agent runs or two report JSONs"),
 )
 
 
@@ -127,7 +127,7 @@ def _eval_verb(module: str):
 
 
 def cmd_align(args) -> int:
-    from qformer.align import AlignConfig, align
+    from larsight.qformer.align import AlignConfig, align
 
     cfg = AlignConfig(stage=args.stage, run_dir=args.run_dir or f"runs/align{args.stage}", encoder=args.encoder, lm=args.lm,
                       quantization=args.quantization, init=args.init, steps=args.steps,
@@ -142,7 +142,7 @@ def cmd_align(args) -> int:
 
 def _event_ref(ref: str):
     """FILE or FILE:INDEX -> one event (index 0 when none is given)."""
-    from events import read
+    from larsight.events import read
 
     path, index = ref, 0
     head, sep, tail = ref.rpartition(":")
@@ -154,7 +154,7 @@ def _event_ref(ref: str):
 
 
 def cmd_classify(args) -> int:
-    from qformer import load_vlm
+    from larsight.qformer import load_vlm
 
     event = _event_ref(args.event)
     vlm = load_vlm(args.vlm)
@@ -174,7 +174,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_index_build(args) -> int:
-    from tools.index_build import build_index
+    from larsight.tools.index_build import build_index
 
     sources = list(args.data or [])
     if args.simulate:
@@ -200,13 +200,13 @@ def cmd_index_build(args) -> int:
 
 
 def cmd_index_search(args) -> int:
-    from tools.retrieval import find_similar
+    from larsight.tools.retrieval import find_similar
 
     if (args.text is None) == (args.event is None):
         raise ValueError("give exactly one of --text TEXT or --event FILE[:INDEX]")
     query = args.text if args.text is not None else args.event
     if args.event is not None:
-        from tools.retrieval import parse_event_ref
+        from larsight.tools.retrieval import parse_event_ref
 
         query = parse_event_ref(args.event)
     res = find_similar(query, k=args.k, index=args.index, where=args.where,
@@ -218,7 +218,7 @@ def cmd_index_search(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from agent import Agent
+    from larsight.agent import Agent
 
     ref = args.event
     head, sep, tail = ref.rpartition(":")
@@ -250,7 +250,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from ui.app import build_app, launch, warm_up
+    from larsight.ui.app import build_app, launch, warm_up
 
     demo = build_app(args.brain, index=args.index, db=args.db, run_dir=args.run_dir,
                      max_upload_mb=args.max_upload_mb, concurrency=args.concurrency)
@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    from events import EventError
+    from larsight.events import EventError
 
     try:
         return args.func(args)

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from events.model import Event
+from larsight.events.model import Event
 
 _SHORT = {13: "mu", 11: "e", 2212: "p", 211: "pi", 111: "pi0", 22: "gamma", 321: "K", 2112: "n"}
 _INVISIBLE = {12, 14, 16, 2112}
@@ -81,8 +81,8 @@ def run_demo(out: Path, n: int = 4, seed: int = 2026, mode: str = "nu", html: bo
     Returns the table rows."""
     from tqdm.auto import tqdm
 
-    from events.display import plot_event, render_png, save_html
-    from events.sim import simulate
+    from larsight.events.display import plot_event, render_png, save_html
+    from larsight.events.sim import simulate
 
     stream = stream or sys.stdout
     out = Path(out)
@@ -91,7 +91,7 @@ def run_demo(out: Path, n: int = 4, seed: int = 2026, mode: str = "nu", html: bo
 
     h5: Optional[Path] = out / "events.h5"
     try:
-        from events.formats import write
+        from larsight.events.formats import write
     except ImportError:
         write = None
     if write is not None:
@@ -120,7 +120,7 @@ def run_demo(out: Path, n: int = 4, seed: int = 2026, mode: str = "nu", html: bo
 
 def _index_exists() -> bool:
     try:
-        from tools.retrieval import default_index_path
+        from larsight.tools.retrieval import default_index_path
 
         return (default_index_path() / "index.json").exists()
     except Exception:  # noqa: BLE001 - no retrieval layer, no similar-events question
@@ -135,7 +135,7 @@ def truth_line(event: Event) -> str:
         v = inter.vertex_cm
         bits.append(f"vertex ({v[0]:.1f}, {v[1]:.1f}, {v[2]:.1f}) cm")
     try:
-        from qformer.corpus import event_facts
+        from larsight.qformer.corpus import event_facts
 
         main = event_facts(event).main
         if main is not None:
@@ -151,8 +151,8 @@ def ask_agent(evs: list[Event], out: Path, brain: Optional[str] = None, question
     table; write ``out/agent_answers.md`` / ``.jsonl``. Returns the answers."""
     import json
 
-    from agent import Agent
-    from agent.brains import default_brain_name
+    from larsight.agent import Agent
+    from larsight.agent.brains import default_brain_name
 
     stream = stream or sys.stdout
     qs = list(questions or DEMO_QUESTIONS)
@@ -185,7 +185,7 @@ def ask_agent(evs: list[Event], out: Path, brain: Optional[str] = None, question
                f"median latency {sorted(a.latency_s for a in answers)[len(answers) // 2]:.2f} s" if answers else "no answers")
     print(summary, file=stream)
     md.append(f"\n{summary}\n")
-    from events.formats.atomic import atomic_open
+    from larsight.events.formats.atomic import atomic_open
 
     with atomic_open(Path(out) / "agent_answers.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(md))

@@ -1,7 +1,7 @@
 """Screenshots of the chat app's main screens for the README (``docs/screenshots/*.png``).
 
-    python -m ui.screenshots                         # vlm brain (the default of `larsight ui`)
-    python -m ui.screenshots --brain rules --out /tmp/shots
+    python -m larsight.ui.screenshots                         # vlm brain (the default of `larsight ui`)
+    python -m larsight.ui.screenshots --brain rules --out /tmp/shots
 
 Starts the app in this process with a small temporary event index (simulated events, for the
 similar-events gallery; ``--index`` uses an existing one), drives Debian's chromium through
@@ -47,15 +47,15 @@ def main(argv=None) -> int:
 
     from playwright.sync_api import expect, sync_playwright
 
-    from agent import Agent
-    from ui.app import build_app, launch
+    from larsight.agent import Agent
+    from larsight.ui.app import build_app, launch
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="larsight-shots-"))
     index = a.index
     if index is None:
-        from tools.retrieval import build_index
+        from larsight.tools.retrieval import build_index
 
         index = tmp / "index"
         build_index("sim:nu:seed=5:n=48", index, progress=True)

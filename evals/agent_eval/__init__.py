@@ -1,6 +1,6 @@
 """Scripted agent evaluation: suites as data, a resumable parallel runner, metrics, reports.
 
-    python -m evals.agent_eval --suite evals/suites --brain vlm,rules --k 3    # = larsight eval agent
+    python -m larsight.evals.agent_eval --suite evals/suites --brain vlm,rules --k 3    # = larsight eval agent
 
 Modules, one job each: ``suite`` (case schema, loading), ``scoring`` (one answered case),
 ``metrics`` (a run's numbers), ``runner`` (asking the agent, records, resume), ``brains``

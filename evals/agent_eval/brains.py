@@ -41,7 +41,7 @@ def _import(spec: str) -> Any:
 
 def make_eval_brain(spec: Any, temperature: float = 0.0, **kw) -> Any:
     """A brain for the runner (see the module docstring)."""
-    from agent.brains import make_brain
+    from larsight.agent.brains import make_brain
 
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -68,7 +68,7 @@ def brain_label(spec: Any, temperature: float = 0.0) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _make_sampled():
-    from agent.brains import TOOL_NAMES, Decision, VLMBrain, _tool_args
+    from larsight.agent.brains import TOOL_NAMES, Decision, VLMBrain, _tool_args
 
     class _Sampled(VLMBrain):
         """The VLM brain drawing its tool from the VLM's tool probabilities at a temperature."""

@@ -1,4 +1,4 @@
-"""``larsight eval agent`` / ``python -m evals.agent_eval``: run suites with one or more brains
+"""``larsight eval agent`` / ``python -m larsight.evals.agent_eval``: run suites with one or more brains
 and write the side-by-side report.
 
     larsight eval agent                                   # vlm and rules, k=3, full suite
@@ -79,7 +79,7 @@ def run(args) -> int:
         raise ValueError("--out takes one brain; use --out-root for several")
     argv = getattr(args, "argv", None)
     command = ("larsight " + " ".join(shlex.quote(a) for a in argv)) if argv else \
-        "python -m evals.agent_eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        "python -m larsight.evals.agent_eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     dirs = []
     for b in brains:
         out = run_dir_for(args, b)
@@ -119,7 +119,7 @@ def run(args) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals.agent_eval", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m larsight.evals.agent_eval", description=__doc__.split("\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
     try:

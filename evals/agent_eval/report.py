@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from events.formats.atomic import atomic_open
+from larsight.events.formats.atomic import atomic_open
 
 __all__ = ["write_run_report", "write_side_by_side", "render_md", "TARGETS", "load_run_summary"]
 
@@ -234,7 +234,7 @@ def render_md(runs: list[tuple[str, dict]], title: str = "Agent evaluation", plo
         lines += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
     lines += ["## How it is measured", "",
               "Suites: `evals/suites/*.jsonl` (schema in `evals/agent_eval/suite.py`; generated cases by "
-              "`python -m evals.suites.generate`, expected values from the simulator truth, "
+              "`python -m larsight.evals.suites.generate`, expected values from the simulator truth, "
               "`qformer.corpus.event_facts`). Each case names its event (`sim:MODE:seed=S:voxel=CM:index=I` re-simulates "
               "it), its questions, the expected answer as checkable values, the reference tool trajectory with a match "
               "mode (strict / unordered / subset / superset) and expected arguments. Scoring (`evals/agent_eval/scoring.py`): "

@@ -1,6 +1,6 @@
 """Run a suite through the agent: k trials per case, N worker processes, resumable.
 
-    from evals.agent_eval import run_agent_eval
+    from larsight.evals.agent_eval import run_agent_eval
     summary = run_agent_eval("evals/suites", brain="rules", out="runs/eval_rules", k=3)
 
 Layout of a run folder ``out``:
@@ -41,7 +41,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from events.formats.atomic import atomic_open
+from larsight.events.formats.atomic import atomic_open
 
 from .brains import brain_label, make_eval_brain, reseed
 from .metrics import summarize
@@ -58,7 +58,7 @@ RECORDS = "records.jsonl"
 # ============================================================================ tools
 def _caching_toolset(base):
     """A copy of the agent's ``ToolSet`` whose results are cached per (tool, arguments, event)."""
-    from agent.toolset import ToolSet
+    from larsight.agent.toolset import ToolSet
 
     class CachingToolSet(ToolSet):
         SIZE = 512
@@ -96,7 +96,7 @@ def _secrets(brain) -> list[str]:
     if callable(f):
         out += list(f())
     try:
-        from agent.brains import SYSTEM_PROMPT
+        from larsight.agent.brains import SYSTEM_PROMPT
 
         out.append(SYSTEM_PROMPT)
     except ImportError:
@@ -107,7 +107,7 @@ def _secrets(brain) -> list[str]:
 # ============================================================================ records
 def turn_record(answer, question: str, secrets: list[str]) -> dict:
     """The JSON record of one answered turn (what scoring and reports read)."""
-    from agent.safety import guard_leak
+    from larsight.agent.safety import guard_leak
 
     calls = [{"tool": c.tool, "arguments": c.arguments, "ok": c.ok, "error": c.error,
               "error_kind": c.error_kind, "seconds": round(c.seconds, 4)} for c in answer.tool_calls]
@@ -197,7 +197,7 @@ class Worker:
 
     def agent(self, index: Optional[str]):
         if index not in self.agents:
-            from agent import Agent
+            from larsight.agent import Agent
 
             db = self.run_dir / "threads" / f"{os.getpid()}.sqlite"
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def resolve_indexes(cases: list[Case], root: Union[str, os.PathLike] = DEFAULT_I
         folder = Path(root) / f"{spec.split(':')[1]}-{slug}"
         marker = folder / "larsight_eval_index.json"
         if not marker.exists():
-            from tools.index_build import build_index
+            from larsight.tools.index_build import build_index
 
             print(f"building the event index {spec} -> {folder} (once)", file=sys.stderr)
             build_index(spec, folder, embedder=vlm, progress=progress)
@@ -357,7 +357,7 @@ def run_agent_eval(suite: Union[str, os.PathLike, list], brain: Any = "rules",
             "temperature": temperature, "k": k, "workers": workers, "tool_cache": tool_cache,
             "suite": [str(p) for p in suite_files(suite)], "suite_hash": suite_hash(cases),
             "n_cases": len(cases), "tags_filter": tags, "limit": limit, "indexes": index_map,
-            "command": command or "python -m evals.agent_eval " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "command": command or "python -m larsight.evals.agent_eval " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "commit": _git(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sessions": sessions}
     with atomic_open(run_json, "w") as f:

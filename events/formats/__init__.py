@@ -1,6 +1,6 @@
 """Event files: PILArNet-Medium HDF5 (``.h5``/``.hdf5``) and ROOT (``.root``), chosen by extension.
 
-    from events.formats import read, write, count, convert
+    from larsight.events.formats import read, write, count, convert
 
     for ev in read("file.h5"): ...          # lazy: one event decoded at a time, file open meanwhile
     ev = read("file.root", index=-1)        # one event (negative indices count from the end)
@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
-from events.formats.atomic import atomic_open, atomic_path
-from events.model import Event, EventError
+from larsight.events.formats.atomic import atomic_open, atomic_path
+from larsight.events.model import Event, EventError
 
 FORMATS = {".h5": "pilarnet", ".hdf5": "pilarnet", ".root": "root"}
 """File extension -> format module (in events.formats)."""
@@ -47,7 +47,7 @@ def format_of(path: Union[str, os.PathLike]) -> str:
 def _module(path):
     import importlib
 
-    return importlib.import_module(f"events.formats.{format_of(path)}")
+    return importlib.import_module(f"larsight.events.formats.{format_of(path)}")
 
 
 def count(path: Union[str, os.PathLike]) -> int:
@@ -84,18 +84,18 @@ def write(path: Union[str, os.PathLike], events: Union[Event, Iterable[Event]], 
 
     ``layout`` ('v2' default, or 'v1') selects the PILArNet-M cluster layout of ``.h5`` files;
     ``progress`` shows a progress bar (``total`` sets its length when ``events`` has no len())."""
-    from events.formats._common import iter_events
+    from larsight.events.formats._common import iter_events
 
     p = Path(path)
     fmt = format_of(p)
     items = iter_events(events)
     if fmt == "pilarnet":
-        from events.formats import pilarnet
+        from larsight.events.formats import pilarnet
 
         return pilarnet.write(p, items, progress=progress, layout=layout or "v2", total=total)
     if layout is not None:
         raise ValueError(f"write {p}: 'layout' applies to PILArNet-M .h5 files only")
-    from events.formats import root
+    from larsight.events.formats import root
 
     return root.write(p, items, progress=progress, total=total)
 

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Optional
 import numpy as np
 from pydantic import ValidationError
 
-from events.model import (
+from larsight.events.model import (
     POINT_ARRAY_NAMES, Event, EventError, EventMeta, Interaction, Particle, Volume,
 )
 

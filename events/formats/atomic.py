@@ -1,6 +1,6 @@
 """Atomic file output: write to a temporary file beside the target, then swap it in.
 
-    from events.formats.atomic import atomic_path, atomic_open
+    from larsight.events.formats.atomic import atomic_path, atomic_open
 
     with atomic_path("out.h5") as tmp:        # tmp: a fresh path in the same directory
         with h5py.File(tmp, "w") as f: ...    # write and close it

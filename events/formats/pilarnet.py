@@ -63,13 +63,13 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from events.formats._common import (
+from larsight.events.formats._common import (
     FORMAT_VERSION, OPTIONAL_ARRAYS, as_event, build_event, check_index, dumps,
     interactions_from, interactions_json, kinetic_from_momentum, meta_fields, meta_record,
     momentum_magnitude, parse_json, particles_from, particles_json, with_progress,
 )
-from events.formats.atomic import atomic_path
-from events.model import PILARNET_VOLUME, Event, EventError, Particle, Volume
+from larsight.events.formats.atomic import atomic_path
+from larsight.events.model import PILARNET_VOLUME, Event, EventError, Particle, Volume
 
 POINT_COLUMNS = ("x", "y", "z", "voxel_value", "energy_deposit", "time", "n_electrons", "dx")
 CLUSTER_COLUMNS = {

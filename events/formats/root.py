@@ -30,11 +30,11 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from events.formats._common import (
+from larsight.events.formats._common import (
     FORMAT_VERSION, OPTIONAL_ARRAYS, as_event, build_event, check_index, dumps, with_progress,
 )
-from events.formats.atomic import atomic_path
-from events.model import PILARNET_VOLUME, PROCESSES, Event, EventError, Interaction
+from larsight.events.formats.atomic import atomic_path
+from larsight.events.model import PILARNET_VOLUME, PROCESSES, Event, EventError, Interaction
 
 TREE = "events"
 

@@ -1,7 +1,7 @@
 """larsight's physics simulator (no GEANT4): toy neutrino interactions and PILArNet's particle-gun
 modes, transported through liquid argon and voxelised with SPINE-style truth labels.
 
-    from events import sim
+    from larsight.events import sim
     ev = sim.particle_gun(13, 500.0, seed=1)              # one muon of 500 MeV
     ev = sim.neutrino(seed=0, index=3)                    # nu_e CC / nu_mu CC / NC
     for ev in sim.simulate("mpv", 100, seed=7): ...       # event i from default_rng([seed, i])
@@ -9,10 +9,10 @@ modes, transported through liquid argon and voxelised with SPINE-style truth lab
 
 Physics numbers: shared/PHYSICS.md; the model and its shortcuts: events/sim/transport.py.
 """
-from events.sim.generators import VERSION, mpr, mpv, neutrino, particle_gun
-from events.sim.medium import csda_range_cm, range_table
-from events.sim.run import MODES, simulate, simulate_file
-from events.sim.transport import SimOptions
+from larsight.events.sim.generators import VERSION, mpr, mpv, neutrino, particle_gun
+from larsight.events.sim.medium import csda_range_cm, range_table
+from larsight.events.sim.run import MODES, simulate, simulate_file
+from larsight.events.sim.transport import SimOptions
 
 __all__ = ["particle_gun", "neutrino", "mpv", "mpr", "simulate", "simulate_file", "SimOptions",
            "csda_range_cm", "range_table", "MODES", "VERSION"]

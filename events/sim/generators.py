@@ -5,11 +5,11 @@ from typing import Optional
 
 import numpy as np
 
-from events.model import PILARNET_VOLUME, EventMeta, Interaction, Volume
-from events.sim import medium as M
-from events.sim.kinematics import isotropic, rotate_about, unit
-from events.sim.transport import Builder, SimOptions
-from events.sim.voxelize import to_event
+from larsight.events.model import PILARNET_VOLUME, EventMeta, Interaction, Volume
+from larsight.events.sim import medium as M
+from larsight.events.sim.kinematics import isotropic, rotate_about, unit
+from larsight.events.sim.transport import Builder, SimOptions
+from larsight.events.sim.voxelize import to_event
 
 VERSION = "0.1"
 M_N = M.pdg_info(2212)[0]  # nucleon mass, MeV

@@ -5,8 +5,8 @@ import os
 from functools import partial
 from typing import Iterator
 
-from events.model import PILARNET_VOLUME, Event, Volume
-from events.sim.generators import mpr, mpv, neutrino
+from larsight.events.model import PILARNET_VOLUME, Event, Volume
+from larsight.events.sim.generators import mpr, mpv, neutrino
 
 MODES = {"nu": neutrino, "mpv": mpv, "mpr": mpr}
 
@@ -45,7 +45,7 @@ def simulate_file(path, mode: str, n: int, seed: int = 0, volume: Volume = PILAR
     """Simulate ``n`` events and stream them into ``path`` (.h5 PILArNet-M schema or .root)
     through ``events.write``. Uses a process pool (ordered ``imap`` in chunks) over all cores
     when ``n`` is large enough to pay for it. Returns the number of events written."""
-    from events.formats import write
+    from larsight.events.formats import write
 
     _generator(mode)
     if n < 0:

@@ -31,8 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 
-from events.sim import medium as M
-from events.sim.kinematics import isotropic, momentum, perp_frame, rotate_about, two_body_p, unit, boost
+from larsight.events.sim import medium as M
+from larsight.events.sim.kinematics import isotropic, momentum, perp_frame, rotate_about, two_body_p, unit, boost
 
 TRACK_PDGS = (13, 211, 321, 2212)
 EM_PDGS = (11, 22)

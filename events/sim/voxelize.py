@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from events.model import Event, EventMeta, Interaction, Particle
-from events.sim import medium as M
+from larsight.events.model import Event, EventMeta, Interaction, Particle
+from larsight.events.sim import medium as M
 
 SEM_SHOWER, SEM_TRACK, SEM_MICHEL, SEM_DELTA, SEM_LE = 0, 1, 2, 3, 4
 _RANK = np.array([2, 0, 1, 3, 4])          # precedence rank by semantic class (lower wins)
