@@ -19,12 +19,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from larsight.events.formats.atomic import atomic_path
 from larsight.events.model import PID_CLASSES, SEMANTIC_CLASSES, Event
 
 COLOR_BY = ("energy", "semantic", "particle", "interaction", "pid")
@@ -115,6 +115,8 @@ def _cube_ranges(points: np.ndarray, extra: Iterable[np.ndarray] = (), pad: floa
     arrays = [np.asarray(points, dtype=np.float64).reshape(-1, 3)]
     arrays += [np.asarray(e, dtype=np.float64).reshape(-1, 3) for e in extra]
     allp = np.concatenate(arrays) if arrays else np.empty((0, 3))
+    # a non-finite overlay or vertex must not take the axis limits with it
+    allp = allp[np.all(np.isfinite(allp), axis=1)]
     if allp.size == 0:
         lo, hi = fallback if fallback is not None else (np.zeros(3), np.ones(3))
     else:
@@ -330,23 +332,12 @@ def plot_projections(event: Event, size: int = 256, height: int = 450, crop_to_e
 
 # ---------------------------------------------------------------------------- files
 def _atomic_write(path, write) -> Path:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, then ``os.replace`` it."""
+    """Call ``write(tmp_path)`` on a temp file next to ``path``, then swap it in
+    (:func:`larsight.events.formats.atomic.atomic_path`); creates missing parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
     return path
 
 

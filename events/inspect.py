@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, Field
 
+from larsight.events.formats import count, count_untrusted, iter_untrusted, read
+from larsight.events.formats.untrusted import DEFAULT_TIMEOUT_S
 from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, Event
 
 VOXEL_ENERGY_BINS = np.logspace(-4, 3, 141)
@@ -119,24 +121,26 @@ def _class_sums(labels: Optional[np.ndarray], weights: np.ndarray, n_classes: in
 
 
 def inspect(path, out_dir=None, max_events: Optional[int] = None, progress: bool = True,
-            plots: bool = True) -> InspectReport:
-    """Stream ``path`` once (``events.read``) and summarise it; write PNG plots to ``out_dir``
-    (default ``<path>.inspect/``): points per event, energy spectra (per voxel, per event),
-    class fractions, and an event display of event 0."""
-    from larsight.events.formats import read
+            plots: bool = True, trusted: bool = False,
+            timeout_s: float = DEFAULT_TIMEOUT_S) -> InspectReport:
+    """Stream ``path`` once and summarise it; write PNG plots to ``out_dir`` (default
+    ``<path>.inspect/``): points per event, energy spectra (per voxel, per event), class
+    fractions, and an event display of event 0.
 
+    The file is parsed in the bounded reader process (:func:`iter_untrusted`: ``timeout_s`` per
+    block of events, a memory cap), since ``larsight inspect`` is pointed at files written by
+    others; ``trusted=True`` reads in this process (files the project wrote itself)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"inspect: no such file {str(path)!r}")
-    try:
-        from larsight.events.formats import count
-
+    if trusted:
         n_file: Optional[int] = int(count(path))
-    except (ImportError, AttributeError):
-        n_file = None
+        stream = read(path)
+    else:
+        n_file = count_untrusted(path, timeout_s=timeout_s)
+        stream = iter_untrusted(path, timeout_s=timeout_s)
     total = n_file if max_events is None else (min(n_file, max_events) if n_file is not None else max_events)
 
-    stream = read(path)
     if max_events is not None:
         stream = itertools.islice(stream, int(max_events))
     if progress:

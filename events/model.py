@@ -7,10 +7,10 @@ indices are recovered exactly by ``Event.voxel_indices()``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SEMANTIC_CLASSES = ("shower", "track", "michel", "delta", "low_energy")
 """Per-point semantic labels, SPINE / PILArNet convention (index = label)."""
@@ -27,21 +27,81 @@ PROCESSES = (
 )
 """Creation processes recorded in the particle table (index used by the file formats)."""
 
-Vec3 = tuple[float, float, float]
+# Physical bounds: values beyond them are damage or forgery, not physics. Generous on purpose
+# (orders of magnitude above anything a LArTPC records) so that no real event is refused.
+MAX_VOXEL_ENERGY_MEV = 1e6
+"""Largest energy deposit accepted in one voxel (a TeV; a MIP leaves ~1 MeV per 3 mm voxel)."""
+MAX_ENERGY_MEV = 1e8
+"""Largest kinetic, deposited or neutrino energy and momentum component in the truth tables."""
+MAX_COORDINATE_CM = 1e5
+"""Largest |coordinate| of a table position or volume origin (1 km: beyond any detector hall)."""
+MAX_VOXEL_SIZE_CM = 100.0
+"""Largest voxel edge accepted (PILArNet-M: 0.3 cm)."""
+MAX_GRID_VOXELS = 10 ** 11
+"""Largest number of voxels of a volume's grid (PILArNet-M: 768^3 = 4.5e8)."""
+MAX_DX_CM = 1e3
+"""Largest per-point step length ``dx_cm`` accepted."""
+MAX_ELECTRONS = 1e11
+"""Largest ``n_electrons`` per point (MAX_VOXEL_ENERGY_MEV / 23.6 eV per ion pair is 4e10)."""
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+
+_Coord = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE_CM, le=MAX_COORDINATE_CM)]
+_Mom = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ENERGY_MEV, le=MAX_ENERGY_MEV)]
+Vec3 = tuple[_Coord, _Coord, _Coord]
+"""A finite position in cm (NaN, inf and |x| > MAX_COORDINATE_CM are refused)."""
+MomVec3 = tuple[_Mom, _Mom, _Mom]
+_Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """A pydantic error on one line: ``field.path: message (got value)``, first three errors."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "value"
+        value = repr(err.get("input"))
+        value = value if len(value) <= 40 else value[:37] + "..."
+        parts.append(f"{loc}: {err.get('msg', 'invalid')} (got {value})")
+    more = len(exc.errors()) - 3
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 class EventError(ValueError):
     """An event (or a file holding events) is malformed; the message names the field."""
 
 
+class EventFileError(EventError):
+    """A file could not be read into events: damaged, foreign, or beyond a reading bound.
+
+    The one-line message names the file and the problem. ``kind`` says what fired: ``"invalid"``
+    (the file was read and refused), ``"timeout"`` / ``"memory"`` (a bound of the bounded reader,
+    :mod:`larsight.events.formats.untrusted`) or ``"crash"`` (its worker process died)."""
+
+    def __init__(self, message: str, kind: str = "invalid"):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):
+        return type(self), (str(self), self.kind)
+
+
 class Volume(BaseModel):
     """An axis-aligned active volume on a regular voxel grid."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
-    voxel_size_cm: float = Field(0.3, gt=0, description="edge of one cubic voxel, cm")
-    shape: tuple[int, int, int] = Field((768, 768, 768), description="number of voxels per axis")
+    voxel_size_cm: float = Field(0.3, gt=0, le=MAX_VOXEL_SIZE_CM, description="edge of one cubic voxel, cm")
+    shape: tuple[Annotated[int, Field(ge=1, le=INT32_MAX)], Annotated[int, Field(ge=1, le=INT32_MAX)],
+                 Annotated[int, Field(ge=1, le=INT32_MAX)]] = Field(
+        (768, 768, 768), description="number of voxels per axis")
     origin_cm: Vec3 = Field((0.0, 0.0, 0.0), description="coordinate of voxel (0,0,0), cm")
+
+    @field_validator("shape")
+    @classmethod
+    def _grid_size(cls, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        n = int(np.prod(np.asarray(shape, dtype=object)))
+        if n > MAX_GRID_VOXELS:
+            raise ValueError(f"{n:.3g} voxels, more than the {MAX_GRID_VOXELS:.0e} accepted")
+        return shape
 
     @property
     def lower_cm(self) -> np.ndarray:
@@ -81,19 +141,21 @@ PILARNET_VOLUME = Volume()
 class Particle(BaseModel):
     """One row of the particle table (truth)."""
 
-    id: int = Field(description="particle (group) id; per-point `particle` labels refer to it")
-    pdg: int = Field(0, description="PDG code (0 if unknown)")
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    id: _Int32 = Field(description="particle (group) id; per-point `particle` labels refer to it")
+    pdg: _Int32 = Field(0, description="PDG code (0 if unknown)")
     pid: int = Field(-1, ge=-1, le=len(PID_CLASSES) - 1, description="PID class index, -1 none")
-    parent: int = Field(-1, description="parent particle id, -1 for a primary")
+    parent: _Int32 = Field(-1, description="parent particle id, -1 for a primary")
     process: str = Field("primary", description="creation process, one of PROCESSES")
-    interaction: int = Field(-1, description="interaction id, -1 for none")
+    interaction: _Int32 = Field(-1, description="interaction id, -1 for none")
     semantic: int = Field(-1, ge=-1, le=4, description="dominant semantic class of its voxels")
     start_cm: Vec3 = Field((0.0, 0.0, 0.0), description="creation point, cm")
     end_cm: Vec3 = Field((0.0, 0.0, 0.0), description="end point (stop, decay, interaction), cm")
-    momentum_mev: Vec3 = Field((0.0, 0.0, 0.0), description="initial momentum, MeV/c")
-    kinetic_energy_mev: float = Field(0.0, ge=0, description="initial kinetic energy, MeV")
-    deposited_energy_mev: float = Field(0.0, ge=0, description="energy in its voxels, MeV")
-    n_voxels: int = Field(0, ge=0, description="number of voxels labelled with this particle")
+    momentum_mev: MomVec3 = Field((0.0, 0.0, 0.0), description="initial momentum, MeV/c")
+    kinetic_energy_mev: float = Field(0.0, ge=0, le=MAX_ENERGY_MEV, description="initial kinetic energy, MeV")
+    deposited_energy_mev: float = Field(0.0, ge=0, le=MAX_ENERGY_MEV, description="energy in its voxels, MeV")
+    n_voxels: int = Field(0, ge=0, le=INT32_MAX, description="number of voxels labelled with this particle")
 
     @property
     def pid_name(self) -> str:
@@ -103,17 +165,21 @@ class Particle(BaseModel):
 class Interaction(BaseModel):
     """One row of the interaction table (truth)."""
 
-    id: int
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    id: _Int32
     vertex_cm: Vec3 = Field((0.0, 0.0, 0.0), description="interaction vertex, cm")
-    nu_pdg: int = Field(0, description="neutrino PDG code (12, 14, -12, -14); 0 for a particle gun")
+    nu_pdg: _Int32 = Field(0, description="neutrino PDG code (12, 14, -12, -14); 0 for a particle gun")
     current: Optional[Literal["CC", "NC"]] = None
     channel: Optional[Literal["QE", "MEC", "RES", "DIS", "COH", "GUN"]] = None
-    nu_energy_mev: float = Field(0.0, ge=0, description="neutrino energy, MeV (0 for a gun)")
+    nu_energy_mev: float = Field(0.0, ge=0, le=MAX_ENERGY_MEV, description="neutrino energy, MeV (0 for a gun)")
     event_class: Optional[Literal["nue_cc", "numu_cc", "nc"]] = None
 
 
 class EventMeta(BaseModel):
     """Provenance and geometry."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     volume: Volume = PILARNET_VOLUME
     source: Optional[str] = Field(None, description="file the event was read from")
@@ -121,6 +187,28 @@ class EventMeta(BaseModel):
     event_id: Optional[int] = None
     generator: Optional[str] = Field(None, description="e.g. 'larsight.sim 0.1 (nu)' or 'PILArNet-M'")
     seed: Optional[int] = Field(None, description="simulator seed that reproduces this event")
+
+
+_LABEL_RANGES = {
+    "semantic": (-1, len(SEMANTIC_CLASSES) - 1),
+    "pid": (-1, len(PID_CLASSES) - 1),
+    "particle": (-1, INT32_MAX),
+    "fragment": (-1, INT32_MAX),
+    "interaction": (-1, INT32_MAX),
+}
+"""Accepted label values per integer array (-1 = none), checked BEFORE the narrowing cast so
+that e.g. a group id of 2**40 is refused rather than wrapped onto particle 0."""
+
+
+def _check_label_range(name: str, arr: np.ndarray, dtype) -> None:
+    if not arr.size:
+        return
+    lo_ok, hi_ok = _LABEL_RANGES.get(name, (np.iinfo(dtype).min, np.iinfo(dtype).max))
+    lo, hi = arr.min(), arr.max()
+    if lo < lo_ok or hi > hi_ok:
+        bad = int(np.flatnonzero((arr < lo_ok) | (arr > hi_ok))[0])
+        raise EventError(f"Event.{name}: labels must be in {lo_ok}..{hi_ok}, found {arr[bad]} "
+                         f"at point {bad}")
 
 
 # Per-point arrays: name -> (dtype, number of columns or None for 1-D).
@@ -147,7 +235,13 @@ class Event:
     = PILArNet group id, -1 none), ``fragment`` (PILArNet fragment id), ``interaction`` (-1
     background), ``pid`` (per-point PID of its particle, -1 none), and detector quantities
     ``n_electrons`` (ionisation electrons after recombination), ``time_us``, ``dx_cm``.
-    Tables: ``particles``, ``interactions``. Everything is validated on construction.
+    Tables: ``particles``, ``interactions``. Everything is validated on construction, and any
+    violation raises :class:`EventError` naming the field: NaN/inf anywhere (arrays, tables,
+    volume), negative or non-physical values (energy per voxel above ``MAX_VOXEL_ENERGY_MEV``,
+    negative ``n_electrons`` / ``dx_cm``, either above ``MAX_ELECTRONS`` / ``MAX_DX_CM``, table
+    energies above
+    ``MAX_ENERGY_MEV``), labels out of range (checked before the cast to their dtype), points
+    outside the volume, and volumes beyond ``MAX_VOXEL_SIZE_CM`` / ``MAX_GRID_VOXELS``.
     """
 
     points: np.ndarray
@@ -165,12 +259,19 @@ class Event:
     meta: EventMeta = field(default_factory=EventMeta)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.meta, EventMeta):
-            self.meta = EventMeta.model_validate(self.meta)
-        self.particles = [p if isinstance(p, Particle) else Particle.model_validate(p)
-                          for p in self.particles]
-        self.interactions = [i if isinstance(i, Interaction) else Interaction.model_validate(i)
-                             for i in self.interactions]
+        try:
+            if not isinstance(self.meta, EventMeta):
+                self.meta = EventMeta.model_validate(self.meta)
+        except ValidationError as exc:
+            raise EventError(f"Event.meta: {validation_summary(exc)}") from None
+        for name, model in (("particles", Particle), ("interactions", Interaction)):
+            rows = []
+            for k, row in enumerate(getattr(self, name)):
+                try:
+                    rows.append(row if isinstance(row, model) else model.model_validate(row))
+                except ValidationError as exc:
+                    raise EventError(f"Event.{name}[{k}]: {validation_summary(exc)}") from None
+            setattr(self, name, rows)
         self._coerce_and_validate()
 
     # ------------------------------------------------------------------ validation
@@ -192,17 +293,38 @@ class Event:
                 n = arr.shape[0]
             elif arr.shape[0] != n:
                 raise EventError(f"Event.{name}: has {arr.shape[0]} rows but the event has {n} points")
+            if arr.dtype.kind not in "biuf":
+                raise EventError(f"Event.{name}: not a numeric array (dtype {arr.dtype})")
             if np.issubdtype(dtype, np.floating):
-                if not np.all(np.isfinite(arr)):
-                    bad = int(np.flatnonzero(~np.isfinite(arr).reshape(arr.shape[0], -1).all(1))[0])
-                    raise EventError(f"Event.{name}: non-finite value (NaN or inf) at point {bad}")
-            elif not np.issubdtype(arr.dtype, np.integer):
-                if arr.size and not np.all(np.mod(arr, 1) == 0):
+                with np.errstate(all="ignore"):
+                    finite = np.isfinite(arr) & (np.abs(arr) <= np.finfo(dtype).max)
+                if not np.all(finite):
+                    bad = int(np.flatnonzero(~finite.reshape(arr.shape[0], -1).all(1))[0])
+                    raise EventError(f"Event.{name}: non-finite value (NaN or inf, or beyond "
+                                     f"float32) at point {bad}")
+            else:
+                if arr.dtype.kind == "f" and arr.size and not np.all(np.mod(arr, 1) == 0):
                     raise EventError(f"Event.{name}: labels must be integers")
+                _check_label_range(name, arr, dtype)
             setattr(self, name, np.ascontiguousarray(arr, dtype=dtype))
         if np.any(self.energy < 0):
             bad = int(np.flatnonzero(self.energy < 0)[0])
             raise EventError(f"Event.energy: negative energy {self.energy[bad]:.4g} MeV at point {bad}")
+        if np.any(self.energy > MAX_VOXEL_ENERGY_MEV):
+            bad = int(np.flatnonzero(self.energy > MAX_VOXEL_ENERGY_MEV)[0])
+            raise EventError(f"Event.energy: {self.energy[bad]:.4g} MeV at point {bad} is beyond "
+                             f"the {MAX_VOXEL_ENERGY_MEV:.0e} MeV accepted per voxel")
+        for name, upper, unit in (("n_electrons", MAX_ELECTRONS, ""), ("dx_cm", MAX_DX_CM, " cm")):
+            arr = getattr(self, name)
+            if arr is None or not arr.size:
+                continue
+            if np.any(arr < 0):
+                bad = int(np.flatnonzero(arr < 0)[0])
+                raise EventError(f"Event.{name}: negative value {arr[bad]:.4g} at point {bad}")
+            if upper is not None and np.any(arr > upper):
+                bad = int(np.flatnonzero(arr > upper)[0])
+                raise EventError(f"Event.{name}: {arr[bad]:.4g}{unit} at point {bad} is beyond "
+                                 f"the {upper:g}{unit} accepted")
         inside = self.meta.volume.contains(self.points)
         if not np.all(inside):
             bad = int(np.flatnonzero(~inside)[0])
@@ -210,14 +332,6 @@ class Event:
             raise EventError(
                 f"Event.points: point {bad} at {self.points[bad].tolist()} cm is outside the volume "
                 f"[{v.lower_cm.tolist()}, {v.upper_cm.tolist()}) cm")
-        if self.semantic is not None and self.semantic.size:
-            lo, hi = int(self.semantic.min()), int(self.semantic.max())
-            if lo < -1 or hi > len(SEMANTIC_CLASSES) - 1:
-                raise EventError(f"Event.semantic: labels must be in -1..4, found {lo}..{hi}")
-        if self.pid is not None and self.pid.size:
-            lo, hi = int(self.pid.min()), int(self.pid.max())
-            if lo < -1 or hi > len(PID_CLASSES) - 1:
-                raise EventError(f"Event.pid: labels must be in -1..{len(PID_CLASSES) - 1}, found {lo}..{hi}")
 
     # ------------------------------------------------------------------ convenience
     def __len__(self) -> int:

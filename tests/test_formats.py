@@ -184,6 +184,11 @@ def test_reading_last_event_ignores_a_broken_first_event(tmp_path):
         row[0] += 7
         f["cluster"][0] = row
     assert same(read(path, index=-1), evs[-1])
+    with pytest.raises(EventError, match="event 0: dataset 'cluster' fails its checksum"):
+        read(path, index=0)
+    with h5py.File(path, "r+") as f:  # as a foreign file without larsight's checksums
+        del f["larsight_crc32"]
+    assert same(read(path, index=-1), evs[-1])
     with pytest.raises(EventError, match="event 0: mismatched point/cluster counts"):
         read(path, index=0)
     with pytest.raises(EventError, match="mismatched"):
@@ -471,9 +476,13 @@ def test_damaged_larsight_extras(tmp_path):
     with h5py.File(path, "r+") as f:
         f["larsight_particles"][0] = "{not json"
         f["larsight_meta"][1] = "[1, 2]"
+    with pytest.raises(EventError, match=r"x\.h5: event 0: dataset 'larsight_particles' fails its checksum"):
+        read(path, index=0)
+    with h5py.File(path, "r+") as f:  # the decoder's own checks, as for a foreign file
+        del f["larsight_crc32"]
     with pytest.raises(EventError, match=r"x\.h5: event 0: larsight_particles is not valid JSON"):
         read(path, index=0)
-    with pytest.raises(EventError, match=r"x\.h5: event 1: cannot decode it"):
+    with pytest.raises(EventError, match=r"x\.h5: event 1: larsight_meta is a list, not a JSON object"):
         read(path, index=1)
     with h5py.File(path, "r+") as f:
         f["larsight_order"][0] = np.zeros(len(make_event(1)), np.int32)

@@ -10,10 +10,34 @@
     convert("in.h5", "out.root")            # any supported format to any other
 
 Every event read carries ``meta.source = str(path)`` and ``meta.index = i``. Problems with a
-file (missing -> FileNotFoundError; corrupt, truncated, foreign, inconsistent -> EventError)
+file (missing -> FileNotFoundError; corrupt, truncated, foreign, inconsistent -> EventError,
+or its subclass EventFileError)
 are reported with the file name and what is wrong, never as a raw h5py/uproot traceback.
 Writes go to a temporary file in the target's directory that replaces the target only when
 everything was written (see :mod:`events.formats.atomic`); on any error the target is untouched.
+
+Trusted and untrusted files. ``read`` / ``count`` / ``read_range`` parse in this process and
+are for files the project wrote itself (simulated files, training sets, converted files):
+they are fast and stream, but libhdf5 can loop forever on a damaged heap and a forged length can
+make h5py or uproot allocate gigabytes, and no Python timeout interrupts either. Anything written
+by others -- uploads to the app, paths a user gives ``larsight inspect`` / ``ask`` / the agent --
+goes through the bounded reader::
+
+    from larsight.events.formats import read_untrusted, count_untrusted, iter_untrusted
+    [ev] = read_untrusted(path, 3, timeout_s=10.0, max_memory_mb=2048)
+
+which parses in a reused worker process with a wall-clock limit and an address-space cap and
+raises :class:`EventFileError` (one line naming the file and the problem) when a bound fires
+(:mod:`events.formats.untrusted`). Both readers refuse declared sizes the file cannot hold
+(dataset rows without stored chunks, TTree entries beyond its baskets) before allocating, and
+every event passes the model's checks (finite values, physical bounds, label ranges).
+
+Integrity: larsight's HDF5 files carry a CRC-32 of every event's row of every dataset
+(``larsight_crc32``, itself fletcher32-checksummed: HDF5 cannot filter variable-length
+datasets), verified on read, so changed bytes in an event are refused with the dataset named.
+ROOT baskets written compressed carry zlib's Adler-32, which uproot verifies; uncompressed
+baskets and foreign PILArNet-M files carry no checksum, so damage that leaves valid values there
+reads as a different, valid event.
 
 Format details: :mod:`events.formats.pilarnet` (schema facts and where they were verified) and
 :mod:`events.formats.root` (tree layout).
@@ -25,13 +49,15 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
 from larsight.events.formats.atomic import atomic_open, atomic_path
-from larsight.events.model import Event, EventError
+from larsight.events.formats.untrusted import count_untrusted, iter_untrusted, read_untrusted
+from larsight.events.model import Event, EventError, EventFileError
 
 FORMATS = {".h5": "pilarnet", ".hdf5": "pilarnet", ".root": "root"}
 """File extension -> format module (in events.formats)."""
 
-__all__ = ["read", "write", "count", "convert", "format_of", "FORMATS", "atomic_path",
-           "atomic_open"]
+__all__ = ["read", "write", "count", "convert", "format_of", "read_range", "FORMATS",
+           "atomic_path", "atomic_open", "read_untrusted", "count_untrusted", "iter_untrusted",
+           "EventFileError"]
 
 
 def format_of(path: Union[str, os.PathLike]) -> str:
@@ -69,6 +95,12 @@ def read(path: Union[str, os.PathLike], index: Optional[int] = None
         return mod.read_one(p, index)
     mod.count(p)  # fail early on missing / corrupt / foreign files
     return mod.iterate(p)
+
+
+def read_range(path: Union[str, os.PathLike], start: int, stop: int) -> list[Event]:
+    """Events ``start``..``stop - 1`` of a file (clipped to the file), decoded together."""
+    p = Path(path)
+    return _module(p).read_range(p, int(start), int(stop))
 
 
 def write(path: Union[str, os.PathLike], events: Union[Event, Iterable[Event]], *,

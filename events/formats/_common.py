@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from larsight.events.model import (
     POINT_ARRAY_NAMES, Event, EventError, EventMeta, Interaction, Particle, Volume,
+    validation_summary,
 )
 
 OPTIONAL_ARRAYS = tuple(n for n in POINT_ARRAY_NAMES if n not in ("points", "energy"))
@@ -51,7 +52,10 @@ def as_event(item: Any, position: int, path) -> Event:
         return item.copy()  # dataclasses.replace re-runs the validation on the current arrays
     except EventError as exc:
         raise EventError(f"{path}: event {position} to write is invalid: {exc}") from None
-    except (ValidationError, ValueError, TypeError) as exc:
+    except ValidationError as exc:
+        raise EventError(f"{path}: event {position} to write is invalid: "
+                         f"{validation_summary(exc)}") from None
+    except (ValueError, TypeError) as exc:
         raise EventError(f"{path}: event {position} to write is invalid: {exc}") from None
 
 
@@ -87,7 +91,10 @@ def build_event(path, index: int, arrays: dict, particles: list, interactions: l
         return Event(**arrays, particles=particles, interactions=interactions, meta=meta_obj)
     except EventError as exc:
         raise EventError(f"{path}: event {index}: {exc}") from None
-    except (ValidationError, ValueError, TypeError) as exc:
+    except ValidationError as exc:
+        raise EventError(f"{path}: event {index}: invalid content: "
+                         f"{validation_summary(exc)}") from None
+    except (ValueError, TypeError) as exc:
         raise EventError(f"{path}: event {index}: invalid content: {exc}") from None
 
 
@@ -107,8 +114,14 @@ def meta_record(ev: Event) -> dict:
 
 def meta_fields(record: dict) -> dict:
     """EventMeta keyword arguments (without source/index) from a :func:`meta_record`."""
+    if not isinstance(record, dict):
+        raise EventError(f"larsight_meta is a {type(record).__name__}, not a JSON object")
+    try:
+        volume = Volume.model_validate(record.get("volume", {}))
+    except ValidationError as exc:
+        raise EventError(f"meta.volume: {validation_summary(exc)}") from None
     return {
-        "volume": Volume.model_validate(record.get("volume", {})),
+        "volume": volume,
         "event_id": record.get("event_id"),
         "generator": record.get("generator"),
         "seed": record.get("seed"),
@@ -141,14 +154,16 @@ def particles_from(records: Optional[list], path, index: int) -> list[Particle]:
     try:
         return [Particle.model_validate(r) for r in records or []]
     except ValidationError as exc:
-        raise EventError(f"{path}: event {index}: bad particle table: {exc}") from None
+        raise EventError(f"{path}: event {index}: bad particle table: "
+                         f"{validation_summary(exc)}") from None
 
 
 def interactions_from(records: Optional[list], path, index: int) -> list[Interaction]:
     try:
         return [Interaction.model_validate(r) for r in records or []]
     except ValidationError as exc:
-        raise EventError(f"{path}: event {index}: bad interaction table: {exc}") from None
+        raise EventError(f"{path}: event {index}: bad interaction table: "
+                         f"{validation_summary(exc)}") from None
 
 
 def check_index(path, index: Any, n: int) -> int:

@@ -11,8 +11,11 @@
         json.dump(obj, fh)
 
 Readers of the target therefore see either the old file or the complete new one, never a
-half-written file. The temporary file is hidden (``.<name>.<random>.tmp``) and lives in the
-target's directory so that the final ``os.replace`` is a same-filesystem rename.
+half-written file. The temporary file is hidden, lives in the target's directory (so that the
+final ``os.replace`` is a same-filesystem rename) and is named
+``.<name>.tmp-<pid>-<random>.larsight-tmp`` after the writing process. A writer killed outright
+(SIGKILL, power loss) cannot remove its temporary file; the next write to the same target removes
+every such leftover whose writer process is no longer alive on this machine.
 """
 from __future__ import annotations
 
@@ -22,7 +25,57 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_path", "atomic_open"]
+__all__ = ["atomic_path", "atomic_open", "temp_prefix", "remove_stale_temporaries"]
+
+TEMP_SUFFIX = ".larsight-tmp"
+
+
+def temp_prefix(target: Path) -> str:
+    """The name every temporary file of ``target`` starts with (then the writer's pid)."""
+    return f".{target.name}.tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of ``target`` left by writers that are no longer running
+    (this process's own are never touched). Returns the paths removed."""
+    target = Path(target)
+    directory = target.parent if str(target.parent) else Path(".")
+    prefix = temp_prefix(target)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        pid_text = name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except FileNotFoundError:
+            pass
+        except OSError:  # not ours to delete (permissions): leave it
+            pass
+    return removed
 
 
 def _default_mode(target: Path) -> int:
@@ -67,7 +120,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise FileNotFoundError(f"cannot write {target}: directory {directory} does not exist")
     if target.is_dir():
         raise IsADirectoryError(f"cannot write {target}: it is a directory")
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    remove_stale_temporaries(target)
+    fd, name = tempfile.mkstemp(prefix=f"{temp_prefix(target)}{os.getpid()}-",
+                                suffix=TEMP_SUFFIX, dir=directory)
     os.close(fd)
     tmp = Path(name)
     try:

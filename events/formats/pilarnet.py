@@ -58,6 +58,8 @@ foreign file without them reads with the PILArNet volume (768^3 voxels of 3 mm a
 """
 from __future__ import annotations
 
+import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -69,7 +71,7 @@ from larsight.events.formats._common import (
     momentum_magnitude, parse_json, particles_from, particles_json, with_progress,
 )
 from larsight.events.formats.atomic import atomic_path
-from larsight.events.model import PILARNET_VOLUME, Event, EventError, Particle, Volume
+from larsight.events.model import PILARNET_VOLUME, Event, EventError, EventFileError, Particle, Volume
 
 POINT_COLUMNS = ("x", "y", "z", "voxel_value", "energy_deposit", "time", "n_electrons", "dx")
 CLUSTER_COLUMNS = {
@@ -81,6 +83,11 @@ LAYOUTS = ("v1", "v2")
 
 LARSIGHT_JSON = ("larsight_meta", "larsight_particles", "larsight_interactions")
 LARSIGHT_ARRAYS = ("larsight_order", "larsight_points_cm", "larsight_cluster_pid")
+CHECKSUMS = "larsight_crc32"
+"""(events, datasets) uint32: CRC-32 of each event's row of each per-event dataset, in the order
+of the dataset's ``columns`` attribute. HDF5 cannot filter variable-length datasets (no
+fletcher32 on them, and their rows live in the global heap, which no filter covers), so this
+fixed-size dataset, itself written with fletcher32, carries the checksums of the rows."""
 
 _READ_BLOCK = 32          # events per block read while iterating
 _WRITE_EVENTS = 64        # events buffered before a write
@@ -137,6 +144,57 @@ class _Info:
         if self.larsight:
             for name in self.larsight_names:
                 self._check_rows(f, name, vlen=name in LARSIGHT_ARRAYS)
+        self.checksum_columns: list[str] = []
+        if CHECKSUMS in f:
+            self._check_checksums(f, f[CHECKSUMS])
+
+    def _check_checksums(self, f, ds) -> None:
+        h5py = _h5py()
+        columns = ds.attrs.get("columns")
+        if isinstance(columns, bytes):
+            columns = columns.decode("utf-8", "replace")
+        try:
+            columns = json.loads(columns) if isinstance(columns, str) else None
+        except ValueError:
+            columns = None
+        if (not isinstance(ds, h5py.Dataset) or not isinstance(columns, list)
+                or not all(isinstance(c, str) for c in columns)):
+            raise EventError(f"{self.path}: dataset '{CHECKSUMS}' is damaged (no valid "
+                             f"'columns' attribute)")
+        if ds.ndim != 2 or ds.shape[1] != len(columns) or ds.dtype != np.uint32:
+            raise EventError(f"{self.path}: dataset '{CHECKSUMS}' must be ({self.n}, "
+                             f"{len(columns)}) uint32, got {ds.shape} {ds.dtype}")
+        if ds.shape[0] != self.n:
+            raise EventError(f"{self.path}: dataset '{CHECKSUMS}' has {ds.shape[0]} rows but "
+                             f"'point' has {self.n}: the datasets do not describe the same events")
+        self._check_storage(ds, CHECKSUMS, ds.shape[0])
+        absent = [c for c in columns if c not in f]
+        if absent:
+            raise EventError(f"{self.path}: dataset(s) {', '.join(absent)} are missing (the "
+                             f"checksums list them)")
+        self.checksum_columns = columns
+
+    def _check_storage(self, ds, name: str, n: int) -> None:
+        """Refuse a row count the file cannot hold before anything is allocated for it: every
+        row takes stored bytes (a 16-byte heap reference for variable-length rows), so a
+        dataset whose chunks are missing or whose extent outgrows the file is forged or cut."""
+        h5py = _h5py()
+        if n == 0:
+            return
+        size = self.path.stat().st_size
+        layout = ds.id.get_create_plist().get_layout()
+        if layout == h5py.h5d.CHUNKED:
+            per_chunk = int(ds.chunks[0])
+            needed = -(-n // per_chunk)
+            stored = int(ds.id.get_num_chunks())
+            if stored < needed:
+                raise EventError(f"{self.path}: dataset '{name}' declares {n} rows but the file "
+                                 f"holds {size / 1024:.0f} KB with data for at most "
+                                 f"{stored * per_chunk} of them ({stored} of {needed} chunks)")
+        elif layout == h5py.h5d.CONTIGUOUS and ds.size * ds.dtype.itemsize > size:
+            raise EventError(f"{self.path}: dataset '{name}' declares {n} rows "
+                             f"({ds.size * ds.dtype.itemsize / 1024:.0f} KB) but the file holds "
+                             f"{size / 1024:.0f} KB")
 
     def _check_rows(self, f, name: str, vlen: bool = True) -> int:
         h5py = _h5py()
@@ -150,6 +208,7 @@ class _Info:
                 raise EventError(f"{self.path}: dataset '{name}' must hold variable-length numeric "
                                  f"rows, got dtype {ds.dtype}")
         n = len(ds)
+        self._check_storage(ds, name, n)
         if hasattr(self, "n") and n != self.n:
             raise EventError(f"{self.path}: dataset '{name}' has {n} rows but 'point' has "
                              f"{self.n}: the datasets do not describe the same events")
@@ -161,16 +220,41 @@ def _rows(f, info: _Info, start: int, stop: int) -> list[dict]:
     names = ["point"] + [n for n in ("cluster", "cluster_extra") if n in f]
     names += info.larsight_names if info.larsight else []
     cols = {}
-    for name in names:
+    for name in names + ([CHECKSUMS] if info.checksum_columns else []):
         ds = f[name]
         if name in LARSIGHT_JSON:
             ds = ds.asstr() if _h5py().check_string_dtype(ds.dtype) else ds
         try:
             cols[name] = ds[start:stop]
         except Exception as exc:
-            raise EventError(f"{info.path}: cannot read dataset '{name}' for events "
-                             f"{start}..{stop - 1} (corrupt or truncated file?): {exc}") from None
-    return [{name: cols[name][k] for name in names} for k in range(stop - start)]
+            text = " ".join(str(exc).split())
+            if any(w in text.lower() for w in ("fletcher32", "checksum", "filter returned failure")):
+                raise EventFileError(f"{info.path}: dataset '{name}' fails its HDF5 checksum "
+                                     f"(fletcher32) for events {start}..{stop - 1}: the file was "
+                                     f"damaged after it was written") from None
+            raise EventFileError(f"{info.path}: cannot read dataset '{name}' for events "
+                                 f"{start}..{stop - 1} (corrupt or truncated file?): {text}") from None
+    rows = [{name: cols[name][k] for name in names} for k in range(stop - start)]
+    if info.checksum_columns:
+        for k, row in enumerate(rows):
+            _verify(row, cols[CHECKSUMS][k], info, start + k)
+    return rows
+
+
+def _row_crc(value) -> int:
+    if isinstance(value, str):
+        return zlib.crc32(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes):
+        return zlib.crc32(value)
+    return zlib.crc32(np.ascontiguousarray(value).tobytes())
+
+
+def _verify(row: dict, crcs: np.ndarray, info: _Info, index: int) -> None:
+    for name, expected in zip(info.checksum_columns, crcs):
+        if name in row and _row_crc(row[name]) != int(expected):
+            raise EventFileError(f"{info.path}: event {index}: dataset '{name}' fails its "
+                                 f"checksum ({CHECKSUMS}): the file was damaged after it was "
+                                 f"written")
 
 
 def _as_int(values: np.ndarray, what: str, path, index: int) -> np.ndarray:
@@ -192,7 +276,13 @@ def _decode(row: dict, info: _Info, index: int) -> Event:
     record = None
     if info.larsight:
         record = parse_json(row.get("larsight_meta"), "larsight_meta", path, index)
-    meta = meta_fields(record) if record else {"volume": PILARNET_VOLUME, "generator": "PILArNet-M"}
+        if record is None:  # larsight writes it for every event: an empty row is damage
+            raise EventError(f"{path}: event {index}: larsight_meta is empty (a row added or "
+                             f"damaged after larsight wrote the file)")
+    try:
+        meta = meta_fields(record) if record else {"volume": PILARNET_VOLUME, "generator": "PILArNet-M"}
+    except EventError as exc:
+        raise EventError(f"{path}: event {index}: {exc}") from None
     volume: Volume = meta["volume"]
 
     points = _to_cm(pts[:, :3], volume)
@@ -337,6 +427,14 @@ def read_one(path: Path, index: Any) -> Event:
         return _decode_checked(_rows(f, info, i, i + 1)[0], info, i)
 
 
+def read_range(path: Path, start: int, stop: int) -> list[Event]:
+    with _open(path) as f:
+        info = _inspect(f, path)
+        start, stop = max(0, min(start, info.n)), max(0, min(stop, info.n))
+        rows = _rows(f, info, start, stop) if stop > start else []
+        return [_decode_checked(row, info, start + k) for k, row in enumerate(rows)]
+
+
 def iterate(path: Path) -> Iterator[Event]:
     """Events one at a time; the file is open only while the iterator runs."""
     with _open(path) as f:
@@ -437,6 +535,12 @@ class _Writer:
         self.ds = {name: f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt,
                                           chunks=(_CHUNK,))
                    for name, dt in names.items()}
+        self.columns = list(names)
+        self.crc = f.create_dataset(CHECKSUMS, shape=(0, len(names)), maxshape=(None, len(names)),
+                                    dtype=np.uint32, chunks=(_CHUNK, len(names)), fletcher32=True)
+        self.crc.attrs["columns"] = json.dumps(self.columns)
+        self.crc.attrs["description"] = ("CRC-32 (zlib) of each event's row of each dataset in "
+                                         "'columns' (little-endian values; UTF-8 for text)")
         f.attrs["larsight_layout"] = layout
         f.attrs["larsight_format_version"] = FORMAT_VERSION
         f.attrs["larsight_description"] = (
@@ -446,6 +550,10 @@ class _Writer:
         self.values = 0
 
     def add(self, rows: dict) -> None:
+        for name, ds in self.ds.items():
+            if name not in LARSIGHT_JSON:  # the bytes the file will hold, as read back
+                rows[name] = np.ascontiguousarray(rows[name], dtype=_h5py().check_vlen_dtype(ds.dtype))
+        rows[CHECKSUMS] = np.array([_row_crc(rows[name]) for name in self.columns], np.uint32)
         self.buffer.append(rows)
         self.values += rows["point"].size
         if len(self.buffer) >= _WRITE_EVENTS or self.values >= _WRITE_VALUES:
@@ -469,6 +577,8 @@ class _Writer:
             file_space = ds.id.get_space()
             file_space.select_hyperslab((self.n,), (k,))
             ds.id.write(h5py.h5s.create_simple((k,)), file_space, col)
+        self.crc.resize((self.n + k, len(self.columns)))
+        self.crc[self.n:self.n + k] = np.stack([rows[CHECKSUMS] for rows in self.buffer])
         self.n += k
         self.buffer.clear()
         self.values = 0
@@ -489,5 +599,5 @@ def write(path: Path, events: Iterable, *, progress: bool = False, layout: str =
     return n
 
 
-__all__ = ["count", "read_one", "iterate", "write", "encode", "POINT_COLUMNS", "CLUSTER_COLUMNS",
+__all__ = ["count", "read_one", "read_range", "iterate", "write", "encode", "POINT_COLUMNS", "CLUSTER_COLUMNS",
            "CLUSTER_EXTRA_COLUMNS", "LAYOUTS"]

@@ -265,6 +265,7 @@ def _open(path: Path):
         missing = [b for b in ("x_cm", "y_cm", "z_cm", "energy_mev") if b not in tree.keys()]
         if missing:
             raise EventError(f"{path}: TTree '{TREE}' lacks the branches {', '.join(missing)}")
+        _check_declared_entries(tree, path)
     except EventError:
         f.close()
         raise
@@ -273,6 +274,27 @@ def _open(path: Path):
         raise EventError(f"{path}: cannot read the ROOT file's directory (corrupt or "
                          f"truncated?): {exc}") from None
     return f, tree
+
+
+def _check_declared_entries(tree, path: Path) -> None:
+    """Refuse an entry count the baskets do not cover, or baskets outside the file, before
+    anything is allocated for them (a forged or cut file)."""
+    n = int(tree.num_entries)
+    size = path.stat().st_size
+    if n < 0:
+        raise EventError(f"{path}: TTree '{TREE}' declares a negative number of entries ({n})")
+    for branch in tree.itervalues(recursive=True):
+        nb = int(branch.num_baskets)
+        covered = int(branch.entry_offsets[-1]) if nb else 0
+        if covered < n:
+            raise EventError(f"{path}: TTree '{TREE}' declares {n} entries but the baskets of "
+                             f"branch '{branch.name}' hold {covered} (the file holds "
+                             f"{size / 1024:.0f} KB)")
+        seeks = np.asarray(branch.member("fBasketSeek")[:nb], dtype=np.int64)
+        nbytes = np.asarray(branch.member("fBasketBytes")[:nb], dtype=np.int64)
+        if nb and (np.any(seeks < 0) or np.any(nbytes < 0) or np.any(seeks + nbytes > size)):
+            raise EventError(f"{path}: branch '{branch.name}' of TTree '{TREE}' points outside "
+                             f"the file ({size / 1024:.0f} KB): cut or damaged")
 
 
 def _arrays(tree, path: Path, start: int, stop: int) -> dict:
@@ -379,6 +401,17 @@ def read_one(path: Path, index: Any) -> Event:
         return _decode_checked(_arrays(tree, path, i, i + 1), 0, path, i)
 
 
+def read_range(path: Path, start: int, stop: int) -> list[Event]:
+    f, tree = _open(path)
+    with f:
+        n = int(tree.num_entries)
+        start, stop = max(0, min(start, n)), max(0, min(stop, n))
+        if stop <= start:
+            return []
+        cols = _arrays(tree, path, start, stop)
+        return [_decode_checked(cols, k, path, start + k) for k in range(stop - start)]
+
+
 def iterate(path: Path) -> Iterator[Event]:
     f, tree = _open(path)
     with f:
@@ -390,4 +423,4 @@ def iterate(path: Path) -> Iterator[Event]:
                 yield _decode_checked(cols, k, path, start + k)
 
 
-__all__ = ["count", "read_one", "iterate", "write", "TREE", "CODES"]
+__all__ = ["count", "read_one", "read_range", "iterate", "write", "TREE", "CODES"]

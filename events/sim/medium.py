@@ -186,7 +186,8 @@ def photon_attenuation_cm(E) -> np.ndarray:
 def recombination(dedx) -> np.ndarray:
     """Modified-box recombination survival fraction R(dE/dx) at 0.5 kV/cm."""
     xi = BOX_BETA * np.maximum(np.asarray(dedx, dtype=np.float64), 1e-3) / (E_FIELD_KV_CM * DENSITY)
-    return np.log(BOX_ALPHA + xi) / xi
+    # below dE/dx ~ 0.2 MeV/cm the box formula goes negative: no charge survives there
+    return np.maximum(np.log(BOX_ALPHA + xi) / xi, 0.0)
 
 
 def highland_theta0(p, beta, step_cm, z=1.0):
