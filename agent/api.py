@@ -19,6 +19,7 @@ conversation survives the process); without one each question is its own in-memo
 """
 from __future__ import annotations
 
+import html
 import os
 import sqlite3
 import threading
@@ -27,13 +28,18 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.errors import GraphRecursionError
 from pydantic import BaseModel, Field
 
-from .brains import make_brain
+from .brains import default_brain_name, make_brain
+from .compose import compose
 from .evidence import Evidence
 from .graph import (MAX_ACTIONS, MAX_REVISIONS, build_graph, recursion_limit_for, turn_input)
+from .intents import intents
 from .toolset import ToolSet, register
-from .validate import Check, checks_table
+from .validate import Check, annotate, check_claims, checks_table, extract_claims
 
 __all__ = ["Agent", "Answer", "Step", "ToolCall", "ask", "stream", "default_db_path", "get_agent"]
 
@@ -168,8 +174,6 @@ class Answer(BaseModel):
         return f"{head}\n{meta}\n{self.table()}" if self.claims else f"{head}\n{meta}"
 
     def _repr_html_(self) -> str:
-        import html
-
         rows = "".join(
             f"<tr><td>{html.escape(c.claim.describe())}</td><td>{c.verdict}</td>"
             f"<td>{html.escape(', '.join(f'{k}={v}' for k, v in c.evidence.items()))}</td>"
@@ -243,15 +247,11 @@ class Agent:
         with self._lock:
             if key not in self._graphs:
                 if persistent:
-                    from langgraph.checkpoint.sqlite import SqliteSaver
-
                     path = self.db_path or default_db_path()
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self._conn = sqlite3.connect(str(path), check_same_thread=False)
                     saver = SqliteSaver(self._conn)
                 else:
-                    from langgraph.checkpoint.memory import InMemorySaver
-
                     saver = InMemorySaver()
                 self._graphs[key] = build_graph(self.brain, self.toolset, max_actions=self.max_actions,
                                                 max_revisions=self.max_revisions, verify=self.verify,
@@ -270,8 +270,6 @@ class Agent:
     # ---------------------------------------------------------------- asking
     def stream(self, event: EventArg, question: str, thread_id: Optional[str] = None) -> Iterator[Union[Step, Answer]]:
         """The steps of the loop as they happen, then the ``Answer``."""
-        from langgraph.errors import GraphRecursionError
-
         if not isinstance(question, str):
             raise TypeError(f"agent: the question must be a string, got {type(question).__name__}")
         persistent = thread_id is not None
@@ -332,11 +330,8 @@ class Agent:
         text = state.get("final")
         if text is None or stop:
             # the loop did not finish: answer from what was measured
-            from . import compose
-            from .validate import annotate, check_claims, extract_claims
-
-            found = compose.intents(state.get("clean_question") or question)
-            body = compose.compose(question, found, obs + mem, ev) if found and obs else \
+            found = intents(state.get("clean_question") or question)
+            body = compose(question, found, obs + mem, ev) if found and obs else \
                 "I could not finish answering."
             checks = check_claims(extract_claims(body), ev)
             text = annotate(body, checks) + f" (Stopped early: {stop or 'the loop did not finish'}.)"
@@ -373,8 +368,6 @@ def get_agent(brain: Any = None) -> Agent:
     """One shared ``Agent`` per brain name in this process."""
     if brain is not None and not isinstance(brain, str):
         return Agent(brain)
-    from .brains import default_brain_name
-
     name = brain or default_brain_name()
     with _AGENTS_LOCK:
         if name not in _AGENTS:

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Optional
 
 from pydantic import BaseModel, Field
 
+from larsight.events.vocabulary import parse_topology
+
 __all__ = ["Evidence", "ParticleEvidence", "PARTICLE_TYPES", "COUNT_KEYS", "TOOL_FOR", "strip_truth"]
 
 PARTICLE_TYPES = ("muon", "electron", "photon", "proton", "pion", "kaon")
@@ -240,10 +242,8 @@ class Evidence(BaseModel):
             counts = dict(derived)
             if isinstance(out.get("topology"), str):
                 try:
-                    from larsight.qformer.corpus import parse_topology
-
                     counts.update(parse_topology(out["topology"]))
-                except (ImportError, ValueError):
+                except ValueError:
                     pass
             if out.get("n_michel") is not None:
                 counts["michel"] = int(out["n_michel"])

@@ -23,6 +23,10 @@
 - ``finish``: flags what stays unverifiable or contradicted in the text, withholds any echo
   of the system prompt, and appends the turn to the thread's history and memory.
 
+Each node is a function of this module with the same name, taking the state (and, where it
+needs the brain, the tools or the limits, the ``Loop`` of the graph) and returning the state
+update; ``after_reason`` / ``after_validate`` choose the conditional edges.
+
 State holds ids, paths and JSON only (``AgentState``); events live in ``agent.toolset``'s
 registry. Raw tool results (with arrays, figures) stay in this process in ``RESULTS``, keyed by
 the observation id. A conversation is a LangGraph thread: with a checkpointer (SQLite for
@@ -31,22 +35,26 @@ persistent threads) the next ``invoke`` on the same ``thread_id`` sees ``history
 """
 from __future__ import annotations
 
+import functools
+import json
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Optional, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from . import compose
-from .brains import Context, Decision
+from .compose import compose
+from .context import Context, Decision
 from .evidence import Evidence
+from .intents import intents
 from .safety import guard_leak, sanitize_question
 from .toolset import ToolCallError, ToolSet, UnknownEventError, headline, observation, resolve
 from .validate import Check, annotate, check_claims, extract_claims, tools_needed
 
-__all__ = ["AgentState", "build_graph", "recursion_limit_for", "RESULTS", "turn_input",
+__all__ = ["AgentState", "Loop", "build_graph", "recursion_limit_for", "RESULTS", "turn_input",
            "MAX_ACTIONS", "MAX_REVISIONS", "MEMORY_SIZE"]
 
 MAX_ACTIONS = 6       # tool calls per turn before the answer is forced
@@ -116,213 +124,38 @@ def _remember(result: Any) -> str:
 
 
 def _json_safe(x: Any) -> Any:
-    import json
-
     try:
         return json.loads(json.dumps(x, default=str))
     except (TypeError, ValueError):
         return str(x)
 
 
+@dataclass(frozen=True)
+class Loop:
+    """What the nodes need besides the state: the brain, the tools and the limits of a turn."""
+
+    brain: Any
+    toolset: ToolSet
+    secrets: tuple[str, ...] = ()
+    max_actions: int = MAX_ACTIONS
+    max_revisions: int = MAX_REVISIONS
+    verify: bool = True
+
+
 def build_graph(brain, toolset: Optional[ToolSet] = None, *, max_actions: int = MAX_ACTIONS,
                 max_revisions: int = MAX_REVISIONS, verify: bool = True, checkpointer=None):
     """The compiled agent graph for ``brain`` (see the module docstring)."""
-    toolset = toolset or ToolSet()
-    secrets = brain.secrets() if hasattr(brain, "secrets") else []
-
-    def run_tool(state: dict, tool: Any, arguments: Any, event: Optional[str], purpose: str,
-                 call_id: Optional[str] = None) -> dict:
-        t0 = time.perf_counter()
-        ob: dict[str, Any] = {"tool": tool if isinstance(tool, str) else repr(tool),
-                              "arguments": _json_safe(arguments if isinstance(arguments, dict) else {"raw": arguments}),
-                              "event": event, "purpose": purpose, "call_id": call_id}
-        try:
-            args = toolset.check(tool, arguments)
-            ref = args.event or event
-            if args.event is not None and args.event not in allowed_refs(state):
-                raise UnknownEventError(
-                    f"unknown event id {args.event!r}: this conversation may use "
-                    + ", ".join(repr(r) for r in sorted(allowed_refs(state))))
-            ob["event"] = ref
-            result = toolset.call(tool, args, ref)
-            ob.update(ok=True, output=observation(result), summary=headline(result), id=_remember(result))
-        except ToolCallError as e:
-            ob.update(ok=False, error=str(e), error_kind="invalid_action")
-        except UnknownEventError as e:
-            ob.update(ok=False, error=str(e), error_kind="unknown_event")
-        except Exception as e:  # noqa: BLE001 - a tool failure is an observation, never a crash
-            ob.update(ok=False, error=f"{type(e).__name__}: {e}", error_kind="tool_error")
-        ob["seconds"] = round(time.perf_counter() - t0, 4)
-        ob.setdefault("id", uuid.uuid4().hex[:12])
-        return ob
-
-    def allowed_refs(state: dict) -> set:
-        refs = {state.get("event")}
-        for o in (state.get("observations") or []) + (state.get("memory") or []):
-            refs.add(o.get("event"))
-            if o.get("tool") == "find_similar" and o.get("ok"):
-                refs.update(h.get("key") for h in (o.get("output") or {}).get("hits", []) if isinstance(h, dict))
-        for h in state.get("history") or []:
-            refs.add(h.get("event"))
-        refs.discard(None)
-        return refs
-
-    def context(state: dict) -> Context:
-        return Context(
-            question=state.get("clean_question", ""), event=state.get("event"),
-            observations=list(state.get("observations") or []),
-            memory=[m for m in (state.get("memory") or []) if m.get("event") == state.get("event")],
-            history=list(state.get("history") or []),
-            feedback=[Check.model_validate(c) for c in state.get("feedback") or []],
-            draft=(state.get("draft") or {}).get("text"), n_actions=int(state.get("n_actions") or 0),
-            max_actions=max_actions, injection=state.get("injection"), raw_question=state.get("question", ""))
-
-    # ------------------------------------------------------------------ nodes
-    def intake(state: AgentState) -> dict:
-        clean, removed = sanitize_question(state.get("question", ""))
-        obs = []
-        ev = state.get("event")
-        if ev:
-            try:
-                resolve(ev)
-            except UnknownEventError as e:
-                obs.append({"id": uuid.uuid4().hex[:12], "tool": None, "ok": False, "error": str(e),
-                            "error_kind": "unknown_event", "event": ev, "purpose": "intake", "seconds": 0.0})
-        text = f"event {ev or 'none'}"
-        if removed:
-            text += f"; removed embedded instructions: {removed[:120]!r}"
-        if obs:
-            text += f"; {obs[0]['error']}"
-        trace = [_step(state, "intake", text)]
-        return {"clean_question": clean, "injection": removed, "observations": obs, "trace": trace,
-                "turn": int(state.get("turn") or 0) + 1}
-
-    def reason(state: AgentState) -> dict:
-        t0 = time.perf_counter()
-        ctx = context(state)
-        stop = state.get("stop")
-        if not ctx.question.strip():
-            d = Decision(action="answer", grounded=False, thought="nothing to answer once instructions were removed",
-                         text=("I only answer questions about the event and its physics; the request held "
-                               "instructions that I do not follow, so no tool was run."
-                               if ctx.injection else "Please ask a question about the event."))
-        elif ctx.n_actions >= max_actions and not ctx.feedback:
-            found = compose.intents(ctx.question) or _intents_of(ctx.observations)
-            text = compose.compose(ctx.question, found, ctx.observations + ctx.memory, ctx.evidence())
-            d = Decision(action="answer", text=text, grounded=True,
-                         thought=f"step limit: {max_actions} tool calls; answering from what was measured")
-            stop = stop or f"step limit ({max_actions} tool calls)"
-        else:
-            try:
-                d = brain.decide(ctx)
-                if not isinstance(d, Decision):
-                    d = Decision.model_validate(d)
-            except Exception as e:  # noqa: BLE001 - a failing back-end must still answer
-                d = Decision(action="answer", grounded=False, thought=f"brain error: {type(e).__name__}",
-                             text=f"The reasoning back-end failed: `{type(e).__name__}: {e}`.")
-                stop = stop or "brain error"
-        if d.action == "tool" and ctx.feedback:
-            # a revision must be an answer: the brain asked for a tool instead
-            d = Decision(action="answer", text=ctx.draft or "", grounded=True,
-                         thought="revision requested a tool; keeping the flagged draft")
-        step = _step(state, "reason", d.thought, seconds=round(time.perf_counter() - t0, 4),
-                     decision=d.action, tool=d.tool if d.action == "tool" else None,
-                     arguments=_json_safe(d.arguments) if d.action == "tool" else None,
-                     scores=d.scores)
-        out: dict[str, Any] = {"trace": (state.get("trace") or []) + [step], "stop": stop}
-        if d.action == "tool":
-            out["pending"] = {"tool": d.tool, "arguments": _json_safe(d.arguments), "call_id": d.call_id}
-            out["draft"] = state.get("draft")
-        else:
-            out["pending"] = None
-            out["draft"] = {"text": d.text or "", "grounded": bool(d.grounded)}
-        return out
-
-    def act(state: AgentState) -> dict:
-        p = state.get("pending") or {}
-        ob = run_tool(state, p.get("tool"), p.get("arguments"), state.get("event"), "action", p.get("call_id"))
-        return {"pending": None, "latest": ob, "n_actions": int(state.get("n_actions") or 0) + 1}
-
-    def observe(state: AgentState) -> dict:
-        ob = state.get("latest") or {}
-        text = (ob.get("summary") or "")[:300] if ob.get("ok") else f"error: {ob.get('error')}"
-        step = _step(state, "observe", text, tool=ob.get("tool"), observation=ob.get("id"),
-                     seconds=ob.get("seconds"), ok=ob.get("ok"))
-        return {"observations": (state.get("observations") or []) + [ob], "latest": None,
-                "trace": (state.get("trace") or []) + [step]}
-
-    def answer(state: AgentState) -> dict:
-        d = state.get("draft") or {}
-        return {"trace": (state.get("trace") or []) + [_step(state, "answer", d.get("text", ""))]}
-
-    def validate(state: AgentState) -> dict:
-        t0 = time.perf_counter()
-        d = state.get("draft") or {}
-        obs = list(state.get("observations") or [])
-        trace = list(state.get("trace") or [])
-        ev_ref = state.get("event")
-        if not d.get("grounded"):
-            trace.append(_step(state, "validate", "general answer: no claims about the event",
-                               seconds=round(time.perf_counter() - t0, 4)))
-            return {"checks": [], "feedback": [], "trace": trace}
-        claims = extract_claims(d.get("text", ""))
-        mem = [m for m in (state.get("memory") or []) if m.get("event") == ev_ref]
-        evidence = Evidence.from_observations(mem + obs)
-        loadable = ev_ref is not None and not any(o.get("error_kind") == "unknown_event" and o.get("tool") is None
-                                                  for o in obs)
-        if verify and loadable:
-            for tool in tools_needed(claims, evidence):
-                if any(o.get("tool") == tool and o.get("event") == ev_ref for o in obs):
-                    continue  # it ran (and failed): running it again gives the same
-                ob = run_tool({**state, "observations": obs}, tool, {}, ev_ref, "verify")
-                obs.append(ob)
-                trace.append(_step({**state, "trace": trace}, "verify",
-                                   (ob.get("summary") or "")[:300] if ob.get("ok") else f"error: {ob.get('error')}",
-                                   tool=tool, observation=ob.get("id"), seconds=ob.get("seconds"), ok=ob.get("ok")))
-            evidence = Evidence.from_observations(mem + obs)
-        checks = check_claims(claims, evidence)
-        bad = [c for c in checks if c.verdict == "contradicted"]
-        n = int(state.get("revisions") or 0)
-        retry = bool(bad) and n < max_revisions
-        summary = (f"{len(checks)} claims: {sum(c.verdict == 'supported' for c in checks)} supported, "
-                   f"{len(bad)} contradicted, {sum(c.verdict == 'unverifiable' for c in checks)} unverifiable"
-                   + ("; sent back for revision" if retry else ""))
-        trace.append(_step({**state, "trace": trace}, "validate", summary, seconds=round(time.perf_counter() - t0, 4)))
-        out = {"checks": [c.model_dump(mode="json") for c in checks], "observations": obs, "trace": trace,
-               "feedback": [c.model_dump(mode="json") for c in bad] if retry else []}
-        if retry:
-            out["revisions"] = n + 1
-        return out
-
-    def finish(state: AgentState) -> dict:
-        d = state.get("draft") or {}
-        checks = [Check.model_validate(c) for c in state.get("checks") or []]
-        text = annotate(d.get("text", ""), checks) if d.get("grounded") else d.get("text", "")
-        if state.get("injection") and state.get("clean_question"):
-            text += " (Instructions embedded in the question were ignored.)"
-        if state.get("stop"):
-            text += f" (Stopped early: {state['stop']}.)"
-        text = guard_leak(text, secrets)
-        obs = state.get("observations") or []
-        turn = {"turn": state.get("turn"), "question": state.get("clean_question", ""), "event": state.get("event"),
-                "answer": text, "tools": [o.get("tool") for o in obs if o.get("purpose") == "action"]}
-        memory = (state.get("memory") or []) + [{k: v for k, v in o.items() if k != "summary"}
-                                                for o in obs if o.get("ok") and o.get("tool")]
-        return {"final": text, "history": ((state.get("history") or []) + [turn])[-HISTORY_SIZE:],
-                "memory": memory[-MEMORY_SIZE:],
-                "trace": (state.get("trace") or []) + [_step(state, "finish", text)]}
-
-    # ------------------------------------------------------------------ edges
-    def after_reason(state: AgentState) -> str:
-        return "act" if state.get("pending") else "answer"
-
-    def after_validate(state: AgentState) -> str:
-        return "reason" if state.get("feedback") else "finish"
-
+    loop = Loop(brain=brain, toolset=toolset or ToolSet(),
+                secrets=tuple(brain.secrets() if hasattr(brain, "secrets") else ()),
+                max_actions=max_actions, max_revisions=max_revisions, verify=verify)
     g = StateGraph(AgentState)
-    for name, fn in (("intake", intake), ("reason", reason), ("act", act), ("observe", observe),
-                     ("answer", answer), ("validate", validate), ("finish", finish)):
-        g.add_node(name, fn)
+    g.add_node("intake", intake)
+    g.add_node("reason", functools.partial(reason, loop=loop))
+    g.add_node("act", functools.partial(act, loop=loop))
+    g.add_node("observe", observe)
+    g.add_node("answer", answer)
+    g.add_node("validate", functools.partial(validate, loop=loop))
+    g.add_node("finish", functools.partial(finish, loop=loop))
     g.add_edge(START, "intake")
     g.add_edge("intake", "reason")
     g.add_conditional_edges("reason", after_reason, {"act": "act", "answer": "answer"})
@@ -332,6 +165,227 @@ def build_graph(brain, toolset: Optional[ToolSet] = None, *, max_actions: int = 
     g.add_conditional_edges("validate", after_validate, {"reason": "reason", "finish": "finish"})
     g.add_edge("finish", END)
     return g.compile(checkpointer=checkpointer)
+
+
+# ============================================================================ nodes
+def intake(state: AgentState) -> dict:
+    clean, removed = sanitize_question(state.get("question", ""))
+    obs = []
+    ev = state.get("event")
+    if ev:
+        try:
+            resolve(ev)
+        except UnknownEventError as e:
+            obs.append({"id": uuid.uuid4().hex[:12], "tool": None, "ok": False, "error": str(e),
+                        "error_kind": "unknown_event", "event": ev, "purpose": "intake", "seconds": 0.0})
+    text = f"event {ev or 'none'}"
+    if removed:
+        text += f"; removed embedded instructions: {removed[:120]!r}"
+    if obs:
+        text += f"; {obs[0]['error']}"
+    trace = [_step(state, "intake", text)]
+    return {"clean_question": clean, "injection": removed, "observations": obs, "trace": trace,
+            "turn": int(state.get("turn") or 0) + 1}
+
+
+def reason(state: AgentState, loop: Loop) -> dict:
+    t0 = time.perf_counter()
+    d, stop = _decide(context(state, loop.max_actions), loop, state.get("stop"))
+    step = _step(state, "reason", d.thought, seconds=round(time.perf_counter() - t0, 4),
+                 decision=d.action, tool=d.tool if d.action == "tool" else None,
+                 arguments=_json_safe(d.arguments) if d.action == "tool" else None,
+                 scores=d.scores)
+    out: dict[str, Any] = {"trace": (state.get("trace") or []) + [step], "stop": stop}
+    if d.action == "tool":
+        out["pending"] = {"tool": d.tool, "arguments": _json_safe(d.arguments), "call_id": d.call_id}
+        out["draft"] = state.get("draft")
+    else:
+        out["pending"] = None
+        out["draft"] = {"text": d.text or "", "grounded": bool(d.grounded)}
+    return out
+
+
+def act(state: AgentState, loop: Loop) -> dict:
+    p = state.get("pending") or {}
+    ob = run_tool(loop.toolset, state, p.get("tool"), p.get("arguments"), state.get("event"),
+                  "action", p.get("call_id"))
+    return {"pending": None, "latest": ob, "n_actions": int(state.get("n_actions") or 0) + 1}
+
+
+def observe(state: AgentState) -> dict:
+    ob = state.get("latest") or {}
+    step = _step(state, "observe", _observation_text(ob), tool=ob.get("tool"),
+                 observation=ob.get("id"), seconds=ob.get("seconds"), ok=ob.get("ok"))
+    return {"observations": (state.get("observations") or []) + [ob], "latest": None,
+            "trace": (state.get("trace") or []) + [step]}
+
+
+def answer(state: AgentState) -> dict:
+    d = state.get("draft") or {}
+    return {"trace": (state.get("trace") or []) + [_step(state, "answer", d.get("text", ""))]}
+
+
+def validate(state: AgentState, loop: Loop) -> dict:
+    t0 = time.perf_counter()
+    d = state.get("draft") or {}
+    obs = list(state.get("observations") or [])
+    trace = list(state.get("trace") or [])
+    if not d.get("grounded"):
+        trace.append(_step(state, "validate", "general answer: no claims about the event",
+                           seconds=round(time.perf_counter() - t0, 4)))
+        return {"checks": [], "feedback": [], "trace": trace}
+    claims = extract_claims(d.get("text", ""))
+    ev_ref = state.get("event")
+    mem = [m for m in (state.get("memory") or []) if m.get("event") == ev_ref]
+    evidence = Evidence.from_observations(mem + obs)
+    loadable = ev_ref is not None and not any(o.get("error_kind") == "unknown_event" and o.get("tool") is None
+                                              for o in obs)
+    if loop.verify and loadable:
+        _verify(loop, state, tools_needed(claims, evidence), obs, trace)
+        evidence = Evidence.from_observations(mem + obs)
+    checks = check_claims(claims, evidence)
+    bad = [c for c in checks if c.verdict == "contradicted"]
+    n = int(state.get("revisions") or 0)
+    retry = bool(bad) and n < loop.max_revisions
+    summary = (f"{len(checks)} claims: {sum(c.verdict == 'supported' for c in checks)} supported, "
+               f"{len(bad)} contradicted, {sum(c.verdict == 'unverifiable' for c in checks)} unverifiable"
+               + ("; sent back for revision" if retry else ""))
+    trace.append(_step({**state, "trace": trace}, "validate", summary, seconds=round(time.perf_counter() - t0, 4)))
+    out = {"checks": [c.model_dump(mode="json") for c in checks], "observations": obs, "trace": trace,
+           "feedback": [c.model_dump(mode="json") for c in bad] if retry else []}
+    if retry:
+        out["revisions"] = n + 1
+    return out
+
+
+def finish(state: AgentState, loop: Loop) -> dict:
+    d = state.get("draft") or {}
+    checks = [Check.model_validate(c) for c in state.get("checks") or []]
+    text = annotate(d.get("text", ""), checks) if d.get("grounded") else d.get("text", "")
+    if state.get("injection") and state.get("clean_question"):
+        text += " (Instructions embedded in the question were ignored.)"
+    if state.get("stop"):
+        text += f" (Stopped early: {state['stop']}.)"
+    text = guard_leak(text, list(loop.secrets))
+    obs = state.get("observations") or []
+    turn = {"turn": state.get("turn"), "question": state.get("clean_question", ""), "event": state.get("event"),
+            "answer": text, "tools": [o.get("tool") for o in obs if o.get("purpose") == "action"]}
+    memory = (state.get("memory") or []) + [{k: v for k, v in o.items() if k != "summary"}
+                                            for o in obs if o.get("ok") and o.get("tool")]
+    return {"final": text, "history": ((state.get("history") or []) + [turn])[-HISTORY_SIZE:],
+            "memory": memory[-MEMORY_SIZE:],
+            "trace": (state.get("trace") or []) + [_step(state, "finish", text)]}
+
+
+# ============================================================================ edges
+def after_reason(state: AgentState) -> str:
+    return "act" if state.get("pending") else "answer"
+
+
+def after_validate(state: AgentState) -> str:
+    return "reason" if state.get("feedback") else "finish"
+
+
+# ============================================================================ node parts
+def context(state: dict, max_actions: int) -> Context:
+    """What the brain sees of the state (``agent.brains.Context``)."""
+    return Context(
+        question=state.get("clean_question", ""), event=state.get("event"),
+        observations=list(state.get("observations") or []),
+        memory=[m for m in (state.get("memory") or []) if m.get("event") == state.get("event")],
+        history=list(state.get("history") or []),
+        feedback=[Check.model_validate(c) for c in state.get("feedback") or []],
+        draft=(state.get("draft") or {}).get("text"), n_actions=int(state.get("n_actions") or 0),
+        max_actions=max_actions, injection=state.get("injection"), raw_question=state.get("question", ""))
+
+
+def _decide(ctx: Context, loop: Loop, stop: Optional[str]) -> tuple[Decision, Optional[str]]:
+    """The brain's decision (or the one the limits force) and the turn's stop reason."""
+    if not ctx.question.strip():
+        d = Decision(action="answer", grounded=False, thought="nothing to answer once instructions were removed",
+                     text=("I only answer questions about the event and its physics; the request held "
+                           "instructions that I do not follow, so no tool was run."
+                           if ctx.injection else "Please ask a question about the event."))
+    elif ctx.n_actions >= loop.max_actions and not ctx.feedback:
+        found = intents(ctx.question) or _intents_of(ctx.observations)
+        text = compose(ctx.question, found, ctx.observations + ctx.memory, ctx.evidence())
+        d = Decision(action="answer", text=text, grounded=True,
+                     thought=f"step limit: {loop.max_actions} tool calls; answering from what was measured")
+        stop = stop or f"step limit ({loop.max_actions} tool calls)"
+    else:
+        try:
+            d = loop.brain.decide(ctx)
+            if not isinstance(d, Decision):
+                d = Decision.model_validate(d)
+        except Exception as e:  # noqa: BLE001 - a failing back-end must still answer
+            d = Decision(action="answer", grounded=False, thought=f"brain error: {type(e).__name__}",
+                         text=f"The reasoning back-end failed: `{type(e).__name__}: {e}`.")
+            stop = stop or "brain error"
+    if d.action == "tool" and ctx.feedback:
+        # a revision must be an answer: the brain asked for a tool instead
+        d = Decision(action="answer", text=ctx.draft or "", grounded=True,
+                     thought="revision requested a tool; keeping the flagged draft")
+    return d, stop
+
+
+def _verify(loop: Loop, state: dict, tools: list[str], obs: list[dict], trace: list[dict]) -> None:
+    """Run the tools that would decide unverifiable claims (purpose ``verify``), appending
+    their observations to ``obs`` and their steps to ``trace``."""
+    ev_ref = state.get("event")
+    for tool in tools:
+        if any(o.get("tool") == tool and o.get("event") == ev_ref for o in obs):
+            continue  # it ran (and failed): running it again gives the same
+        ob = run_tool(loop.toolset, {**state, "observations": obs}, tool, {}, ev_ref, "verify")
+        obs.append(ob)
+        trace.append(_step({**state, "trace": trace}, "verify", _observation_text(ob), tool=tool,
+                           observation=ob.get("id"), seconds=ob.get("seconds"), ok=ob.get("ok")))
+
+
+def _observation_text(ob: dict) -> str:
+    return (ob.get("summary") or "")[:300] if ob.get("ok") else f"error: {ob.get('error')}"
+
+
+def run_tool(toolset: ToolSet, state: dict, tool: Any, arguments: Any, event: Optional[str],
+             purpose: str, call_id: Optional[str] = None) -> dict:
+    """One tool call as an observation: any failure (invalid action, an event the
+    conversation may not use, an exception in the tool) is recorded in it, never raised."""
+    t0 = time.perf_counter()
+    ob: dict[str, Any] = {"tool": tool if isinstance(tool, str) else repr(tool),
+                          "arguments": _json_safe(arguments if isinstance(arguments, dict) else {"raw": arguments}),
+                          "event": event, "purpose": purpose, "call_id": call_id}
+    try:
+        args = toolset.check(tool, arguments)
+        ref = args.event or event
+        if args.event is not None and args.event not in allowed_refs(state):
+            raise UnknownEventError(
+                f"unknown event id {args.event!r}: this conversation may use "
+                + ", ".join(repr(r) for r in sorted(allowed_refs(state))))
+        ob["event"] = ref
+        result = toolset.call(tool, args, ref)
+        ob.update(ok=True, output=observation(result), summary=headline(result), id=_remember(result))
+    except ToolCallError as e:
+        ob.update(ok=False, error=str(e), error_kind="invalid_action")
+    except UnknownEventError as e:
+        ob.update(ok=False, error=str(e), error_kind="unknown_event")
+    except Exception as e:  # noqa: BLE001 - a tool failure is an observation, never a crash
+        ob.update(ok=False, error=f"{type(e).__name__}: {e}", error_kind="tool_error")
+    ob["seconds"] = round(time.perf_counter() - t0, 4)
+    ob.setdefault("id", uuid.uuid4().hex[:12])
+    return ob
+
+
+def allowed_refs(state: dict) -> set:
+    """The events this conversation may name: its event, the events of earlier observations
+    and turns, and the hits of successful searches."""
+    refs = {state.get("event")}
+    for o in (state.get("observations") or []) + (state.get("memory") or []):
+        refs.add(o.get("event"))
+        if o.get("tool") == "find_similar" and o.get("ok"):
+            refs.update(h.get("key") for h in (o.get("output") or {}).get("hits", []) if isinstance(h, dict))
+    for h in state.get("history") or []:
+        refs.add(h.get("event"))
+    refs.discard(None)
+    return refs
 
 
 def _intents_of(observations: list[dict]) -> list[str]:

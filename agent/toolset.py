@@ -26,7 +26,7 @@ Only ``render`` writes (an HTML display). Every path a tool writes goes through
 from __future__ import annotations
 
 import hashlib
-import importlib
+import inspect
 import itertools
 import json
 import math
@@ -39,17 +39,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from larsight import tools
+from larsight.events.display import save_html
+from larsight.qformer.corpus import TOOL_NAMES
+from larsight.tools.event_keys import parse_event_ref
+from larsight.tools.inputs import ToolInputError, load_event
 
 from .evidence import strip_truth
 
 __all__ = ["TOOLS", "TOOL_NAMES", "ToolSpec", "ToolSet", "ToolCallError", "UnknownEventError",
            "register", "resolve", "event_ref", "safe_path", "observation", "clear_registry",
            "RUN_ROOT"]
-
-TOOL_NAMES = ("segment", "find_vertex", "reconstruct", "classify_event", "find_similar",
-              "describe", "render")
-"""Same names and order as ``qformer.corpus.TOOL_NAMES`` (what the VLM was trained to call)."""
 
 RUN_ROOT = Path(os.environ.get("LARSIGHT_RUNS", "runs")) / "agent"
 """Default parent of the run folders (one per agent instance) where tools may write."""
@@ -85,10 +88,14 @@ class RenderArgs(NoArgs):
 @dataclass(frozen=True)
 class ToolSpec:
     name: str
+    """The tool's name, which is also its function's name in ``larsight.tools``."""
     description: str
     args: type[BaseModel]
-    modules: tuple[str, ...]   # where the function lives (the package first)
     writes_files: bool = False
+
+    @property
+    def function(self) -> Callable:
+        return getattr(tools, self.name)
 
     def schema(self) -> dict:
         """OpenAI-style function schema (the event argument stays optional)."""
@@ -102,38 +109,20 @@ class ToolSpec:
 
 TOOLS: dict[str, ToolSpec] = {s.name: s for s in (
     ToolSpec("segment", "Per-voxel semantic segmentation (shower, track, Michel, delta, low energy), "
-             "particle instances and interaction groups, with energies per class.", NoArgs,
-             ("larsight.tools",)),
+             "particle instances and interaction groups, with energies per class.", NoArgs),
     ToolSpec("find_vertex", "The interaction vertex (x, y, z) in cm with its confidence and cross-checks.",
-             NoArgs, ("larsight.tools",)),
+             NoArgs),
     ToolSpec("reconstruct", "Reconstructed particles: PID, track/shower, length (cm), energy (MeV), "
              "direction, start dE/dx (MeV/cm), start and end points, Michel electrons, counts.",
-             NoArgs, ("larsight.tools",)),
-    ToolSpec("classify_event", "Event class (nu_e CC, nu_mu CC, NC) with probabilities.", NoArgs,
-             ("larsight.tools",)),
+             NoArgs),
+    ToolSpec("classify_event", "Event class (nu_e CC, nu_mu CC, NC) with probabilities.", NoArgs),
     ToolSpec("find_similar", "The k most similar events of the event index (or events matching a "
-             "text query), with their class, topology and energy.", SimilarArgs,
-             ("larsight.tools",)),
-    ToolSpec("describe", "A physics description of the event built from the other tools.", NoArgs,
-             ("larsight.tools",)),
+             "text query), with their class, topology and energy.", SimilarArgs),
+    ToolSpec("describe", "A physics description of the event built from the other tools.", NoArgs),
     ToolSpec("render", "Draw the event (3D or an XZ / YZ projection) to an HTML file in the run folder.",
-             RenderArgs, ("larsight.tools",), writes_files=True),
+             RenderArgs, writes_files=True),
 )}
-
-
-def _function(spec: ToolSpec) -> Callable:
-    errors = []
-    for mod in spec.modules:
-        try:
-            m = importlib.import_module(mod)
-        except ImportError as e:
-            errors.append(f"{mod}: {e}")
-            continue
-        f = getattr(m, spec.name, None)
-        if callable(f):
-            return f
-    raise ToolCallError(f"tool {spec.name!r} is not available in this installation"
-                        + (f" ({errors[0]})" if errors else ""))
+assert tuple(TOOLS) == TOOL_NAMES, "one spec per tool the VLM was trained to call, in its order"
 
 
 # ============================================================================ registry
@@ -142,8 +131,6 @@ _LOCK = threading.Lock()
 
 
 def _content_hash(event) -> str:
-    import numpy as np
-
     h = hashlib.blake2b(digest_size=8)
     h.update(np.ascontiguousarray(event.points).tobytes())
     h.update(np.ascontiguousarray(event.energy).tobytes())
@@ -188,15 +175,11 @@ def resolve(ref: str):
                                 f"(events given as objects live only in the process that got them; "
                                 f"give 'file.h5:INDEX' to read one from disk)")
     if ref.startswith("sim:"):
-        from larsight.tools.retrieval import parse_event_ref as sim_ref
-
         try:
-            ev = sim_ref(ref).load()
+            ev = parse_event_ref(ref).load()
         except Exception as e:  # noqa: BLE001 - any failure to rebuild it is an unknown event
             raise UnknownEventError(f"cannot rebuild event {ref!r}: {e}") from None
     else:
-        from larsight.tools.inputs import ToolInputError, load_event
-
         try:
             ev = load_event(ref, tool="agent")
         except ToolInputError as e:
@@ -254,9 +237,7 @@ def observation(result: Any) -> dict:
 def headline(result: Any, limit: int = 600) -> str:
     """A short text of a result for traces and language models."""
     if isinstance(result, dict):
-        import json as _json
-
-        text = _json.dumps(strip_truth(result), default=str)
+        text = json.dumps(strip_truth(result), default=str)
         return text if len(text) <= limit else text[:limit] + " ..."
     for attr in ("_headline", "summary"):
         f = getattr(result, attr, None)
@@ -317,7 +298,7 @@ class ToolSet:
 
     def call(self, tool: str, args: BaseModel, event_ref_: Optional[str]) -> Any:
         """Run one tool on the event ``event_ref_`` and return its raw result."""
-        fn = self.overrides.get(tool) or _function(TOOLS[tool])
+        fn = self.overrides.get(tool) or TOOLS[tool].function
         ev = resolve(event_ref_) if event_ref_ else None
         kw = args.model_dump(exclude={"event"}, exclude_none=True)
         if tool not in self.overrides:
@@ -340,8 +321,6 @@ class ToolSet:
         return fn(ev, **kw)
 
     def _render(self, fn, ev, kw) -> Any:
-        import inspect
-
         view = kw.get("view", "3d")
         path = safe_path(self.run_dir, f"render_{next(self._n_files)}_{view}.html")
         try:
@@ -352,8 +331,6 @@ class ToolSet:
         fig = result if hasattr(result, "to_html") else getattr(result, "figure", None)
         written = path if path.exists() else None
         if written is None and fig is not None and hasattr(fig, "to_html"):
-            from larsight.events.display import save_html
-
             save_html(fig, path)             # standalone page (plotly.js embedded: works offline)
             written = path
         out = {"view": view, "file": str(written) if written else None}

@@ -23,12 +23,12 @@ energy              "a 350 MeV electron shower", "visible energy 1.20 GeV"  reco
 
 Verdicts: ``supported`` (the measurement agrees within the tolerance), ``contradicted`` (it
 disagrees), ``unverifiable`` (nothing measured it). Each check carries the measured numbers
-(``evidence``) and the tolerance it used (``TOLERANCES``; physics numbers from
-shared/PHYSICS.md: MIP 2.105 MeV/cm, electron showers start at ~1 MIP, photon showers at
+(``evidence``) and the tolerance it used (``TOLERANCES``; physics numbers of liquid argon, as
+in ``events/sim/medium.py``: MIP 2.105 MeV/cm, electron showers start at ~1 MIP, photon showers at
 ~2 MIP; the rest are resolution estimates stated here).
 
-Hypothetical and definitional language ("a photon would convert after ...", "unlike a
-muon", "not the two MIPs of a photon") is not a claim about the event and is skipped.
+How claims are read from an answer (and which language is not a claim about the event):
+``agent.claims``; ``extract_claims`` and ``Claim`` are imported here too.
 """
 from __future__ import annotations
 
@@ -38,15 +38,14 @@ from typing import Any, Iterable, Literal, Optional
 
 from pydantic import BaseModel, Field
 
+from larsight.events.vocabulary import CLASS_TEXT, MIP_DEDX
+
+from .claims import Claim, extract_claims, split_clauses, split_sentences
 from .evidence import Evidence
 
 __all__ = ["Claim", "Check", "Validation", "extract_claims", "check_claims", "validate",
-           "revise", "annotate", "split_sentences", "TOLERANCES", "CLASS_TEXT", "MIP_DEDX"]
+           "revise", "annotate", "split_sentences", "TOLERANCES"]
 
-MIP_DEDX = 2.105
-"""MeV/cm, PHYSICS.md (PDG muon minimum)."""
-
-CLASS_TEXT = {"nue_cc": "nu_e CC", "numu_cc": "nu_mu CC", "nc": "NC"}
 
 TOLERANCES: dict[str, dict[str, float]] = {
     "vertex": {"cm": 3.0},                        # the vertex-accuracy criterion of the evals
@@ -61,50 +60,6 @@ TOLERANCES: dict[str, dict[str, float]] = {
 """Tolerances by claim kind ('rel' is relative to the measured value; the larger bound wins)."""
 
 Verdict = Literal["supported", "contradicted", "unverifiable"]
-ClaimKind = Literal["event_class", "present", "absent", "count", "track_length", "shower_dedx",
-                    "shower_gap", "vertex", "michel", "energy"]
-
-
-class Claim(BaseModel):
-    """One typed claim found in an answer."""
-
-    kind: ClaimKind
-    text: str = Field(description="the words of the answer that make the claim")
-    sentence: int = Field(0, description="index of the sentence (split_sentences) holding it")
-    start: int = Field(0, description="character offset of the claim in the answer")
-    particle: Optional[str] = Field(None, description="muon, electron, photon, proton, pion, kaon, "
-                                    "pi0, track, shower or michel")
-    value: Optional[float] = Field(None, description="number claimed, in the unit of the kind "
-                                   "(cm, MeV/cm, MeV, count)")
-    vector: Optional[tuple[float, float, float]] = Field(None, description="vertex (x, y, z) cm")
-    label: Optional[str] = Field(None, description="event class claimed (nue_cc, numu_cc, nc)")
-    qualifier: Optional[str] = Field(None, description="longest, mip1, mip2, attached, "
-                                     "not_attached, visible, not (a negated class)")
-
-    def describe(self) -> str:
-        k = self.kind
-        if k == "event_class":
-            return f"class {'is not' if self.qualifier == 'not' else 'is'} {self.label}"
-        if k == "vertex":
-            return "vertex at (" + ", ".join(f"{c:.1f}" for c in self.vector or ()) + ") cm"
-        if k in ("present", "absent"):
-            return f"{self.particle} {k}"
-        if k == "count":
-            return f"{int(self.value or 0)} {self.particle}"
-        if k == "track_length":
-            return f"{self.qualifier + ' ' if self.qualifier else ''}{self.particle or 'track'} length {self.value:.1f} cm"
-        if k == "shower_dedx":
-            return (f"{self.particle or 'shower'} start dE/dx "
-                    + (f"{self.value:.1f} MeV/cm" if self.value is not None else self.qualifier or ""))
-        if k == "shower_gap":
-            return (f"{self.particle or 'shower'} "
-                    + ({"attached": "starts at the vertex", "not_attached": "does not start at the vertex"}
-                       .get(self.qualifier or "", f"gap {self.value:.1f} cm" if self.value is not None else "gap")))
-        if k == "michel":
-            return "Michel electron at a track end" + (" (absent)" if self.qualifier == "absent" else "")
-        if k == "energy":
-            return f"{self.particle or 'visible'} energy {self.value:.0f} MeV"
-        return k
 
 
 class Check(BaseModel):
@@ -173,378 +128,6 @@ def _fmt_evidence(ev: dict) -> str:
     return "; ".join(parts) if parts else "-"
 
 
-# ============================================================================ sentences
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
-
-
-def _mask_quotes(text: str) -> str:
-    return re.sub(r"`[^`]*`", lambda m: "`" + "x" * (len(m.group(0)) - 2) + "`", text)
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) character spans of the sentences of ``text`` (never inside `quotes`)."""
-    masked = _mask_quotes(text)
-    spans, pos = [], 0
-    for m in _SENT.finditer(masked):
-        spans.append((pos, m.start()))
-        pos = m.end()
-    if pos < len(text):
-        spans.append((pos, len(text)))
-    return [(a, b) for a, b in spans if text[a:b].strip()]
-
-
-def _clauses(sentence: str) -> list[tuple[int, str]]:
-    """(offset, clause) pieces of a sentence split at ';' and ' but '."""
-    out, pos = [], 0
-    for m in re.finditer(r";\s*|\s+but\s+", sentence):
-        out.append((pos, sentence[pos:m.start()]))
-        pos = m.end()
-    out.append((pos, sentence[pos:]))
-    return [(o, c) for o, c in out if c.strip()]
-
-
-# ============================================================================ vocabulary
-_NUM = r"\d+(?:\.\d+)?"
-_WORDNUM = {"no": 0, "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-            "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-_COUNT_WORD = r"(?:\d+|no|zero|one|two|three|four|five|six|seven|eight|nine|ten)"
-_NOUN = (r"(?:Michel electrons?|Michels?|(?<!Michel )(?:electrons?|positrons?)|muons?|photons?|gammas?|protons?|"
-         r"neutral pions?|pi0s?|π0s?|(?:charged )?pions?|kaons?|tracks?|showers?)")
-_ADJ = (r"(?:(?:visible|reconstructed|primary|stopping|separate|distinct|additional|more|other|"
-        r"long|short|MIP-like|minimum-ionising|minimum-ionizing|highly ionising|charged|"
-        r"electromagnetic|EM|track-like|shower-like|energetic|contained|exiting|forward)\s+)*")
-_HYPO = re.compile(r"\b(would|could|might|if|unlike|rather than|instead of|than|typically|usually|"
-                   r"in general|expected|e\.g\.)\b", re.I)
-
-
-def _norm_particle(word: str) -> str:
-    w = word.lower().strip()
-    if w.startswith("michel"):
-        return "michel"
-    if w.startswith(("neutral pion", "pi0", "π0")):
-        return "pi0"
-    if "pion" in w:
-        return "pion"
-    for stem, name in (("muon", "muon"), ("electron", "electron"), ("positron", "electron"),
-                       ("photon", "photon"), ("gamma", "photon"), ("proton", "proton"),
-                       ("kaon", "kaon"), ("track", "track"), ("shower", "shower")):
-        if w.startswith(stem):
-            return name
-    return w
-
-
-def _particle_in(text: str) -> Optional[str]:
-    """The particle species named in a phrase (the last named one; 'track'/'shower' only if
-    no species is named)."""
-    found = [(_norm_particle(m.group(0)), m.start()) for m in re.finditer(_NOUN, text, re.I)]
-    species = [f for f in found if f[0] not in ("track", "shower")]
-    if species:
-        return species[-1][0]
-    return found[-1][0] if found else None
-
-
-_CLASS_PAT = (r"(?P<c>nu_e CC|nue CC|νe CC|ν_e CC|nu_mu CC|numu CC|νμ CC|ν_μ CC|NC|"
-              r"neutral[- ]current|charged[- ]current nu_e|charged[- ]current nu_mu|"
-              r"nu_e charged[- ]current|nu_mu charged[- ]current|"
-              r"electron[- ]neutrino charged[- ]current|muon[- ]neutrino charged[- ]current)")
-
-
-def _norm_class(c: str) -> str:
-    low = c.lower().replace("ν", "nu").replace("μ", "mu")
-    if low in ("nc",) or low.startswith("neutral"):
-        return "nc"
-    if "nu_e" in low or "nue" in low or "electron" in low or "nu_e" in low.replace("nue", "nu_e"):
-        return "nue_cc"
-    return "numu_cc"
-
-
-def _length_cm(value: str, unit: str) -> float:
-    v = float(value)
-    return v * 100.0 if unit.lower() == "m" else v
-
-
-def _energy_mev(value: str, unit: str) -> float:
-    v = float(value)
-    return v * 1000.0 if unit.lower() == "gev" else v
-
-
-# ============================================================================ extraction
-def extract_claims(text: str) -> list[Claim]:
-    """The typed claims of an answer, in order of appearance (see the module docstring)."""
-    claims: list[Claim] = []
-    # text between backticks is quoted data (file names, other events' summaries, tool
-    # errors), not a claim about this event: blank it, keeping every offset
-    text = _mask_quotes(text)
-    for si, (a, b) in enumerate(split_sentences(text)):
-        sentence = text[a:b]
-        prev = ""
-        for off, clause in _clauses(sentence):
-            base = a + off
-            claims += _claims_in_clause(clause, si, base, first=(si == 0 and off == 0), prev=prev)
-            prev = clause
-    # one claim per (kind, particle, value, qualifier, label, vector): repeats add nothing
-    seen, out = set(), []
-    for c in claims:
-        key = (c.kind, c.particle, c.value, c.qualifier, c.label, c.vector)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
-
-
-def _mk(kind, m, clause, si, base, group=0, **kw) -> Claim:
-    return Claim(kind=kind, text=m.group(group).strip(), sentence=si, start=base + m.start(group), **kw)
-
-
-def _hypothetical(clause: str, start: int, end: int) -> bool:
-    """A mention inside hypothetical / contrastive language (checked around the match)."""
-    window = clause[max(0, start - 25):min(len(clause), end + 20)]
-    return bool(_HYPO.search(window))
-
-
-def _track_species(before: str) -> Optional[str]:
-    """The track species named last before a length in its clause (parentheses left out)."""
-    t = re.sub(r"\([^)]*\)", " ", before)
-    names = [_norm_particle(m.group(0)) for m in re.finditer(r"\b(?:muons?|protons?|(?:charged )?pions?|kaons?)\b", t, re.I)]
-    return names[-1] if names else None
-
-
-def _shower_subject(before: str, prev: str) -> Optional[str]:
-    """'electron' or 'photon': the shower species named last before a claim in its clause
-    (parentheses left out: they hold asides such as 'a photon would convert ...'), else the
-    first one named in the previous clause of the sentence."""
-    def names(t: str) -> list[str]:
-        t = re.sub(r"\([^)]*\)", " ", t)
-        return [_norm_particle(m.group(0)) for m in
-                re.finditer(r"(?<!Michel )(?:electrons?|positrons?|photons?|gammas?)(?!'s)", t, re.I)]
-    here = names(before)
-    if here:
-        return here[-1]
-    there = names(prev)
-    return there[0] if there else None
-
-
-def _claims_in_clause(clause: str, si: int, base: int, first: bool, prev: str = "") -> list[Claim]:
-    out: list[Claim] = []
-    used: list[tuple[int, int]] = []   # spans already turned into claims (no double reading)
-
-    def free(m, g=0) -> bool:
-        s, e = m.span(g)
-        return not any(s < b and a < e for a, b in used)
-
-    def take(m, g=0):
-        used.append(m.span(g))
-
-    # ---- event class
-    for m in re.finditer(rf"(?:^(?:yes|no)[.:,]?\s+|^|\b(?:this is|it is|this event is|the event is|classified as|"
-                         rf"classify it as|looks like|consistent with|class(?:ification)?(?: is)?:?|"
-                         rf"prediction:?|predicted class:?)\s+)(?:(?:an?|the)\s+)?"
-                         rf"(?:(?:likely|probably|clearly|most likely)\s+)?{_CLASS_PAT}\b", clause, re.I):
-        if m.start() == 0 and not first and not re.match(rf"\s*(?:(?:yes|no)[.:,]?\s+)?{_CLASS_PAT}\s*[:(]", clause, re.I):
-            if not re.match(r"(?:this|it|the event|classified|looks|consistent|class|predict)", clause, re.I):
-                continue
-        c = m.group("c")
-        if c == "nc" or (c.upper() == "NC" and c != "NC"):
-            continue  # 'nc' in lower case is not the class name
-        neg = bool(re.search(r"\bnot\s+(?:an?\s+)?$", clause[:m.start("c")]))
-        out.append(_mk("event_class", m, clause, si, base, "c", label=_norm_class(c),
-                       qualifier="not" if neg else None))
-        take(m, "c")
-    for m in re.finditer(rf"\b(?:is\s+)?not\s+(?:an?\s+)?{_CLASS_PAT}\b", clause):
-        if free(m, "c"):
-            out.append(_mk("event_class", m, clause, si, base, "c", label=_norm_class(m.group("c")),
-                           qualifier="not"))
-            take(m, "c")
-
-    # ---- vertex
-    for m in re.finditer(rf"vertex[^()\d]{{0,40}}\(\s*(?P<x>-?{_NUM})\s*,\s*(?P<y>-?{_NUM})\s*,\s*"
-                         rf"(?P<z>-?{_NUM})\s*\)", clause, re.I):
-        out.append(_mk("vertex", m, clause, si, base,
-                       vector=(float(m["x"]), float(m["y"]), float(m["z"]))))
-        take(m)
-
-    # ---- topology string "1mu 2p 0pi [1gamma] [1K]"
-    for m in re.finditer(r"\b(?P<topo>(?:\d+mu\s+)?(?:\d+e\s+)?(?:0l\s+)?\d+p\s+\d+pi(?:\s+\d+gamma)?(?:\s+\d+K)?)\b",
-                         clause):
-        topo = m["topo"]
-        if not re.match(r"(\d+mu|\d+e|0l)\b", topo):
-            continue
-        counts = {"muon": 0, "electron": 0, "proton": 0, "pion": 0, "photon": 0, "kaon": 0}
-        for tok in topo.split():
-            mm = re.match(r"(\d+)(mu|e|p|pi|gamma|K|l)$", tok)
-            if mm and mm[2] != "l":
-                counts[{"mu": "muon", "e": "electron", "p": "proton", "pi": "pion",
-                        "gamma": "photon", "K": "kaon"}[mm[2]]] = int(mm[1])
-        for k, v in counts.items():
-            out.append(Claim(kind="count", text=topo, sentence=si, start=base + m.start(),
-                             particle=k, value=float(v), qualifier="topology"))
-        take(m)
-
-    # ---- Michel electron at a track end (before the generic counts: 'no Michel', 'a Michel')
-    for m in re.finditer(r"\b(?:without|no|not\s+(?:followed by|ending in))\s+(?:an?\s+|any\s+)?"
-                         r"(?:visible\s+)?Michel(?:\s+electrons?|\s+decays?)?", clause, re.I):
-        out.append(_mk("michel", m, clause, si, base, particle="michel", qualifier="absent"))
-        take(m)
-    for m in re.finditer(r"\b(?:(?:ends?|ending|stops?|stopping)\s+(?:in|with)\s+an?\s+Michel|"
-                         r"with\s+an?\s+Michel|an?\s+Michel\s+(?:electron|decay)|"
-                         r"Michel\s+electrons?\s+(?:at|near)\s+(?:its|the|their|the track's|the muon's)\s+ends?|"
-                         r"(?:\d+|one|two|three)\s+Michel\s+electrons?)", clause, re.I):
-        if free(m) and not _hypothetical(clause, *m.span()):
-            nm = re.match(r"(\d+|one|two|three)\s+Michel", m.group(0), re.I)
-            n = None
-            if nm:
-                n = float(_WORDNUM.get(nm[1].lower(), nm[1]) if not nm[1].isdigit() else nm[1])
-            if n == 0:
-                out.append(_mk("michel", m, clause, si, base, particle="michel", qualifier="absent"))
-            else:
-                out.append(_mk("michel", m, clause, si, base, particle="michel", value=n))
-            take(m)
-
-    # ---- counts and absence: "2 protons", "no muon", "without a pion"
-    for m in re.finditer(rf"\b(?P<n>{_COUNT_WORD})\s+{_ADJ}(?P<p>{_NOUN})\b", clause, re.I):
-        if not free(m) or _hypothetical(clause, *m.span()):
-            continue
-        word = m["n"].lower()
-        p = _norm_particle(m["p"])
-        if p == "michel":
-            continue
-        n = int(word) if word.isdigit() else _WORDNUM[word]
-        tail = clause[m.end():m.end() + 40]
-        if n == 0 and p in ("shower", "electron") and re.match(r"\s*(?:shower\s+)?(?:starts?|begins?)\s+at\s+the\s+vertex", tail, re.I):
-            out.append(_mk("shower_gap", m, clause, si, base, particle=p, qualifier="not_attached"))
-        elif n == 0:
-            out.append(_mk("absent", m, clause, si, base, particle=p, value=0.0))
-        else:
-            out.append(_mk("count", m, clause, si, base, particle=p, value=float(n)))
-        take(m)
-    for m in re.finditer(r"\bno\s+(?:visible\s+)?charged\s+leptons?\b", clause, re.I):
-        if free(m):
-            for p in ("muon", "electron"):
-                out.append(_mk("absent", m, clause, si, base, particle=p, value=0.0))
-            take(m)
-    for m in re.finditer(rf"\b(?:without|there is no|there are no|no sign of)\s+(?:an?\s+|any\s+)?{_ADJ}(?P<p>{_NOUN})\b",
-                         clause, re.I):
-        if free(m) and not _hypothetical(clause, *m.span()):
-            p = _norm_particle(m["p"])
-            if p != "michel":
-                out.append(_mk("absent", m, clause, si, base, particle=p, value=0.0))
-                take(m)
-
-    # ---- track lengths
-    for m in re.finditer(rf"(?P<pre>\b(?:longest|leading|long)\s+)?(?P<v>{_NUM})\s*(?P<u>cm|m)\b(?:\s+long)?"
-                         rf"(?P<mid>\s+(?:[\w+-]+\s+){{0,3}}?)(?P<p>(?:muon|proton|pion|kaon)\s+track|track|muon|proton|pion|kaon)s?\b",
-                         clause, re.I):
-        if not free(m, "v") or _hypothetical(clause, *m.span()):
-            continue
-        if re.search(r"\b(gap|from|away|radius|length of the shower|shower)\b", m["mid"], re.I):
-            continue
-        part = _particle_in(m["mid"] + " " + m["p"])
-        if part in (None, "track"):
-            part = _track_species(clause[:m.start()])
-        qual = "longest" if re.search(r"longest", clause[max(0, m.start() - 30):m.end()], re.I) else None
-        out.append(_mk("track_length", m, clause, si, base, particle=part if part != "track" else None,
-                       value=_length_cm(m["v"], m["u"]), qualifier=qual))
-        take(m, "v")
-    for m in re.finditer(rf"(?P<pre>\b(?:the\s+)?(?:longest|leading)\s+)?(?P<p>(?:muon|proton|pion|kaon)\s+track|track|muon|proton|pion|kaon)s?"
-                         rf"(?:\s+is|\s*,|\s*\(|\s+of|\s+with a length of|\s+length(?: of)?|:)\s*(?:about\s+|~)?"
-                         rf"(?P<v>{_NUM})\s*(?P<u>cm|m)\b(?!\s*(?:from|away|gap))", clause, re.I):
-        if not free(m, "v") or _hypothetical(clause, *m.span()):
-            continue
-        part = _particle_in(m["p"])
-        qual = "longest" if (m["pre"] and "longest" in m["pre"].lower()) else None
-        out.append(_mk("track_length", m, clause, si, base, particle=part if part != "track" else None,
-                       value=_length_cm(m["v"], m["u"]), qualifier=qual))
-        take(m, "v")
-
-    # ---- shower start dE/dx (numbers in MeV/cm, or 1 / 2 MIP) in a shower context
-    shower_ctx = re.search(r"shower|trunk|first (?:few )?(?:centimet|cm)|start(?:s|ing)? (?:with|dE/dx)|start dE/dx|"
-                           r"dE/dx at (?:the|its) start", clause, re.I)
-    track_ctx = re.search(r"\b(track|muon|proton|pion)\b", clause, re.I) and not re.search(r"shower", clause, re.I)
-    if shower_ctx and not track_ctx:
-        for m in re.finditer(rf"(?P<v>{_NUM})\s*MeV/cm", clause):
-            part = _shower_subject(clause[:m.start()], prev)
-            if _hypothetical(clause, *m.span()) or re.search(r"\bnot\s+(?:the\s+)?(?:about\s+)?$",
-                                                             clause[max(0, m.start() - 12):m.start()]):
-                continue
-            out.append(_mk("shower_dedx", m, clause, si, base, particle=part, value=float(m["v"])))
-            take(m)
-        for m in re.finditer(r"\b(?P<n>1|one|2|two)\s+MIPs?\b", clause, re.I):
-            part = _shower_subject(clause[:m.start()], prev)
-            pre = clause[max(0, m.start() - 10):m.start()]
-            if _hypothetical(clause, *m.span()) or re.search(r"\bnot\b", pre, re.I):
-                continue
-            if any(c.kind == "shower_dedx" and c.value is not None and c.sentence == si for c in out):
-                continue  # a number was given: the MIP words only restate it
-            q = "mip1" if m["n"].lower() in ("1", "one") else "mip2"
-            out.append(_mk("shower_dedx", m, clause, si, base, particle=part, qualifier=q))
-
-    # ---- shower start relative to the vertex
-    if re.search(r"shower|electron|photon|gamma|converts?|conversion", clause, re.I):
-        for m in re.finditer(r"\b(?:(?:starts?|begins?|starting)\s+(?:right\s+)?at\s+the\s+(?:interaction\s+)?vertex|"
-                             r"attached\s+to\s+the\s+vertex|with\s+no\s+gap|without\s+a\s+gap|no\s+gap)\b",
-                             clause, re.I):
-            if not free(m) or _hypothetical(clause, *m.span()):
-                continue
-            if re.search(r"\bno\s+(?:\w+\s+){0,2}shower\s+(?:starts?|begins?)", clause[:m.end()], re.I):
-                continue  # 'no shower starts at the vertex' was read above
-            out.append(_mk("shower_gap", m, clause, si, base, particle=_shower_subject(clause[:m.start()], prev),
-                           qualifier="attached"))
-            take(m)
-        for m in re.finditer(rf"(?:gap\s+of\s+(?:about\s+|~)?(?P<v1>{_NUM})\s*(?P<u1>cm|m)\b|"
-                             rf"(?P<v2>{_NUM})\s*(?P<u2>cm|m)\s+(?:gap|from\s+the\s+vertex|away\s+from\s+the\s+vertex|"
-                             rf"before\s+(?:it\s+)?(?:converts|starts))|"
-                             rf"(?:converts?|starts?)\s+(?:about\s+)?(?P<v3>{_NUM})\s*(?P<u3>cm|m)\s+(?:from|away|downstream))",
-                             clause, re.I):
-            if not free(m) or _hypothetical(clause, *m.span()) or re.search(r"mean|average|length", clause[max(0, m.start() - 25):m.start()], re.I):
-                continue
-            v = next(m[f"v{i}"] for i in (1, 2, 3) if m[f"v{i}"])
-            u = next(m[f"u{i}"] for i in (1, 2, 3) if m[f"u{i}"])
-            out.append(_mk("shower_gap", m, clause, si, base, particle=_shower_subject(clause[:m.start()], prev),
-                           value=_length_cm(v, u)))
-            take(m)
-
-    # ---- presence: "a muon", "an electron shower", "the proton"
-    for m in re.finditer(rf"\b(?:an?|the|one)\s+(?:(?:{_NUM}\s*(?:cm|m|MeV|GeV)|[A-Za-z]+[-A-Za-z]*)\s+){{0,3}}?"
-                         rf"(?P<p>{_NOUN})\b(?!'s)", clause, re.I):
-        if not free(m, "p") or _hypothetical(clause, *m.span()):
-            continue
-        p = _norm_particle(m["p"])
-        if p in ("track", "shower", "michel", "pi0"):
-            continue
-        if re.search(r"\b(no|not|without|any)\b", m.group(0), re.I):
-            continue
-        out.append(_mk("present", m, clause, si, base, "p", particle=p, value=1.0))
-        take(m, "p")
-
-    # ---- energies
-    for m in re.finditer(r"\b(?:visible|deposited|total)\s+energy(?:\s+is|\s+of|:)?\s*(?:about\s+|~)?"
-                         rf"(?P<v>{_NUM})\s*(?P<u>MeV|GeV)\b(?!/)", clause, re.I):
-        out.append(_mk("energy", m, clause, si, base, particle=None, value=_energy_mev(m["v"], m["u"]),
-                       qualifier="visible"))
-        take(m)
-    for m in re.finditer(rf"(?P<v>{_NUM})\s*(?P<u>MeV|GeV)\b(?!/)(?P<mid>\s+(?:[\w-]+\s+){{0,2}}?)(?P<p>{_NOUN})", clause, re.I):
-        if not free(m, "v") or _hypothetical(clause, *m.span()):
-            continue
-        if re.search(r"\b(of|in|from|and|with|at)\b", m["mid"], re.I):
-            continue
-        p = _norm_particle(m["p"])
-        if p in ("michel", "track"):
-            continue
-        out.append(_mk("energy", m, clause, si, base, particle=p, value=_energy_mev(m["v"], m["u"])))
-        take(m, "v")
-    for m in re.finditer(rf"(?P<p>{_NOUN})\s*(?:shower\s*)?(?:\(|of|with|:)\s*(?:about\s+|~)?(?P<v>{_NUM})\s*(?P<u>MeV|GeV)\b(?!/)",
-                         clause, re.I):
-        if not free(m, "v") or _hypothetical(clause, *m.span()):
-            continue
-        p = _norm_particle(m["p"])
-        if p in ("michel", "track"):
-            continue
-        out.append(_mk("energy", m, clause, si, base, particle=p, value=_energy_mev(m["v"], m["u"])))
-        take(m, "v")
-    out.sort(key=lambda c: c.start)
-    return out
-
-
 # ============================================================================ checking
 def _tol(value_measured: float, kind: str) -> float:
     t = TOLERANCES[kind]
@@ -563,7 +146,6 @@ def _tol_text(kind: str) -> str:
     return " or ".join(parts) + (" (larger)" if len(parts) > 1 else "")
 
 
-
 def _showers_with(ev, field: str, particle: Optional[str]) -> list:
     """Showers that have ``field`` measured; those of the claimed type when there are any."""
     sh = [p for p in ev.showers if getattr(p, field) is not None]
@@ -571,149 +153,186 @@ def _showers_with(ev, field: str, particle: Optional[str]) -> list:
         sh = [p for p in sh if p.type == particle] or sh
     return sh
 
+
 def _unverifiable(claim: Claim, what: str, tool: Optional[str]) -> Check:
     return Check(claim=claim, verdict="unverifiable", tool=tool,
                  note=f"no measurement of {what}" + (f" (run {tool})" if tool else ""))
 
 
+def _verdict(ok: bool) -> Verdict:
+    return "supported" if ok else "contradicted"
+
+
+def _check_event_class(claim: Claim, ev: Evidence) -> Check:
+    if ev.event_class is None:
+        return _unverifiable(claim, "the event class", "classify_event")
+    same = ev.event_class == claim.label
+    ok = (not same) if claim.qualifier == "not" else same
+    probs = {c: round(p, 3) for c, p in ev.class_probabilities.items()}
+    return Check(claim=claim, verdict=_verdict(ok),
+                 evidence={"predicted": ev.event_class, **({"p": probs} if probs else {})},
+                 tolerance="argmax class", tool=ev.tools.get("event_class", "classify_event"))
+
+
+def _check_vertex(claim: Claim, ev: Evidence) -> Check:
+    if ev.vertex_cm is None:
+        return _unverifiable(claim, "the vertex", "find_vertex")
+    d = math.dist(ev.vertex_cm, claim.vector)
+    tol = TOLERANCES["vertex"]["cm"]
+    return Check(claim=claim, verdict=_verdict(d <= tol),
+                 evidence={"vertex_cm": list(ev.vertex_cm), "distance_cm": round(d, 2)},
+                 tolerance=f"{tol:g} cm", tool=ev.tools.get("vertex", "find_vertex"))
+
+
+def _check_count(claim: Claim, ev: Evidence) -> Check:
+    """``present``, ``absent`` and ``count`` claims."""
+    n = ev.count(claim.particle or "")
+    if n is None:
+        return _unverifiable(claim, f"the {claim.particle} count", "reconstruct")
+    if claim.kind == "present":
+        ok = n >= 1
+    elif claim.kind == "absent":
+        ok = n == 0
+    else:
+        ok = n == int(claim.value or 0)
+    return Check(claim=claim, verdict=_verdict(ok),
+                 evidence={f"n_{claim.particle}": n}, tolerance="exact count",
+                 tool=ev.tools.get("particles", "reconstruct"))
+
+
+def _check_michel(claim: Claim, ev: Evidence) -> Check:
+    has = ev.michel_at_track_end()
+    if has is None:
+        return _unverifiable(claim, "Michel electrons", "reconstruct")
+    want = claim.qualifier != "absent"
+    evidence: dict[str, Any] = {"michel_at_track_end": has}
+    n_mich = ev.count("michel")
+    if n_mich is not None:
+        evidence["n_michel"] = n_mich
+    if ev.n_michel_voxels is not None:
+        evidence["michel_voxels"] = ev.n_michel_voxels
+    ok = has == want
+    if ok and want and claim.value is not None and n_mich is not None and ev.particles is not None:
+        ok = n_mich == int(claim.value)
+    return Check(claim=claim, verdict=_verdict(ok), evidence=evidence,
+                 tolerance="present / absent" if claim.value is None else "exact count",
+                 tool=ev.tools.get("michel", "reconstruct"))
+
+
+def _check_track_length(claim: Claim, ev: Evidence) -> Check:
+    if ev.particles is None:
+        return _unverifiable(claim, "track lengths", "reconstruct")
+    tracks = [p for p in ev.tracks if p.length_cm is not None]
+    if not tracks:
+        return Check(claim=claim, verdict="contradicted", evidence={"n_track": 0},
+                     tolerance="a track must exist", tool="reconstruct")
+    if claim.qualifier == "longest":
+        cands = [max(tracks, key=lambda p: p.length_cm)]
+    else:
+        cands = [p for p in tracks if claim.particle and p.type == claim.particle] or tracks
+    best = min(cands, key=lambda p: abs(p.length_cm - claim.value))
+    ok = abs(best.length_cm - claim.value) <= _tol(best.length_cm, "track_length")
+    return Check(claim=claim, verdict=_verdict(ok),
+                 evidence={"length_cm": round(best.length_cm, 1), "type": best.type,
+                           **({"all_cm": [round(p.length_cm, 1) for p in cands]} if len(cands) > 1 else {})},
+                 tolerance=_tol_text("track_length"), tool=ev.tools.get("particles", "reconstruct"))
+
+
+def _check_shower_dedx(claim: Claim, ev: Evidence) -> Check:
+    if ev.particles is None:
+        return _unverifiable(claim, "shower dE/dx", "reconstruct")
+    sh = _showers_with(ev, "start_dedx_mev_cm", claim.particle)
+    if not sh:
+        return _unverifiable(claim, "a shower start dE/dx", None)
+    if claim.value is not None:
+        best = min(sh, key=lambda p: abs(p.start_dedx_mev_cm - claim.value))
+        ok = abs(best.start_dedx_mev_cm - claim.value) <= _tol(best.start_dedx_mev_cm, "shower_dedx")
+        tol = _tol_text("shower_dedx")
+    else:
+        split = TOLERANCES["shower_dedx_mip_split"]["mip"] * MIP_DEDX
+        want_low = claim.qualifier == "mip1"
+        match = [p for p in sh if (p.start_dedx_mev_cm < split) == want_low]
+        best = match[0] if match else sh[0]
+        ok = bool(match)
+        tol = f"{'<' if want_low else '>='} {split:.2f} MeV/cm (1.5 MIP)"
+    return Check(claim=claim, verdict=_verdict(ok),
+                 evidence={"start_dedx_mev_cm": round(best.start_dedx_mev_cm, 2), "type": best.type},
+                 tolerance=tol, tool=ev.tools.get("particles", "reconstruct"))
+
+
+def _check_shower_gap(claim: Claim, ev: Evidence) -> Check:
+    if ev.particles is None:
+        return _unverifiable(claim, "shower starts", "reconstruct")
+    sh = _showers_with(ev, "gap_cm", claim.particle)
+    if not sh:
+        if claim.qualifier == "not_attached" and ev.particles is not None and not ev.showers:
+            return Check(claim=claim, verdict="supported", evidence={"n_shower": 0},
+                         tolerance="no shower", tool="reconstruct")
+        return _unverifiable(claim, "a shower start relative to the vertex", "find_vertex")
+    gaps = [round(p.gap_cm, 1) for p in sh]
+    att = TOLERANCES["shower_attached"]["cm"]
+    if claim.qualifier == "attached":
+        ok, tol = min(gaps) <= att, f"start within {att:g} cm of the vertex"
+    elif claim.qualifier == "not_attached":
+        ok, tol = min(gaps) > att, f"no start within {att:g} cm of the vertex"
+    else:
+        best = min(sh, key=lambda p: abs(p.gap_cm - claim.value))
+        ok = abs(best.gap_cm - claim.value) <= _tol(best.gap_cm, "shower_gap")
+        tol = _tol_text("shower_gap")
+    return Check(claim=claim, verdict=_verdict(ok),
+                 evidence={"gaps_cm": gaps}, tolerance=tol, tool=ev.tools.get("particles", "reconstruct"))
+
+
+def _check_visible_energy(claim: Claim, ev: Evidence) -> Check:
+    if ev.visible_energy_mev is None:
+        return _unverifiable(claim, "the visible energy", "segment")
+    rel = TOLERANCES["visible_energy"]["rel"]
+    ok = abs(ev.visible_energy_mev - claim.value) <= rel * ev.visible_energy_mev + 1.0
+    return Check(claim=claim, verdict=_verdict(ok),
+                 evidence={"visible_energy_mev": round(ev.visible_energy_mev, 1)},
+                 tolerance=f"{100 * rel:g}%", tool=ev.tools.get("visible_energy", "segment"))
+
+
+def _check_energy(claim: Claim, ev: Evidence) -> Check:
+    if claim.qualifier == "visible":
+        return _check_visible_energy(claim, ev)
+    if ev.particles is None:
+        return _unverifiable(claim, "particle energies", "reconstruct")
+    cands = [p for p in (ev.particles or []) if p.energy_mev is not None
+             and (claim.particle in (None, p.type) or claim.particle == p.kind)]
+    if not cands:
+        return _unverifiable(claim, f"a {claim.particle} energy", None)
+    best = min(cands, key=lambda p: abs(p.energy_mev - claim.value))
+    ok = abs(best.energy_mev - claim.value) <= _tol(best.energy_mev, "energy")
+    # a particle whose measured energy is only a lower bound can have had more
+    above = [] if ok else [p for p in cands if p.energy_is_lower_bound and claim.value > p.energy_mev]
+    if above:
+        bound = min(above, key=lambda p: claim.value - p.energy_mev)
+        return Check(claim=claim, verdict="unverifiable",
+                     evidence={"energy_mev_at_least": round(bound.energy_mev, 1), "type": bound.type},
+                     tolerance="above a lower bound: neither confirmed nor excluded",
+                     tool=ev.tools.get("particles", "reconstruct"))
+    return Check(claim=claim, verdict=_verdict(ok),
+                 evidence={"energy_mev": round(best.energy_mev, 1), "type": best.type,
+                           **({"lower_bound": True} if best.energy_is_lower_bound else {})},
+                 tolerance=_tol_text("energy"), tool=ev.tools.get("particles", "reconstruct"))
+
+
+_CHECKERS = {
+    "event_class": _check_event_class, "vertex": _check_vertex, "present": _check_count,
+    "absent": _check_count, "count": _check_count, "michel": _check_michel,
+    "track_length": _check_track_length, "shower_dedx": _check_shower_dedx,
+    "shower_gap": _check_shower_gap, "energy": _check_energy,
+}
+"""The check of each claim kind (``ClaimKind``)."""
+
+
 def check_claim(claim: Claim, ev: Evidence) -> Check:
     """The verdict on one claim from the evidence (see the module docstring)."""
-    k = claim.kind
-    if k == "event_class":
-        if ev.event_class is None:
-            return _unverifiable(claim, "the event class", "classify_event")
-        same = ev.event_class == claim.label
-        ok = (not same) if claim.qualifier == "not" else same
-        probs = {c: round(p, 3) for c, p in ev.class_probabilities.items()}
-        return Check(claim=claim, verdict="supported" if ok else "contradicted",
-                     evidence={"predicted": ev.event_class, **({"p": probs} if probs else {})},
-                     tolerance="argmax class", tool=ev.tools.get("event_class", "classify_event"))
-    if k == "vertex":
-        if ev.vertex_cm is None:
-            return _unverifiable(claim, "the vertex", "find_vertex")
-        d = math.dist(ev.vertex_cm, claim.vector)
-        tol = TOLERANCES["vertex"]["cm"]
-        return Check(claim=claim, verdict="supported" if d <= tol else "contradicted",
-                     evidence={"vertex_cm": list(ev.vertex_cm), "distance_cm": round(d, 2)},
-                     tolerance=f"{tol:g} cm", tool=ev.tools.get("vertex", "find_vertex"))
-    if k in ("present", "absent", "count"):
-        n = ev.count(claim.particle or "")
-        if n is None:
-            return _unverifiable(claim, f"the {claim.particle} count", "reconstruct")
-        if k == "present":
-            ok = n >= 1
-        elif k == "absent":
-            ok = n == 0
-        else:
-            ok = n == int(claim.value or 0)
-        return Check(claim=claim, verdict="supported" if ok else "contradicted",
-                     evidence={f"n_{claim.particle}": n}, tolerance="exact count",
-                     tool=ev.tools.get("particles", "reconstruct"))
-    if k == "michel":
-        has = ev.michel_at_track_end()
-        if has is None:
-            return _unverifiable(claim, "Michel electrons", "reconstruct")
-        want = claim.qualifier != "absent"
-        evidence: dict[str, Any] = {"michel_at_track_end": has}
-        n_mich = ev.count("michel")
-        if n_mich is not None:
-            evidence["n_michel"] = n_mich
-        if ev.n_michel_voxels is not None:
-            evidence["michel_voxels"] = ev.n_michel_voxels
-        ok = has == want
-        if ok and want and claim.value is not None and n_mich is not None and ev.particles is not None:
-            ok = n_mich == int(claim.value)
-        return Check(claim=claim, verdict="supported" if ok else "contradicted", evidence=evidence,
-                     tolerance="present / absent" if claim.value is None else "exact count",
-                     tool=ev.tools.get("michel", "reconstruct"))
-    if k == "track_length":
-        if ev.particles is None:
-            return _unverifiable(claim, "track lengths", "reconstruct")
-        tracks = [p for p in ev.tracks if p.length_cm is not None]
-        if not tracks:
-            return Check(claim=claim, verdict="contradicted", evidence={"n_track": 0},
-                         tolerance="a track must exist", tool="reconstruct")
-        if claim.qualifier == "longest":
-            cands = [max(tracks, key=lambda p: p.length_cm)]
-        else:
-            cands = [p for p in tracks if claim.particle and p.type == claim.particle] or tracks
-        best = min(cands, key=lambda p: abs(p.length_cm - claim.value))
-        ok = abs(best.length_cm - claim.value) <= _tol(best.length_cm, "track_length")
-        return Check(claim=claim, verdict="supported" if ok else "contradicted",
-                     evidence={"length_cm": round(best.length_cm, 1), "type": best.type,
-                               **({"all_cm": [round(p.length_cm, 1) for p in cands]} if len(cands) > 1 else {})},
-                     tolerance=_tol_text("track_length"), tool=ev.tools.get("particles", "reconstruct"))
-    if k == "shower_dedx":
-        if ev.particles is None:
-            return _unverifiable(claim, "shower dE/dx", "reconstruct")
-        sh = _showers_with(ev, "start_dedx_mev_cm", claim.particle)
-        if not sh:
-            return _unverifiable(claim, "a shower start dE/dx", None)
-        if claim.value is not None:
-            best = min(sh, key=lambda p: abs(p.start_dedx_mev_cm - claim.value))
-            ok = abs(best.start_dedx_mev_cm - claim.value) <= _tol(best.start_dedx_mev_cm, "shower_dedx")
-            tol = _tol_text("shower_dedx")
-        else:
-            split = TOLERANCES["shower_dedx_mip_split"]["mip"] * MIP_DEDX
-            want_low = claim.qualifier == "mip1"
-            match = [p for p in sh if (p.start_dedx_mev_cm < split) == want_low]
-            best = match[0] if match else sh[0]
-            ok = bool(match)
-            tol = f"{'<' if want_low else '>='} {split:.2f} MeV/cm (1.5 MIP)"
-        return Check(claim=claim, verdict="supported" if ok else "contradicted",
-                     evidence={"start_dedx_mev_cm": round(best.start_dedx_mev_cm, 2), "type": best.type},
-                     tolerance=tol, tool=ev.tools.get("particles", "reconstruct"))
-    if k == "shower_gap":
-        if ev.particles is None:
-            return _unverifiable(claim, "shower starts", "reconstruct")
-        sh = _showers_with(ev, "gap_cm", claim.particle)
-        if not sh:
-            if claim.qualifier == "not_attached" and ev.particles is not None and not ev.showers:
-                return Check(claim=claim, verdict="supported", evidence={"n_shower": 0},
-                             tolerance="no shower", tool="reconstruct")
-            return _unverifiable(claim, "a shower start relative to the vertex", "find_vertex")
-        gaps = [round(p.gap_cm, 1) for p in sh]
-        att = TOLERANCES["shower_attached"]["cm"]
-        if claim.qualifier == "attached":
-            ok, tol = min(gaps) <= att, f"start within {att:g} cm of the vertex"
-        elif claim.qualifier == "not_attached":
-            ok, tol = min(gaps) > att, f"no start within {att:g} cm of the vertex"
-        else:
-            best = min(sh, key=lambda p: abs(p.gap_cm - claim.value))
-            ok = abs(best.gap_cm - claim.value) <= _tol(best.gap_cm, "shower_gap")
-            tol = _tol_text("shower_gap")
-        return Check(claim=claim, verdict="supported" if ok else "contradicted",
-                     evidence={"gaps_cm": gaps}, tolerance=tol, tool=ev.tools.get("particles", "reconstruct"))
-    if k == "energy":
-        if claim.qualifier == "visible":
-            if ev.visible_energy_mev is None:
-                return _unverifiable(claim, "the visible energy", "segment")
-            rel = TOLERANCES["visible_energy"]["rel"]
-            ok = abs(ev.visible_energy_mev - claim.value) <= rel * ev.visible_energy_mev + 1.0
-            return Check(claim=claim, verdict="supported" if ok else "contradicted",
-                         evidence={"visible_energy_mev": round(ev.visible_energy_mev, 1)},
-                         tolerance=f"{100 * rel:g}%", tool=ev.tools.get("visible_energy", "segment"))
-        if ev.particles is None:
-            return _unverifiable(claim, "particle energies", "reconstruct")
-        cands = [p for p in (ev.particles or []) if p.energy_mev is not None
-                 and (claim.particle in (None, p.type) or claim.particle == p.kind)]
-        if not cands:
-            return _unverifiable(claim, f"a {claim.particle} energy", None)
-        best = min(cands, key=lambda p: abs(p.energy_mev - claim.value))
-        ok = abs(best.energy_mev - claim.value) <= _tol(best.energy_mev, "energy")
-        # a particle whose measured energy is only a lower bound can have had more
-        above = [] if ok else [p for p in cands if p.energy_is_lower_bound and claim.value > p.energy_mev]
-        if above:
-            bound = min(above, key=lambda p: claim.value - p.energy_mev)
-            return Check(claim=claim, verdict="unverifiable",
-                         evidence={"energy_mev_at_least": round(bound.energy_mev, 1), "type": bound.type},
-                         tolerance="above a lower bound: neither confirmed nor excluded",
-                         tool=ev.tools.get("particles", "reconstruct"))
-        return Check(claim=claim, verdict="supported" if ok else "contradicted",
-                     evidence={"energy_mev": round(best.energy_mev, 1), "type": best.type,
-                               **({"lower_bound": True} if best.energy_is_lower_bound else {})},
-                     tolerance=_tol_text("energy"), tool=ev.tools.get("particles", "reconstruct"))
-    return _unverifiable(claim, k, None)  # pragma: no cover
+    checker = _CHECKERS.get(claim.kind)
+    if checker is None:  # pragma: no cover - every ClaimKind has a checker
+        return _unverifiable(claim, claim.kind, None)
+    return checker(claim, ev)
 
 
 def check_claims(claims: Iterable[Claim], evidence: Evidence) -> list[Check]:
@@ -799,7 +418,7 @@ def revise(text: str, checks: list[Check], evidence: Evidence) -> str:
     for a, b in split_sentences(text):
         sentence = text[a:b].strip()
         lead = len(text[a:b]) - len(text[a:b].lstrip())
-        parts = _clauses(sentence)
+        parts = split_clauses(sentence)
         good = [cl.strip() for off, cl in parts
                 if not any(a + lead + off <= p < a + lead + off + len(cl) for p in bad_at)]
         if len(good) == len(parts):

@@ -1,4 +1,4 @@
-"""encoder layer of larsight (see DESIGN.md): the point-cloud foundation encoder.
+"""encoder layer of larsight (docs/architecture.md): the point-cloud foundation encoder.
 
 ``PointEncoder(EncoderConfig.preset("tiny"))`` maps a ragged batch of events
 (``collate_events``) to per-point features and per-event tokens in one forward pass.

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+from importlib.metadata import version
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -33,6 +34,7 @@ from torch import nn
 
 from .backbone import PointEncoder
 from .config import EncoderConfig
+from .heads import build_head
 
 FORMAT = "larsight-encoder"
 FORMAT_VERSION = 1
@@ -49,8 +51,6 @@ class CheckpointError(ValueError):
 
 def larsight_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("larsight")
     except Exception:  # not installed (running from a checkout)
         return "0.1.0+local"
@@ -224,8 +224,6 @@ def load_weights(path: str | Path, encoder: Optional[PointEncoder] = None,
             load_module_tensors(head, tensors, f"heads.{task}.", source)
             loaded_heads[task] = head
     elif load_heads:
-        from .heads import build_head
-
         for task, spec in man.get("heads", {}).items():
             head = build_head(**spec)
             load_module_tensors(head, tensors, f"heads.{task}.", source)

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from larsight.events.dataset import EventDataset
 from larsight.events.model import EVENT_CLASSES, PILARNET_VOLUME, Event, Volume
+from larsight.events.sim import MODES
 
 from .backbone import energy_feature
 from .config import EncoderConfig
@@ -72,8 +74,6 @@ class DataSpec:
         if isinstance(self.modes, str):
             self.modes = tuple(m for m in self.modes.split(",") if m)
         self.modes, self.files = tuple(self.modes), tuple(str(f) for f in self.files)
-        from larsight.events.sim import MODES
-
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ValueError(f"DataSpec.modes: each must be one of {sorted(MODES)}, got {self.modes}")
@@ -90,8 +90,6 @@ def simulated_events(modes: Sequence[str], seed: int, volume: Volume, start: int
                      stop: Optional[int] = None, step: int = 1) -> Iterator[Event]:
     """Events ``start, start+step, ...`` (< stop) of a simulated stream; event i uses
     ``modes[i % len(modes)]`` and ``default_rng([seed, i])``."""
-    from larsight.events.sim import MODES
-
     for i in itertools.count(start, step):
         if stop is not None and i >= stop:
             return
@@ -102,8 +100,6 @@ def file_events(paths: Sequence[str], loop: bool = False, rank: int = 0, world: 
                 shuffle_files: bool = False, seed: int = 0) -> Iterator[Event]:
     """Events of ``paths`` (files or globs), lazily, through ``events.dataset.EventDataset``
     (process ``rank`` of ``world`` reads only its share); ``loop`` repeats epochs forever."""
-    from larsight.events.dataset import EventDataset
-
     ds = EventDataset(list(paths), shuffle_files=shuffle_files, seed=seed, min_points=0,
                       rank=rank, world_size=world)
     if not ds.files:

@@ -24,8 +24,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES
+
+from .checkpoint import load_weights
+from .data import DataSpec, encoder_inputs, make_batch, take
+from .heads import DEFAULT_DATA_MODE
 
 CLASS_NAMES = {"semantic": SEMANTIC_CLASSES, "pid": PID_CLASSES, "event": EVENT_CLASSES}
 
@@ -135,10 +140,6 @@ def grouping_metrics(truth: Sequence[np.ndarray], pred: Sequence[np.ndarray]) ->
 def evaluate(encoder, heads: Mapping[str, Any], events, device=None, batch_size: int = 8,
              progress: bool = True) -> dict[str, dict[str, Any]]:
     """Metrics of every head in ``heads`` (task -> head) over ``events`` (with truth)."""
-    from tqdm.auto import tqdm
-
-    from .data import encoder_inputs, make_batch
-
     events = [e for e in events if len(e) > 0]
     encoder.eval()
     for h in heads.values():
@@ -191,6 +192,7 @@ def evaluate(encoder, heads: Mapping[str, Any], events, device=None, batch_size:
 
 # ============================================================================ reports
 def _plot_confusion(cm: np.ndarray, names: Sequence[str], title: str, path: Path) -> None:
+    # matplotlib (about a second to import) only when a report draws its plots
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,13 +256,10 @@ def evaluate_on_split(encoder, heads: Mapping[str, Any], *, n: int = 200, seed: 
     """Metrics of ``heads`` on ``n`` held-out events per data group.
 
     Without ``data_mode`` / ``files`` each head is evaluated on its task's default simulator
-    mode (``encoder.finetune.DEFAULT_DATA_MODE``: 'nu', 'mpr' for interaction grouping), so a
+    mode (``encoder.heads.DEFAULT_DATA_MODE``: 'nu', 'mpr' for interaction grouping), so a
     multi-task checkpoint is scored like its single-task counterparts. Returns
     (results per task, one description per data group).
     """
-    from .data import DataSpec, take
-    from .finetune import DEFAULT_DATA_MODE
-
     groups: dict[str, list[str]] = {}
     for task in heads:
         mode = data_mode or (DEFAULT_DATA_MODE[next(iter(heads))] if files else DEFAULT_DATA_MODE[task])
@@ -285,8 +284,6 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Optional[Sequence[str]
                         device=None, progress: bool = True) -> dict[str, Any]:
     """Evaluate a checkpoint's heads on held-out simulated events or on files
     (``n`` events per data group; see ``evaluate_on_split``)."""
-    from .checkpoint import load_weights
-
     loaded = load_weights(checkpoint)
     heads = loaded.heads
     if tasks:

@@ -42,18 +42,17 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from torch import nn
+from tqdm.auto import tqdm
 
 from .backbone import EncoderOutput, PointEncoder
 from .checkpoint import load_weights, save_weights
 from .config import EncoderConfig
 from .data import DataSpec, encoder_inputs, event_stream, make_batch, take
-from .heads import N_CLASSES, TARGET_OF_TASK, TASKS, class_weights, head_for
-from .pretrain import LossLog, command_line, lr_at, param_groups
-
-DEFAULT_DATA_MODE = {"semantic": "nu", "particle": "nu", "pid": "nu", "vertex": "nu",
-                     "event": "nu", "interaction": "mpr"}
-"""Simulator mode per task ('interaction' needs several interactions per event)."""
+from .evaluate import evaluate
+from .heads import DEFAULT_DATA_MODE, N_CLASSES, TARGET_OF_TASK, TASKS, class_weights, head_for
+from .training import LossLog, command_line, lr_at, param_groups
 
 DEFAULT_TASK_WEIGHTS = {"semantic": 1.0, "pid": 0.5, "particle": 0.5, "interaction": 0.5,
                         "vertex": 2.0, "event": 0.5}
@@ -246,29 +245,8 @@ def _class_weight_kw(task: str, sample, enc_cfg: EncoderConfig) -> dict[str, Any
     return {"class_weight": class_weights(y, N_CLASSES[task]).tolist()}
 
 
-def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool = True
-             ) -> dict[str, Any]:
-    """Train the heads (and, in full mode, the encoder); evaluate; save. Returns the metrics.
-
-    One task: ``result["metrics"]`` is that task's metrics. Several: ``result["metrics"]``
-    maps each task to its metrics (and ``result["tasks"]`` lists them).
-    """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from .evaluate import evaluate
-
-    accelerator = Accelerator()
-    device, main = accelerator.device, accelerator.is_main_process
-    run = Path(cfg.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    command = command or command_line()
-    torch.manual_seed(cfg.seed)
-    encoder, init_info = build_encoder(cfg.init, cfg.preset, cfg.voxel_size_cm, cfg.encoder_overrides)
-    enc_cfg = encoder.config
-    tasks, weights = cfg.tasks, cfg.weights()
-
-    # ---- data, per group: a fixed fine-tuning set, or a fresh stream
+def _build_groups(cfg: FinetuneConfig, enc_cfg: EncoderConfig, accelerator: Accelerator) -> list[_Group]:
+    """The data of each group: a fixed fine-tuning set, or a fresh stream."""
     groups: list[_Group] = []
     for modes, group_tasks in data_groups(cfg).items():
         spec = DataSpec(modes=modes, seed=cfg.seed, voxel_size_cm=enc_cfg.voxel_size_cm,
@@ -284,18 +262,23 @@ def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool 
                                     world=accelerator.num_processes)
             g.sample = list(itertools.islice(event_stream(spec, "finetune"), 200))
         groups.append(g)
+    return groups
 
-    # ---- heads, with class weights from each group's fine-tuning set
+
+def _build_heads(cfg: FinetuneConfig, groups: list[_Group], enc_cfg: EncoderConfig) -> dict[str, nn.Module]:
+    """One head per task, with class weights from its group's fine-tuning set, in --task order."""
     kind = cfg.head or ("linear" if cfg.mode == "probe" else "mlp")
     heads: dict[str, nn.Module] = {}
     for g in groups:
         for t in g.tasks:
             heads[t] = head_for(t, enc_cfg, kind=kind, **_class_weight_kw(t, g.sample, enc_cfg))
-    heads = {t: heads[t] for t in tasks}  # the order of --task
-    head_dict = nn.ModuleDict(heads)
+    return {t: heads[t] for t in cfg.tasks}
 
-    encoder.to(device)
-    head_dict.to(device)
+
+def _optimizer(cfg: FinetuneConfig, encoder: PointEncoder, head_dict: nn.ModuleDict
+               ) -> tuple[torch.optim.Optimizer, nn.Module]:
+    """AdamW over the heads (and, in full mode, the encoder at ``encoder_lr_scale``); returns
+    it with the module whose gradients are clipped."""
     groups_params = param_groups(head_dict, cfg.weight_decay)
     if cfg.mode == "probe":
         encoder.requires_grad_(False).eval()
@@ -305,17 +288,49 @@ def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool 
             pg["lr_scale"] = cfg.encoder_lr_scale
             groups_params.append(pg)
         trainable = nn.ModuleDict({"encoder": encoder, "heads": head_dict})
-    optimizer = torch.optim.AdamW(groups_params, lr=cfg.lr)
-    for g in groups:
-        if cfg.mode == "probe" and g.train_events:
-            g.cache = _Cache(encoder, g.train_events, device)
+    return torch.optim.AdamW(groups_params, lr=cfg.lr), trainable
 
+
+def _group_loss(cfg: FinetuneConfig, g: _Group, encoder: PointEncoder, heads: dict[str, nn.Module],
+                trainable: nn.Module, rng: np.random.Generator, device, recent: dict, total):
+    """Draw a batch of group ``g``, run the encoder (or read the probe cache) and add each of the
+    group's weighted task losses to ``total``."""
+    idx = None
+    if g.train_events is not None:
+        idx = rng.choice(len(g.train_events), size=min(cfg.batch_size, len(g.train_events)),
+                         replace=False)
+        evs = [g.train_events[i] for i in idx]
+    else:
+        evs = [next(g.stream) for _ in range(cfg.batch_size)]
+    batch = make_batch(evs, encoder.config, device=device)
+    if g.cache is not None:
+        out = g.cache.output(idx)
+    elif cfg.mode == "probe":
+        with torch.no_grad():
+            out = encoder(encoder_inputs(batch))
+    else:
+        trainable.train()
+        out = encoder(encoder_inputs(batch))
+    weights = cfg.weights()
+    for t in g.tasks:
+        head = heads[t]
+        head.train()
+        loss_t = head.loss(head(out, batch), batch)
+        recent[t].append(loss_t.item())
+        term = weights[t] * loss_t
+        total = term if total is None else total + term
+    return total
+
+
+def _train(cfg: FinetuneConfig, encoder: PointEncoder, heads: dict[str, nn.Module], groups: list[_Group],
+           optimizer: torch.optim.Optimizer, trainable: nn.Module, log: LossLog, device,
+           show: bool) -> None:
+    tasks = cfg.tasks
     rng = np.random.default_rng([cfg.seed, 11])
     label = cfg.task if not cfg.multi else f"{len(tasks)} tasks"
-    log = LossLog(run, title=f"finetune {label} ({cfg.mode}, init={Path(cfg.init).name})")
     pbar = tqdm(range(cfg.steps), desc=f"finetune {label} {cfg.mode}", unit="step",
-                disable=not (progress and main), dynamic_ncols=True)
-    t0 = t_last = time.time()
+                disable=not show, dynamic_ncols=True)
+    t_last = time.time()
     recent: dict[str, list[float]] = {k: [] for k in ("loss", *tasks)}
     for step in pbar:
         lr = lr_at(step, cfg)
@@ -323,29 +338,7 @@ def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool 
             pg["lr"] = lr * pg.get("lr_scale", 1.0)
         total = None
         for g in groups:
-            idx = None
-            if g.train_events is not None:
-                idx = rng.choice(len(g.train_events), size=min(cfg.batch_size, len(g.train_events)),
-                                 replace=False)
-                evs = [g.train_events[i] for i in idx]
-            else:
-                evs = [next(g.stream) for _ in range(cfg.batch_size)]
-            batch = make_batch(evs, enc_cfg, device=device)
-            if g.cache is not None:
-                out = g.cache.output(idx)
-            elif cfg.mode == "probe":
-                with torch.no_grad():
-                    out = encoder(encoder_inputs(batch))
-            else:
-                trainable.train()
-                out = encoder(encoder_inputs(batch))
-            for t in g.tasks:
-                head = heads[t]
-                head.train()
-                loss_t = head.loss(head(out, batch), batch)
-                recent[t].append(loss_t.item())
-                term = weights[t] * loss_t
-                total = term if total is None else total + term
+            total = _group_loss(cfg, g, encoder, heads, trainable, rng, device, recent, total)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if cfg.grad_clip:
@@ -363,10 +356,11 @@ def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool 
             log.add(**row)
             pbar.set_postfix(loss=f"{row['loss']:.4f}")
             recent = {k: [] for k in recent}
-    train_minutes = (time.time() - t0) / 60
-    log.plot(("loss", *(f"loss_{t}" for t in tasks)) if cfg.multi else ("loss",))
 
-    # ---- held-out evaluation (each group on its own eval events) and the shipped weights
+
+def _evaluate_groups(cfg: FinetuneConfig, encoder: PointEncoder, heads: dict[str, nn.Module],
+                     groups: list[_Group], device, progress: bool) -> tuple[dict, list, int]:
+    """Each group's heads on its own held-out events: (metrics per task, eval data, n events)."""
     encoder.eval()
     for h in heads.values():
         h.eval()
@@ -382,25 +376,68 @@ def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool 
                                 device=device, progress=progress))
         eval_data.append({**eval_spec.to_dict(), "split": "eval", "n_events": len(eval_events),
                           "tasks": g.tasks})
-    metrics = {t: metrics[t] for t in tasks}
+    return {t: metrics[t] for t in cfg.tasks}, eval_data, n_eval_events
+
+
+def _save_model(run: Path, cfg: FinetuneConfig, command: str, encoder: PointEncoder,
+                heads: dict[str, nn.Module], groups: list[_Group], eval_data: list, init_info: dict,
+                shown: dict) -> None:
+    """``model.safetensors``: the encoder and every head, with the manifest of the run."""
     n_events = cfg.n_events if cfg.n_events is not None else "all"
+    data = {**groups[0].spec.to_dict(), "split": "finetune", "n_events": n_events}
+    extra: dict[str, Any] = {}
+    if cfg.multi:
+        extra = {"tasks": list(cfg.tasks), "task_weights": cfg.weights(),
+                 "data_groups": [{**g.spec.to_dict(), "split": "finetune",
+                                  "n_events": n_events, "tasks": g.tasks} for g in groups]}
+    save_weights(run / "model.safetensors", encoder, heads, manifest={
+        "kind": "finetuned", "task": cfg.task, "mode": cfg.mode, "command": command,
+        "data": data, "eval_data": eval_data[0] if len(eval_data) == 1 else eval_data,
+        **extra, **init_info, "finetune_config": asdict(cfg), "step": cfg.steps,
+        "metrics": shown})
+
+
+def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool = True
+             ) -> dict[str, Any]:
+    """Train the heads (and, in full mode, the encoder); evaluate; save. Returns the metrics.
+
+    One task: ``result["metrics"]`` is that task's metrics. Several: ``result["metrics"]``
+    maps each task to its metrics (and ``result["tasks"]`` lists them).
+    """
+    accelerator = Accelerator()
+    device, main = accelerator.device, accelerator.is_main_process
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    command = command or command_line()
+    torch.manual_seed(cfg.seed)
+    encoder, init_info = build_encoder(cfg.init, cfg.preset, cfg.voxel_size_cm, cfg.encoder_overrides)
+    enc_cfg = encoder.config
+    tasks, weights = cfg.tasks, cfg.weights()
+    groups = _build_groups(cfg, enc_cfg, accelerator)
+    heads = _build_heads(cfg, groups, enc_cfg)
+    head_dict = nn.ModuleDict(heads)
+    encoder.to(device)
+    head_dict.to(device)
+    optimizer, trainable = _optimizer(cfg, encoder, head_dict)
+    for g in groups:
+        if cfg.mode == "probe" and g.train_events:
+            g.cache = _Cache(encoder, g.train_events, device)
+
+    label = cfg.task if not cfg.multi else f"{len(tasks)} tasks"
+    log = LossLog(run, title=f"finetune {label} ({cfg.mode}, init={Path(cfg.init).name})")
+    t0 = time.time()
+    _train(cfg, encoder, heads, groups, optimizer, trainable, log, device, show=progress and main)
+    train_minutes = (time.time() - t0) / 60
+    log.plot(("loss", *(f"loss_{t}" for t in tasks)) if cfg.multi else ("loss",))
+
+    metrics, eval_data, n_eval_events = _evaluate_groups(cfg, encoder, heads, groups, device, progress)
     shown = metrics if cfg.multi else metrics[tasks[0]]
     result = {"task": cfg.task, "tasks": list(tasks), "mode": cfg.mode, "init": str(cfg.init),
-              "n_events": n_events, "steps": cfg.steps, "train_minutes": train_minutes,
+              "n_events": cfg.n_events if cfg.n_events is not None else "all", "steps": cfg.steps,
+              "train_minutes": train_minutes,
               "final_loss": float(log.rows[-1]["loss"]) if log.rows else None,
               "n_eval": n_eval_events, "task_weights": weights, "metrics": shown}
     if main:
         (run / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        first = groups[0]
-        data = {**first.spec.to_dict(), "split": "finetune", "n_events": n_events}
-        extra: dict[str, Any] = {}
-        if cfg.multi:
-            extra = {"tasks": list(tasks), "task_weights": weights,
-                     "data_groups": [{**g.spec.to_dict(), "split": "finetune",
-                                      "n_events": n_events, "tasks": g.tasks} for g in groups]}
-        save_weights(run / "model.safetensors", encoder, heads, manifest={
-            "kind": "finetuned", "task": cfg.task, "mode": cfg.mode, "command": command,
-            "data": data, "eval_data": eval_data[0] if len(eval_data) == 1 else eval_data,
-            **extra, **init_info, "finetune_config": asdict(cfg), "step": cfg.steps,
-            "metrics": shown})
+        _save_model(run, cfg, command, encoder, heads, groups, eval_data, init_info, shown)
     return result

@@ -34,11 +34,19 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES
 
 TASKS = ("semantic", "particle", "interaction", "vertex", "pid", "event")
+
+DEFAULT_DATA_MODE = {"semantic": "nu", "particle": "nu", "pid": "nu", "vertex": "nu",
+                     "event": "nu", "interaction": "mpr"}
+"""Simulator mode each task trains and is scored on ('interaction' needs several interactions
+per event)."""
 
 
 def _proj(in_channels: int, out_channels: int, kind: str, hidden: int) -> nn.Module:
@@ -206,9 +214,6 @@ def discriminative_loss(emb: Tensor, instance: Tensor, batch: Tensor, delta_v: f
 
 
 def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     g = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
     return connected_components(g, directed=False)[1]
 
@@ -216,8 +221,6 @@ def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 def cluster_embeddings(coords: np.ndarray, emb: np.ndarray, radius_cm: float,
                        threshold: float) -> np.ndarray:
     """Instance labels 0..K-1 of one event's points (see the module docstring)."""
-    from scipy.spatial import cKDTree
-
     n = len(coords)
     if n == 0:
         return np.zeros(0, dtype=np.int64)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Iterable, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from larsight.events.model import EVENT_CLASSES, PID_CLASSES, SEMANTIC_CLASSES, Event
 
@@ -270,8 +271,6 @@ class EncoderModel:
     def predict(self, events: Event | Iterable[Event], batch_size: int = 8,
                 progress: bool = False) -> list[EventPrediction]:
         """One ``EventPrediction`` per event (a list even for a single event)."""
-        from tqdm.auto import tqdm
-
         evs, _ = self._as_list(events)
         preds: list[Optional[EventPrediction]] = [None] * len(evs)
         keep = [i for i, e in enumerate(evs) if len(e) > 0]

@@ -37,25 +37,26 @@ state (``--resume``).
 from __future__ import annotations
 
 import copy
-import csv
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .backbone import PointEncoder, energy_feature
 from .checkpoint import has_train_state, load_train_state, save_train_state, save_weights
 from .config import EncoderConfig
 from .data import (MASK_ENERGY_FEATURE, Augment, DataSpec, batch_from_arrays, crop_indices,
                    event_stream, subsample_indices)
+from .training import LossLog, command_line, lr_at, param_groups, positioned, to_device_nested
 
 
 @dataclass
@@ -399,108 +400,31 @@ def mpm_loss(model, batch: dict, cfg: PretrainConfig) -> tuple[Tensor, dict[str,
                                                  "occupancy_iou": iou}
 
 
-# ============================================================================ logging
-class LossLog:
-    """``loss.csv`` (one row per logged step) and ``loss.png`` in a run folder."""
-
-    def __init__(self, folder: str | Path, resume_step: Optional[int] = None, title: str = ""):
-        self.path = Path(folder) / "loss.csv"
-        self.title = title
-        self.rows: list[dict[str, Any]] = []
-        if resume_step is not None and self.path.exists():
-            with open(self.path) as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-            self._rewrite()
-
-    def _rewrite(self) -> None:
-        if not self.rows:
-            self.path.unlink(missing_ok=True)
-            return
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.rows)
-
-    def add(self, **row: Any) -> None:
-        row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-        new_keys = self.rows and set(row) - set(self.rows[0])
-        self.rows.append(row)
-        if new_keys or len(self.rows) == 1:
-            self._rewrite()
-        else:
-            keys = list(self.rows[0])
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=keys, extrasaction="ignore").writerow(row)
-
-    def plot(self, keys: Sequence[str] = ("loss",)) -> Optional[Path]:
-        if not self.rows:
-            return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        steps = [int(r["step"]) for r in self.rows]
-        for k in keys:
-            if k in self.rows[0]:
-                ax.plot(steps, [float(r[k]) for r in self.rows], label=k)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title(self.title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        out = self.path.with_suffix(".png")
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
-
-
-def lr_at(step: int, cfg) -> float:
-    """Linear warmup, then cosine decay to ``min_lr`` at ``steps``."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and prototypes (1-D or named 'prototypes')."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "prototypes" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def command_line() -> str:
-    return "larsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 # ============================================================================ the loop
-def pretrain(cfg: PretrainConfig, command: Optional[str] = None) -> dict[str, Any]:
-    """Run (or resume) pretraining; returns a summary (also in ``run_dir/encoder.json``)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-    from tqdm.auto import tqdm
+@dataclass
+class _Models:
+    """What pretraining trains: the student (wrapped by Accelerate), the EMA teacher and its
+    target normaliser (distill only), the optimizer, and the modules the state file holds."""
 
-    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(
-        find_unused_parameters=True)])
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    run = Path(cfg.run_dir)
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
-    command = command or command_line()
+    encoder: PointEncoder
+    model: nn.Module
+    teacher: Optional[nn.Module]
+    targets: Optional[nn.Module]
+    optimizer: torch.optim.Optimizer
+    modules: dict[str, nn.Module]
 
-    enc_cfg = cfg.encoder_config()
-    spec = DataSpec(modes=cfg.data_mode, seed=cfg.seed, voxel_size_cm=enc_cfg.voxel_size_cm,
-                    files=cfg.files)
-    voxel = enc_cfg.voxel_size_cm
-    torch.manual_seed(cfg.seed)  # same initial weights on every process
+
+@dataclass
+class _Progress:
+    """Where a run is: the resumable counters and this process's random stream."""
+
+    rng: np.random.Generator
+    step: int = 0
+    events_seen: int = 0
+    stream_pos: int = 0
+
+
+def _build_models(cfg: PretrainConfig, enc_cfg: EncoderConfig, accelerator: Accelerator) -> _Models:
     encoder = PointEncoder(enc_cfg)
     if cfg.objective == "distill":
         student: nn.Module = DistillModel(encoder, cfg)
@@ -514,28 +438,92 @@ def pretrain(cfg: PretrainConfig, command: Optional[str] = None) -> dict[str, An
     if teacher is not None:
         teacher.to(accelerator.device).eval()
         targets.to(accelerator.device)
-
-    step, events_seen, stream_pos = 0, 0, 0
-    rng = np.random.default_rng([cfg.seed, rank, 7])
-    state_dir = run / "state"
     modules = {"student": accelerator.unwrap_model(model)}
     if teacher is not None:
         modules.update(teacher=teacher, targets=targets)
+    return _Models(encoder, model, teacher, targets, optimizer, modules)
+
+
+def _resume(cfg: PretrainConfig, state_dir: Path, m: _Models, prog: _Progress, rank: int,
+            main: bool, run: Path) -> None:
     if cfg.resume and has_train_state(state_dir):
-        st = load_train_state(state_dir, modules=modules, optimizer=optimizer)
-        step, extra = st["step"], st["extra"]
-        events_seen, stream_pos = int(extra["events_seen"]), int(extra["stream_pos"])
-        rng.bit_generator.state = extra["numpy_rng"][rank] if rank < len(extra["numpy_rng"]) \
-            else rng.bit_generator.state
+        st = load_train_state(state_dir, modules=m.modules, optimizer=m.optimizer)
+        prog.step, extra = st["step"], st["extra"]
+        prog.events_seen, prog.stream_pos = int(extra["events_seen"]), int(extra["stream_pos"])
+        prog.rng.bit_generator.state = extra["numpy_rng"][rank] if rank < len(extra["numpy_rng"]) \
+            else prog.rng.bit_generator.state
         if main:
-            print(f"resumed {run} at step {step}")
+            print(f"resumed {run} at step {prog.step}")
     elif cfg.resume and main:
         print(f"--resume: no state in {state_dir}; starting from scratch")
-    stream = _positioned(event_stream(spec, "pretrain", start=stream_pos, rank=rank, world=world,
-                                      min_points=0), stream_pos, min_points=8)
-    log = LossLog(run, resume_step=step, title=f"pretrain {cfg.objective} ({enc_cfg.name})") \
+
+
+def _save(run: Path, cfg: PretrainConfig, m: _Models, prog: _Progress, spec: DataSpec, command: str,
+          world: int, log: LossLog, final_metrics: dict) -> None:
+    """The resumable state, the shipped encoder (the teacher's for distill) and the loss plot."""
+    numpy_states = [prog.rng.bit_generator.state]  # this process; others restart their own
+    save_train_state(run / "state", step=prog.step, modules=m.modules, optimizer=m.optimizer,
+                     extra={"events_seen": prog.events_seen, "stream_pos": prog.stream_pos,
+                            "numpy_rng": numpy_states, "config": asdict(cfg)})
+    shipped = m.teacher.encoder if m.teacher is not None else m.modules["student"].encoder
+    save_weights(run / "encoder.safetensors", shipped, manifest={
+        "kind": "pretrained-encoder", "objective": cfg.objective,
+        "weights_from": "EMA teacher" if m.teacher is not None else "student",
+        "command": command, "data": {**spec.to_dict(), "split": "pretrain"},
+        "pretrain_config": asdict(cfg), "step": prog.step, "events_seen": prog.events_seen * world,
+        "processes": world, "metrics": final_metrics})
+    log.plot(("loss", "event", "point") if cfg.objective == "distill"
+             else ("loss", "occupancy", "energy"))
+
+
+def _train_step(cfg: PretrainConfig, m: _Models, evs: list, prog: _Progress, voxel: float,
+                accelerator: Accelerator) -> tuple[Tensor, dict[str, float]]:
+    """One optimizer step on ``evs`` (and the teacher's EMA update); returns the loss."""
+    m.model.train()
+    if cfg.objective == "distill":
+        batch = to_device_nested(distill_batch(evs, prog.rng, cfg, voxel), accelerator.device)
+        with accelerator.autocast():
+            loss, parts = distill_loss(m.model, m.teacher, m.targets, batch, cfg, prog.step)
+    else:
+        batch = to_device_nested(mpm_batch(evs, prog.rng, cfg, voxel), accelerator.device)
+        with accelerator.autocast():
+            loss, parts = mpm_loss(m.model, batch, cfg)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"pretrain: non-finite loss at step {prog.step}: {parts}")
+    accelerator.backward(loss)
+    if cfg.grad_clip:
+        accelerator.clip_grad_norm_(m.model.parameters(), cfg.grad_clip)
+    m.optimizer.step()
+    m.optimizer.zero_grad(set_to_none=True)
+    if m.teacher is not None:
+        mom = 1 - (1 - cfg.ema_start) * (math.cos(math.pi * prog.step / cfg.steps) + 1) / 2
+        ema_update(m.teacher, accelerator.unwrap_model(m.model), mom)
+    return loss, parts
+
+
+def pretrain(cfg: PretrainConfig, command: Optional[str] = None) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns a summary (also in ``run_dir/encoder.json``)."""
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(
+        find_unused_parameters=True)])
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    run = Path(cfg.run_dir)
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+    command = command or command_line()
+
+    enc_cfg = cfg.encoder_config()
+    spec = DataSpec(modes=cfg.data_mode, seed=cfg.seed, voxel_size_cm=enc_cfg.voxel_size_cm,
+                    files=cfg.files)
+    voxel = enc_cfg.voxel_size_cm
+    torch.manual_seed(cfg.seed)  # same initial weights on every process
+    m = _build_models(cfg, enc_cfg, accelerator)
+    prog = _Progress(rng=np.random.default_rng([cfg.seed, rank, 7]))
+    _resume(cfg, run / "state", m, prog, rank, main, run)
+    stream = positioned(event_stream(spec, "pretrain", start=prog.stream_pos, rank=rank, world=world,
+                                     min_points=0), prog.stream_pos, min_points=8)
+    log = LossLog(run, resume_step=prog.step, title=f"pretrain {cfg.objective} ({enc_cfg.name})") \
         if main else None
-    n_params = sum(p.numel() for p in encoder.parameters())
+    n_params = sum(p.numel() for p in m.encoder.parameters())
     if main:
         print(f"pretrain {cfg.objective}: encoder {enc_cfg.name} ({n_params / 1e6:.2f} M params), "
               f"{world} process(es) on {accelerator.device}, {cfg.batch_size} events/process/step, "
@@ -543,104 +531,52 @@ def pretrain(cfg: PretrainConfig, command: Optional[str] = None) -> dict[str, An
 
     def checkpoint(final_metrics: dict) -> None:
         accelerator.wait_for_everyone()
-        if not main:
-            return
-        numpy_states = [rng.bit_generator.state]  # this process; others restart their own
-        save_train_state(state_dir, step=step, modules=modules, optimizer=optimizer,
-                         extra={"events_seen": events_seen, "stream_pos": stream_pos, "numpy_rng": numpy_states,
-                                "config": asdict(cfg)})
-        shipped = teacher.encoder if teacher is not None else accelerator.unwrap_model(model).encoder
-        save_weights(run / "encoder.safetensors", shipped, manifest={
-            "kind": "pretrained-encoder", "objective": cfg.objective,
-            "weights_from": "EMA teacher" if teacher is not None else "student",
-            "command": command, "data": {**spec.to_dict(), "split": "pretrain"},
-            "pretrain_config": asdict(cfg), "step": step, "events_seen": events_seen * world,
-            "processes": world, "metrics": final_metrics})
-        log.plot(("loss", "event", "point") if cfg.objective == "distill"
-                 else ("loss", "occupancy", "energy"))
+        if main:
+            _save(run, cfg, m, prog, spec, command, world, log, final_metrics)
 
-    pbar = tqdm(total=cfg.steps, initial=step, disable=not main, desc=f"pretrain {cfg.objective}",
+    pbar = tqdm(total=cfg.steps, initial=prog.step, disable=not main, desc=f"pretrain {cfg.objective}",
                 unit="step", dynamic_ncols=True)
     t_start = time.time()
     t_last, steps_since, recent = t_start, 0, []
     metrics: dict[str, float] = {}
-    while step < cfg.steps:
-        lr = lr_at(step, cfg)
-        for g in optimizer.param_groups:
+    while prog.step < cfg.steps:
+        lr = lr_at(prog.step, cfg)
+        for g in m.optimizer.param_groups:
             g["lr"] = lr
         evs = []
         for _ in range(cfg.batch_size):
-            stream_pos, ev = next(stream)
+            prog.stream_pos, ev = next(stream)
             evs.append(ev)
-        events_seen += cfg.batch_size
-        model.train()
-        if cfg.objective == "distill":
-            batch = to_device_nested(distill_batch(evs, rng, cfg, voxel), accelerator.device)
-            with accelerator.autocast():
-                loss, parts = distill_loss(model, teacher, targets, batch, cfg, step)
-        else:
-            batch = to_device_nested(mpm_batch(evs, rng, cfg, voxel), accelerator.device)
-            with accelerator.autocast():
-                loss, parts = mpm_loss(model, batch, cfg)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"pretrain: non-finite loss at step {step}: {parts}")
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if teacher is not None:
-            m = 1 - (1 - cfg.ema_start) * (math.cos(math.pi * step / cfg.steps) + 1) / 2
-            ema_update(teacher, accelerator.unwrap_model(model), m)
-        step += 1
+        prog.events_seen += cfg.batch_size
+        loss, parts = _train_step(cfg, m, evs, prog, voxel, accelerator)
+        prog.step += 1
         steps_since += 1
-        loss_value = float(accelerator.reduce(loss.detach(), "mean"))
-        recent.append(loss_value)
+        recent.append(float(accelerator.reduce(loss.detach(), "mean")))
         pbar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if prog.step % cfg.log_every == 0 or prog.step == cfg.steps:
             now = time.time()
             sec = (now - t_last) / steps_since
             t_last, steps_since = now, 0
             metrics = {"loss": float(np.mean(recent)), **parts, "sec_per_step": sec}
             recent = []
             if main:
-                log.add(step=step, loss=metrics["loss"], **parts, lr=lr, sec_per_step=sec,
-                        events=events_seen * world, elapsed_min=(now - t_start) / 60)
+                log.add(step=prog.step, loss=metrics["loss"], **parts, lr=lr, sec_per_step=sec,
+                        events=prog.events_seen * world, elapsed_min=(now - t_start) / 60)
                 pbar.set_postfix(loss=f"{metrics['loss']:.4f}", s_step=f"{sec:.2f}")
         out_of_time = cfg.time_limit_min is not None and \
             (time.time() - t_start) / 60 >= cfg.time_limit_min
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
+        if prog.step % cfg.ckpt_every == 0 or prog.step == cfg.steps or out_of_time:
             checkpoint(metrics)
         if out_of_time:
             if main:
-                print(f"time limit {cfg.time_limit_min} min reached at step {step}")
+                print(f"time limit {cfg.time_limit_min} min reached at step {prog.step}")
             break
     pbar.close()
     elapsed = time.time() - t_start
-    summary = {"run_dir": str(run), "objective": cfg.objective, "step": step,
-               "events_seen": events_seen * world, "minutes": elapsed / 60, **metrics}
+    summary = {"run_dir": str(run), "objective": cfg.objective, "step": prog.step,
+               "events_seen": prog.events_seen * world, "minutes": elapsed / 60, **metrics}
     if main:
-        print(f"pretrain done: step {step}, loss {metrics.get('loss', float('nan')):.4f}, "
+        print(f"pretrain done: step {prog.step}, loss {metrics.get('loss', float('nan')):.4f}, "
               f"{elapsed / 60:.1f} min; weights {run / 'encoder.safetensors'}")
     accelerator.end_training() if hasattr(accelerator, "end_training") else None
     return summary
-
-
-def _positioned(stream, start: int, min_points: int):
-    """(position after the event, event) for events with at least ``min_points`` points;
-    the position is what ``--resume`` restarts the stream from."""
-    pos = start
-    for ev in stream:
-        pos += 1
-        if len(ev) >= min_points:
-            yield pos, ev
-
-
-def to_device_nested(obj: Any, device) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: to_device_nested(v, device) for k, v in obj.items()}
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(to_device_nested(v, device) for v in obj)
-    return obj

@@ -32,6 +32,9 @@ pitch: at 512 px a pixel is 0.45 cm, finer than a 1.2 cm coarse voxel, so the ma
 sparse lattice of dots (the paper's regime); at 128 px (1.8 cm pixels) the coarse voxels are still
 smaller than a pixel and the maps change much less.
 
+Modules: ``baseline_models`` (the networks, their images, inference), ``baseline_checkpoint``
+(saving and loading); this one trains them and is the command line, and its names are the API.
+
 Checkpoints: ``run_dir/model.safetensors`` + ``run_dir/model.json`` (format ``larsight-baseline``;
 architecture, image settings, exact call, data seed, final loss), both written atomically; the
 manifest is also in the safetensors header. ``load_baseline`` rebuilds the model from it and
@@ -40,419 +43,40 @@ checks every tensor's name and shape.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
+import multiprocessing as mp
 import os
 import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from larsight.events.model import EVENT_CLASSES, Event
-from larsight.events.projections import coarsen, pixel_maps
-
-KINDS = ("cnn", "vit")
-VIEWS = ("xz", "yz")
-DEFAULT_IMAGE_SIZE = 128
-"""CPU default (1.8 cm pixels over the 230.4 cm volume). The paper used 512 (pass image_size=512)."""
-PAPER_IMAGE_SIZE = 512
-FORMAT = "larsight-baseline"
-FORMAT_VERSION = 1
-METADATA_KEY = "larsight_manifest"
-WEIGHTS_NAME = "model.safetensors"
-MANIFEST_NAME = "model.json"
-
-
-# ============================================================================ images
-def view_images(events: Sequence[Event], image_size: int = DEFAULT_IMAGE_SIZE,
-                voxel_scale: int = 1) -> Tensor:
-    """Float32 ``(B, 2, H, W)``: log1p(MeV per pixel) of the XZ and YZ views of each event.
-
-    One preallocated array is filled view by view so the only per-event Python work is the
-    projection itself (a bincount); ``voxel_scale > 1`` adds the 3D re-voxelisation first.
-    """
-    if isinstance(events, Event):
-        events = [events]
-    events = list(events)
-    if not events:
-        raise ValueError("view_images: got an empty list of events (need at least one)")
-    image_size, voxel_scale = int(image_size), int(voxel_scale)
-    if image_size < 8:
-        raise ValueError(f"view_images: image_size must be >= 8, got {image_size}")
-    if voxel_scale < 1:
-        raise ValueError(f"view_images: voxel_scale must be an integer >= 1, got {voxel_scale}")
-    out = np.empty((len(events), len(VIEWS), image_size, image_size), dtype=np.float32)
-    for i, ev in enumerate(events):
-        if not isinstance(ev, Event):
-            raise TypeError(f"view_images: item {i} is a {type(ev).__name__}, not an events.Event")
-        if voxel_scale > 1:
-            ev = coarsen(ev, voxel_scale)
-        out[i] = pixel_maps(ev, size=image_size, views=VIEWS, log=True)
-    return torch.from_numpy(out)
-
-
-def class_targets(events: Sequence[Event]) -> Tensor:
-    """Index into ``EVENT_CLASSES`` per event; an event without a neutrino class is an error
-    (a silent -1 would be dropped by the loss and skew the class balance unnoticed)."""
-    out = []
-    for i, ev in enumerate(events):
-        cls = ev.event_class
-        if cls not in EVENT_CLASSES:
-            raise ValueError(f"class_targets: event {i} has event_class {cls!r}; training needs one of "
-                             f"{EVENT_CLASSES} (simulate with mode 'nu')")
-        out.append(EVENT_CLASSES.index(cls))
-    return torch.tensor(out, dtype=torch.long)
-
-
-def _check_images(x: Tensor, who: str) -> None:
-    if x.ndim != 4 or x.shape[1] != len(VIEWS):
-        raise ValueError(f"{who}: expected images (B, 2, H, W) (XZ and YZ views), got {tuple(x.shape)}")
-
-
-# ============================================================================ the CNN
-def _divisible(v: float, divisor: int = 8) -> int:
-    """Channel counts rounded to multiples of 8 (as MobileNetV2 does), never below 90% of ``v``,
-    so thin width multipliers still give vector-friendly layer widths."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new < 0.9 * v:
-        new += divisor
-    return new
-
-
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
-
-
-class InvertedResidual(nn.Module):
-    """Expand (1x1) -> depthwise 3x3 -> linear projection (1x1), residual when shapes allow.
-
-    The projection has no activation because the narrow bottleneck would lose information
-    through a ReLU (the MobileNetV2 argument); the cheap depthwise conv is where the spatial
-    work happens, which keeps the tower at ~2.2M parameters.
-    """
-
-    def __init__(self, cin: int, cout: int, stride: int, expand: int):
-        super().__init__()
-        hidden = cin * expand
-        layers: list[nn.Module] = []
-        if expand != 1:
-            layers.append(_conv_bn(cin, hidden, 1))
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden),
-                   _conv_bn(hidden, cout, 1, act=False)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x) if self.residual else self.block(x)
-
-
-MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-"""(expansion, channels, repeats, first stride) per stage: MobileNetV2's published layout."""
-
-
-class MobileNetTower(nn.Module):
-    """One view -> a pooled feature vector. Single input channel (an energy map, not RGB).
-
-    ``width_mult`` scales every layer including the last 1x1 (MobileNetV2 keeps 1280 there for
-    thin nets; here it scales too, so a thin CPU model is thin end to end).
-    """
-
-    def __init__(self, width_mult: float = 1.0, in_channels: int = 1):
-        super().__init__()
-        c = _divisible(32 * width_mult)
-        layers: list[nn.Module] = [_conv_bn(in_channels, c, 3, stride=2)]
-        for t, ch, n, s in MOBILENET_V2_STAGES:
-            cout = _divisible(ch * width_mult)
-            for i in range(n):
-                layers.append(InvertedResidual(c, cout, s if i == 0 else 1, t))
-                c = cout
-        self.out_channels = _divisible(1280 * width_mult)
-        layers.append(_conv_bn(c, self.out_channels, 1))
-        self.features = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.features(x).mean(dim=(2, 3))
-
-
-class TwoViewCNN(nn.Module):
-    """The paper's CNN: a Siamese MobileNetV2-like tower over XZ and YZ, features concatenated,
-    then an MLP to 3 logits (nue_cc, numu_cc, nc).
-
-    Shared weights because the two views are the same kind of image (the same physics seen along
-    two wire planes): sharing halves the parameters and doubles the examples each filter sees.
-    Features are joined only after pooling, because pixel columns of the two views bin different
-    axes (x vs y), so there is no meaningful pixel-wise pairing to exploit earlier. The default
-    (width 1.0, hidden 448) has ~3.37M parameters, the paper's ~3.4M.
-    """
-
-    kind = "cnn"
-
-    def __init__(self, width_mult: float = 1.0, n_classes: int = len(EVENT_CLASSES),
-                 image_size: int = DEFAULT_IMAGE_SIZE, hidden: int = 448, dropout: float = 0.2):
-        super().__init__()
-        if width_mult <= 0 or n_classes < 2 or hidden < 1:
-            raise ValueError(f"TwoViewCNN: need width_mult > 0, n_classes >= 2, hidden >= 1; got "
-                             f"{width_mult}, {n_classes}, {hidden}")
-        self.config = {"width_mult": float(width_mult), "n_classes": int(n_classes),
-                       "image_size": int(image_size), "hidden": int(hidden), "dropout": float(dropout)}
-        self.image_size = int(image_size)
-        self.tower = MobileNetTower(width_mult)
-        d = self.tower.out_channels
-        self.head = nn.Sequential(nn.Linear(len(VIEWS) * d, hidden), nn.ReLU(inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, "TwoViewCNN")
-        b, v, h, w = x.shape
-        # both views through the tower in one call: one batch of 2B single-channel images
-        feats = self.tower(x.reshape(b * v, 1, h, w)).reshape(b, -1)
-        return self.head(feats)
-
-
-# ============================================================================ the ViT
-class TwoViewViT(nn.Module):
-    """open_clip's ``VisionTransformer`` (random init) shared by both views, embeddings
-    concatenated, then an MLP to 3 logits.
-
-    Choice: two single-channel images through one shared ViT rather than one 2-channel image.
-    A 2-channel patch would stack an x-bin of the XZ view on a y-bin of the YZ view: only the
-    z rows line up, so early fusion would pair unrelated detector regions in every token. Late
-    fusion keeps each token a real region of one view and mirrors the Siamese CNN, so the two
-    baselines differ in the backbone only. The single energy channel gets its own patch
-    embedding (``conv1`` with 1 input channel) instead of repeating the map to RGB: with no
-    pretrained weights there is nothing to keep compatible, and repeating only triples the cost
-    of the first layer. Defaults (width 192, 6 layers, 3 heads, patch 16 at 128 px = 64 tokens
-    per view) give ~3.0M parameters, matched to the CNN.
-    """
-
-    kind = "vit"
-
-    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, patch_size: int = 16, width: int = 192,
-                 layers: int = 6, heads: int = 3, mlp_ratio: float = 4.0, embed_dim: int = 256,
-                 hidden: int = 448, n_classes: int = len(EVENT_CLASSES), dropout: float = 0.1):
-        super().__init__()
-        from open_clip.transformer import VisionTransformer
-
-        if image_size % patch_size:
-            raise ValueError(f"TwoViewViT: image_size {image_size} must be a multiple of patch_size {patch_size}")
-        if width % heads:
-            raise ValueError(f"TwoViewViT: width {width} must be divisible by heads {heads}")
-        self.config = {"image_size": int(image_size), "patch_size": int(patch_size), "width": int(width),
-                       "layers": int(layers), "heads": int(heads), "mlp_ratio": float(mlp_ratio),
-                       "embed_dim": int(embed_dim), "hidden": int(hidden), "n_classes": int(n_classes),
-                       "dropout": float(dropout)}
-        self.image_size = int(image_size)
-        self.vit = VisionTransformer(image_size=image_size, patch_size=patch_size, width=width,
-                                     layers=layers, heads=heads, mlp_ratio=mlp_ratio,
-                                     output_dim=embed_dim, pool_type="tok")
-        self.vit.conv1 = nn.Conv2d(1, width, kernel_size=patch_size, stride=patch_size, bias=False)
-        self.head = nn.Sequential(nn.Linear(len(VIEWS) * embed_dim, hidden), nn.GELU(),
-                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
-
-    def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, "TwoViewViT")
-        b, v, h, w = x.shape
-        if (h, w) != (self.image_size, self.image_size):
-            raise ValueError(f"TwoViewViT: built for {self.image_size}x{self.image_size} images "
-                             f"(learned positional embeddings), got {h}x{w}")
-        emb = self.vit(x.reshape(b * v, 1, h, w)).reshape(b, -1)
-        return self.head(emb)
-
-
-def build_model(kind: str, **config: Any) -> nn.Module:
-    """``TwoViewCNN`` or ``TwoViewViT`` from a config dict (the manifest's ``model.config``)."""
-    if kind == "cnn":
-        return TwoViewCNN(**config)
-    if kind == "vit":
-        return TwoViewViT(**config)
-    raise ValueError(f"baseline kind must be one of {KINDS}, got {kind!r}")
-
-
-def count_parameters(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-# ============================================================================ checkpoints
-class BaselineCheckpointError(ValueError):
-    """A baseline checkpoint is missing, malformed or does not fit the model (message says what)."""
-
-
-def _larsight_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("larsight")
-    except Exception:
-        return "0.1.0+local"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` then rename onto ``path`` (events.formats.atomic: a crash leaves the old file)."""
-    from larsight.events.formats.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
-def save_baseline(run_dir: str | Path, model: nn.Module, manifest: Optional[dict] = None) -> Path:
-    """``run_dir/model.safetensors`` + ``model.json``, each written to a temporary name and
-    renamed, so an interrupted save never leaves a half-written checkpoint under the real name."""
-    from safetensors.torch import save_file
-
-    if getattr(model, "kind", None) not in KINDS:
-        raise TypeError(f"save_baseline: expected a TwoViewCNN or TwoViewViT, got {type(model).__name__}")
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    man = {"format": FORMAT, "format_version": FORMAT_VERSION, "larsight_version": _larsight_version(),
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "model": {"kind": model.kind, "config": dict(model.config)},
-           "image": {"size": model.image_size, "views": list(VIEWS), "values": "log1p(MeV per pixel)",
-                     "extent": "full detector volume"},
-           "classes": list(EVENT_CLASSES), "n_parameters": count_parameters(model),
-           **dict(manifest or {})}
-    text = json.dumps(man, indent=2, default=str)
-    weights = run / WEIGHTS_NAME
-    _atomic_write(weights, lambda p: save_file(tensors, str(p), metadata={METADATA_KEY: json.dumps(man, default=str)}))
-    _atomic_write(run / MANIFEST_NAME, lambda p: p.write_text(text + "\n"))
-    return weights
-
-
-def _locate(run_dir: str | Path) -> tuple[Path, Path]:
-    path = Path(run_dir)
-    weights = path if path.suffix == ".safetensors" else path / WEIGHTS_NAME
-    if not weights.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"load_baseline: {path} does not exist")
-        raise FileNotFoundError(f"load_baseline: no {weights.name} in {weights.parent} (train one with "
-                                f"train_baseline or python -m larsight.evals.baselines train)")
-    return weights, weights.with_name(MANIFEST_NAME)
-
-
-def read_baseline_manifest(run_dir: str | Path) -> dict:
-    """The manifest (``model.json``, else the safetensors header), format-checked."""
-    from safetensors import safe_open
-
-    weights, side = _locate(run_dir)
-    if side.exists():
-        man = json.loads(side.read_text())
-    else:
-        with safe_open(str(weights), framework="pt") as f:
-            meta = f.metadata() or {}
-        if METADATA_KEY not in meta:
-            raise BaselineCheckpointError(f"{weights}: no manifest ({side.name} missing and no header entry)")
-        man = json.loads(meta[METADATA_KEY])
-    if man.get("format") != FORMAT:
-        raise BaselineCheckpointError(f"{weights}: format is {man.get('format')!r}, expected {FORMAT!r} "
-                                      f"(an encoder checkpoint? use encoder.checkpoint.load_weights)")
-    if int(man.get("format_version", -1)) > FORMAT_VERSION:
-        raise BaselineCheckpointError(f"{weights}: format_version {man['format_version']} is newer than "
-                                      f"this larsight understands ({FORMAT_VERSION})")
-    return man
-
-
-def load_baseline(run_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The model of a run folder (or a ``.safetensors`` path), in eval mode, with its manifest
-    as ``model.manifest``. Every tensor is checked by name and shape before loading."""
-    from safetensors.torch import load_file
-
-    from larsight.encoder.checkpoint import CheckpointError, load_module_tensors
-
-    weights, _ = _locate(run_dir)
-    man = read_baseline_manifest(weights)
-    try:
-        model = build_model(man["model"]["kind"], **man["model"]["config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise BaselineCheckpointError(f"{weights}: cannot build the model from the manifest: {err}") from err
-    tensors = load_file(str(weights), device=str(map_location))
-    try:
-        load_module_tensors(model, tensors, "", str(weights))
-    except CheckpointError as err:
-        raise BaselineCheckpointError(str(err)) from err
-    model.manifest = man
-    return model.to(map_location).eval()
-
-
-# ============================================================================ inference
-@torch.inference_mode()
-def predict_proba(model: nn.Module, events: Sequence[Event], image_size: Optional[int] = None,
-                  voxel_scale: int = 1, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities ``(N, 3)`` (columns ``EVENT_CLASSES``), rows summing to 1.
-
-    ``image_size`` defaults to the model's training size; the CNN also accepts others (global
-    pooling), the ViT does not. The softmax is taken in float64 so rows sum to 1 to ~1e-12.
-    """
-    events = list(events) if not isinstance(events, Event) else [events]
-    if not events:
-        raise ValueError("predict_proba: got an empty list of events")
-    if batch_size < 1:
-        raise ValueError(f"predict_proba: batch_size must be >= 1, got {batch_size}")
-    size = int(image_size or getattr(model, "image_size", DEFAULT_IMAGE_SIZE))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    try:
-        for i in range(0, len(events), batch_size):
-            x = view_images(events[i:i + batch_size], size, voxel_scale).to(device)
-            out.append(torch.softmax(model(x).double(), dim=-1).cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(out)
-
-
-def time_inference(model: nn.Module, events: Sequence[Event], image_size: Optional[int] = None,
-                   batch_size: int = 32, repeats: int = 3) -> dict[str, float]:
-    """Milliseconds per event: projection (events -> images), forward pass, and end to end
-    (``predict_proba``); best of ``repeats`` for each, after one warm-up call."""
-    events = list(events)
-    size = int(image_size or model.image_size)
-    model.eval()
-
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return 1e3 * min(times) / len(events)
-
-    x = view_images(events, size)
-
-    def forward():
-        with torch.inference_mode():
-            for i in range(0, len(events), batch_size):
-                model(x[i:i + batch_size])
-
-    return {"project_ms": best(lambda: view_images(events, size)), "forward_ms": best(forward),
-            "end_to_end_ms": best(lambda: predict_proba(model, events, size, batch_size=batch_size)),
-            "image_size": size, "batch_size": batch_size, "n_events": len(events),
-            "threads": torch.get_num_threads()}
+from tqdm.auto import tqdm
+
+from larsight.encoder.data import DataSpec, event_stream, split_seed, take
+from larsight.encoder.training import LossLog, lr_at, param_groups
+from larsight.events.model import EVENT_CLASSES
+from larsight.events.sim import MODES
+
+from .baseline_checkpoint import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, METADATA_KEY,
+                                  WEIGHTS_NAME, BaselineCheckpointError, load_baseline,
+                                  read_baseline_manifest, save_baseline)
+from .baseline_models import (DEFAULT_IMAGE_SIZE, KINDS, PAPER_IMAGE_SIZE, VIEWS,
+                              MobileNetTower, TwoViewCNN, TwoViewViT, build_model, class_targets,
+                              count_parameters, predict_proba, time_inference, view_images)
+
+__all__ = ["train_baseline", "BaselineConfig", "training_set", "load_baseline", "save_baseline",
+           "read_baseline_manifest", "BaselineCheckpointError", "predict_proba", "time_inference",
+           "view_images", "class_targets", "build_model", "count_parameters", "TwoViewCNN", "TwoViewViT",
+           "MobileNetTower", "KINDS", "VIEWS", "DEFAULT_IMAGE_SIZE", "PAPER_IMAGE_SIZE", "FORMAT",
+           "FORMAT_VERSION", "METADATA_KEY", "WEIGHTS_NAME", "MANIFEST_NAME"]
 
 
 # ============================================================================ training
@@ -505,8 +129,6 @@ class BaselineConfig:
 
 def _images_of(index: int, seed: int, volume, image_size: int) -> Optional[tuple[np.ndarray, int]]:
     """Worker: one simulated event of the stream -> (float16 images, class), None if empty."""
-    from larsight.events.sim import MODES
-
     ev = MODES["nu"](seed=seed, index=index, volume=volume)
     if len(ev) < 1:
         return None
@@ -522,12 +144,6 @@ def training_set(spec, n: int, image_size: int, workers: int = 0,
     kept in float16 (log1p values below ~10 need no more) to halve the memory of large sets.
     Event files are read in order in this process.
     """
-    from functools import partial
-
-    from tqdm.auto import tqdm
-
-    from larsight.encoder.data import split_seed, take
-
     if spec.files:
         evs = take(spec, "finetune", n)
         if not evs:
@@ -541,8 +157,6 @@ def training_set(spec, n: int, image_size: int, workers: int = 0,
     start = 0
     pool = None
     if workers > 1 and n >= 4 * workers:
-        import multiprocessing as mp
-
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         pool = ctx.Pool(workers)
     try:
@@ -590,11 +204,6 @@ def train_baseline(kind: str = "cnn", steps: int = 600, batch_size: int = 32, lr
     ``width_mult`` (CNN) and ``model`` (any architecture keyword) shape the network; other
     ``options`` are ``BaselineConfig`` fields. Returns the manifest (also ``model.json``).
     """
-    from tqdm.auto import tqdm
-
-    from larsight.encoder.data import DataSpec, event_stream, split_seed
-    from larsight.encoder.pretrain import LossLog, lr_at, param_groups
-
     arch = dict(model or {})
     if width_mult is not None:
         if kind != "cnn":
@@ -613,6 +222,28 @@ def train_baseline(kind: str = "cnn", steps: int = 600, batch_size: int = 32, lr
 
     spec = DataSpec(modes=("nu",), seed=cfg.seed, voxel_size_cm=cfg.voxel_size_cm, files=cfg.files)
     t0 = time.perf_counter()
+    next_batch, class_counts = _batch_source(cfg, spec, rng, progress)
+    data_seconds = time.perf_counter() - t0
+    losses, train_seconds = _fit(net, cfg, next_batch, run, progress)
+    tail = losses[-min(len(losses), 20):]
+    manifest = {
+        "command": command or _call_string(cfg),
+        "argv": " ".join(shlex.quote(a) for a in sys.argv),
+        "config": asdict(cfg),
+        "data": {**spec.to_dict(), "split": "finetune", "data_seed": split_seed(cfg.seed, "finetune"),
+                 "n_events": cfg.n_events, "class_counts": class_counts},
+        "final_loss": losses[-1], "final_loss_mean20": float(np.mean(tail)),
+        "train_seconds": round(train_seconds, 2), "data_seconds": round(data_seconds, 2),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    save_baseline(run, net, manifest)
+    return read_baseline_manifest(run)
+
+
+def _batch_source(cfg: BaselineConfig, spec: DataSpec, rng: np.random.Generator,
+                  progress: bool) -> tuple[Callable[[], tuple[Tensor, Tensor]], Optional[dict]]:
+    """A function returning the next training batch (from the fixed set, imaged once, or from
+    fresh events), and the fixed set's class counts."""
     if cfg.n_events is not None:
         images, targets = training_set(spec, cfg.n_events, cfg.image_size, cfg.workers, progress)
         class_counts = {c: int((targets == k).sum()) for k, c in enumerate(EVENT_CLASSES)}
@@ -620,7 +251,6 @@ def train_baseline(kind: str = "cnn", steps: int = 600, batch_size: int = 32, lr
     else:
         stream = event_stream(spec, "finetune")
         class_counts = None
-    data_seconds = time.perf_counter() - t0
 
     def next_batch() -> tuple[Tensor, Tensor]:
         if stream is None:
@@ -632,6 +262,13 @@ def train_baseline(kind: str = "cnn", steps: int = 600, batch_size: int = 32, lr
             x, y = view_images(evs_, cfg.image_size), class_targets(evs_)
         return (_flip(x, rng) if cfg.augment else x), y
 
+    return next_batch, class_counts
+
+
+def _fit(net: nn.Module, cfg: BaselineConfig, next_batch: Callable[[], tuple[Tensor, Tensor]], run: Path,
+         progress: bool) -> tuple[list[float], float]:
+    """The training loop (AdamW, warmup + cosine, clipping, cross-entropy); returns the losses
+    per step and the seconds it took. Leaves ``net`` in eval mode."""
     opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     log = LossLog(run, title=f"{cfg.kind} baseline")
     losses: list[float] = []
@@ -665,19 +302,7 @@ def train_baseline(kind: str = "cnn", steps: int = 600, batch_size: int = 32, lr
     except Exception:  # a plot is a nicety; never lose a trained model over matplotlib
         pass
 
-    tail = losses[-min(len(losses), 20):]
-    manifest = {
-        "command": command or _call_string(cfg),
-        "argv": " ".join(shlex.quote(a) for a in sys.argv),
-        "config": asdict(cfg),
-        "data": {**spec.to_dict(), "split": "finetune", "data_seed": split_seed(cfg.seed, "finetune"),
-                 "n_events": cfg.n_events, "class_counts": class_counts},
-        "final_loss": losses[-1], "final_loss_mean20": float(np.mean(tail)),
-        "train_seconds": round(train_seconds, 2), "data_seconds": round(data_seconds, 2),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }
-    save_baseline(run, net, manifest)
-    return read_baseline_manifest(run)
+    return losses, train_seconds
 
 
 # ============================================================================ command line
@@ -718,8 +343,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{args.run_dir}: {man['n_parameters']:,} parameters, final loss {man['final_loss']:.4f} "
               f"(mean of last 20: {man['final_loss_mean20']:.4f}), {man['train_seconds']:.0f} s")
         return 0
-    from larsight.encoder.data import DataSpec, take
-
     if args.run_dir:
         model = load_baseline(args.run_dir)
     elif args.kind == "cnn":
@@ -734,3 +357,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

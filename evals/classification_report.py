@@ -37,6 +37,7 @@ import functools
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -44,8 +45,20 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
+from larsight.encoder.data import DataSpec, take
+from larsight.events.formats.atomic import atomic_open, atomic_path
+from larsight.events.model import EVENT_CLASSES
+from larsight.events.projections import coarsen
+
+from .report_common import REPO, fmt, git_commit, machine, rel, write_json
+
+# The models' libraries, sklearn and matplotlib are imported where they are used: the speed
+# probe runs this module in a fresh process and reports its peak memory, which must hold what
+# one model needs (with Python and torch) and nothing more.
+
 OUT = REPO / "evals" / "reports" / "classification"
 DEFAULT_WORK = REPO / "runs" / "classification_report"
 
@@ -78,8 +91,6 @@ default); the encoder was fine-tuned at 0.3 cm, so it also gets a row at its own
 
 
 def test_events(n: int, seed: int, voxel_scale: int = 1, voxel_size_cm: float = TEST_VOXEL_CM):
-    from larsight.encoder.data import DataSpec, take
-    from larsight.events.projections import coarsen
 
     events = take(DataSpec(modes="nu", seed=seed, voxel_size_cm=voxel_size_cm), "eval", n,
                   min_points=8)
@@ -89,8 +100,6 @@ def test_events(n: int, seed: int, voxel_scale: int = 1, voxel_size_cm: float = 
 
 
 def truth_labels(events) -> np.ndarray:
-    from larsight.events.model import EVENT_CLASSES
-
     labels = []
     for e in events:
         cls = e.event_class
@@ -126,8 +135,6 @@ class Classifier:
 
 
 def _chunked(fn: Callable, events, batch: int, desc: str) -> np.ndarray:
-    from tqdm.auto import tqdm
-
     out = []
     with tqdm(total=len(events), desc=desc, unit="ev", leave=False) as bar:
         for i in range(0, len(events), batch):
@@ -137,16 +144,12 @@ def _chunked(fn: Callable, events, batch: int, desc: str) -> np.ndarray:
 
 
 def _vlm_probs(vlm, events, physics: Optional[bool]) -> np.ndarray:
-    from larsight.events.model import EVENT_CLASSES
-
     out = vlm.classify(list(events), physics=physics)
     return np.array([[p[c] for c in EVENT_CLASSES] for p in out])
 
 
 def build(name: str, args) -> Classifier:
     """Load one model (heavy imports happen here, so a speed probe loads only its own)."""
-    import torch
-
     if name in ("vlm", "vlm_physics", "vlm_bare"):
         from larsight.qformer.vlm import load_vlm
 
@@ -204,8 +207,6 @@ def metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     from sklearn.metrics import (accuracy_score, confusion_matrix, precision_recall_fscore_support,
                                  roc_auc_score)
 
-    from larsight.events.model import EVENT_CLASSES
-
     pred = probs.argmax(1)
     prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=range(3), average="macro",
                                                        zero_division=0)
@@ -222,8 +223,6 @@ def metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 
 
 def cached_predictions(clf: Classifier, events, tag: str, work: Path, batch: int) -> np.ndarray:
-    from larsight.events.formats.atomic import atomic_path
-
     path = work / f"{clf.name}_{tag}_{clf.fingerprint}.npy"
     if path.exists():
         p = np.load(path)
@@ -241,11 +240,9 @@ def cached_predictions(clf: Classifier, events, tag: str, work: Path, batch: int
 # ============================================================================ speed / memory probe
 def probe(name: str, args) -> dict[str, Any]:
     """Run inside a fresh process: load one model, classify ``n_speed`` events one at a time."""
-    import torch
-
     torch.set_num_threads(args.threads)
     events = test_events(args.n_speed + 3, args.seed)
-    rss0 = _peak_rss_gb()
+    rss0 = peak_rss_gb()
     t = time.perf_counter()
     clf = build(name, args)
     load_s = time.perf_counter() - t
@@ -256,20 +253,19 @@ def probe(name: str, args) -> dict[str, Any]:
         t = time.perf_counter()
         clf.predict([e])
         times.append(1e3 * (time.perf_counter() - t))
-    peak = _peak_rss_gb()
+    peak = peak_rss_gb()
     return {"ms_median": float(np.median(times)), "ms_p90": float(np.percentile(times, 90)),
             "ms_mean": float(np.mean(times)), "n": len(times), "load_s": load_s,
             "peak_rss_gb": peak, "rss_before_model_gb": rss0, "threads": args.threads,
             "load_avg": os.getloadavg()[0]}
 
 
-def _peak_rss_gb() -> float:
+def peak_rss_gb() -> float:
     """This process's peak resident memory. /proc's VmHWM, not getrusage: ru_maxrss survives
     fork + exec, so a probe started by a big parent would report the parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 2**20
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -290,8 +286,6 @@ def plot_confusions(results: dict, names: Sequence[str], path: Path, title: str)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from larsight.events.model import EVENT_CLASSES
 
     fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.4))
     for ax, n in zip(np.atleast_1d(axes), names):
@@ -318,8 +312,6 @@ def plot_rocs(y: np.ndarray, probs: dict[str, np.ndarray], path: Path, title: st
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from larsight.events.model import EVENT_CLASSES
-
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     for k, (ax, c) in enumerate(zip(axes, EVENT_CLASSES)):
         for n, p in probs.items():
@@ -338,8 +330,6 @@ def plot_rocs(y: np.ndarray, probs: dict[str, np.ndarray], path: Path, title: st
 def _save_fig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from larsight.events.formats.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -348,8 +338,6 @@ def _save_fig(fig, path: Path) -> None:
 # ============================================================================ report
 def markdown(meta: dict, t1: dict, t2: dict, ablation: dict, speed: dict, clfs: dict,
              targets: list[dict]) -> str:
-    from larsight.evals.encoder_report import _fmt
-
     L = ["# Classification: nu_e CC / nu_mu CC / NC, the VLM paper's tables on our events", "",
          f"Regenerate: `{meta['command']}` ({meta['minutes']:.0f} min; commit {meta['commit']}; "
          f"{meta['machine']}).", "",
@@ -365,10 +353,10 @@ def markdown(meta: dict, t1: dict, t2: dict, ablation: dict, speed: dict, clfs: 
          "| ms / event (median, p90) |", "|---|---|---|---|---|---|---|---|"]
     for n, r in t1.items():
         s = speed.get(n, {})
-        L.append(f"| {LABELS[n]} | {_fmt(r['accuracy'])} | {_fmt(r['precision'])} | "
-                 f"{_fmt(r['recall'])} | {_fmt(r['auc'])} | {clfs[n]['trainable'] / 1e6:.2f} M | "
-                 f"{_fmt(s.get('peak_rss_gb'), 2)} | {_fmt(s.get('ms_median'), 0)}, "
-                 f"{_fmt(s.get('ms_p90'), 0)} |")
+        L.append(f"| {LABELS[n]} | {fmt(r['accuracy'])} | {fmt(r['precision'])} | "
+                 f"{fmt(r['recall'])} | {fmt(r['auc'])} | {clfs[n]['trainable'] / 1e6:.2f} M | "
+                 f"{fmt(s.get('peak_rss_gb'), 2)} | {fmt(s.get('ms_median'), 0)}, "
+                 f"{fmt(s.get('ms_p90'), 0)} |")
     L += ["", "Precision and recall are macro averages over the three classes; AUC-ROC is the "
           "macro one-vs-rest AUC of the class probabilities. Memory is the peak resident size of "
           "a fresh process that loads the model and classifies events one at a time (it includes "
@@ -389,8 +377,8 @@ def markdown(meta: dict, t1: dict, t2: dict, ablation: dict, speed: dict, clfs: 
           "| model | accuracy | precision | recall | AUC-ROC | accuracy change |",
           "|---|---|---|---|---|---|"]
     for n, r in t2.items():
-        L.append(f"| {LABELS[n]} | {_fmt(r['accuracy'])} | {_fmt(r['precision'])} | "
-                 f"{_fmt(r['recall'])} | {_fmt(r['auc'])} | {r['accuracy'] - t1[n]['accuracy']:+.3f} |")
+        L.append(f"| {LABELS[n]} | {fmt(r['accuracy'])} | {fmt(r['precision'])} | "
+                 f"{fmt(r['recall'])} | {fmt(r['auc'])} | {r['accuracy'] - t1[n]['accuracy']:+.3f} |")
     L += ["", f"Each event is re-voxelised (`events.projections.coarsen(event, 2)`: "
           f"{2 * TEST_VOXEL_CM:.1f} cm voxels, "
           "energy summed) and given to the unchanged weights (the zero-shot row is left out: no "
@@ -400,8 +388,8 @@ def markdown(meta: dict, t1: dict, t2: dict, ablation: dict, speed: dict, clfs: 
           "## Prompt ablation: physics definitions in the system prompt", "",
           "| prompt | accuracy | precision | recall | AUC-ROC |", "|---|---|---|---|---|"]
     for n, r in ablation.items():
-        L.append(f"| {LABELS[n]} | {_fmt(r['accuracy'])} | {_fmt(r['precision'])} | "
-                 f"{_fmt(r['recall'])} | {_fmt(r['auc'])} |")
+        L.append(f"| {LABELS[n]} | {fmt(r['accuracy'])} | {fmt(r['precision'])} | "
+                 f"{fmt(r['recall'])} | {fmt(r['auc'])} |")
     L += ["", meta["ablation_note"], "", "## Targets", "", "| target | measured | met |",
           "|---|---|---|"]
     for t in targets:
@@ -410,7 +398,7 @@ def markdown(meta: dict, t1: dict, t2: dict, ablation: dict, speed: dict, clfs: 
     return "\n".join(L) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m larsight.evals.classification_report",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-events", type=int, default=2000)
@@ -425,22 +413,68 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     ap.add_argument("--work", default=str(DEFAULT_WORK), help="prediction cache")
     ap.add_argument("--out", default=str(OUT), help="report stem (writes STEM.md, STEM.json, STEM/)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    args = build_parser().parse_args(argv)
     if args.probe:
         print(json.dumps(probe(args.probe, args)))
         return Path()
-
-    import torch
-
-    from larsight.evals.encoder_report import _git_commit, _machine, _rel, _write_json
-    from larsight.events.formats.atomic import atomic_open
-    from larsight.events.model import EVENT_CLASSES
 
     t_start = time.time()
     torch.set_num_threads(args.threads)
     work, stem = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     (stem.parent / stem.name).mkdir(parents=True, exist_ok=True)
+    ensure_models(args)
+    command = "python -m larsight.evals.classification_report" + (
+        f" --n-events {args.n_events}" if args.n_events != 2000 else "")
+    machine_info = machine()
+    events = test_events(args.n_events, args.seed)
+    y = truth_labels(events)
+    print(f"test set: {len(events)} events, classes {np.bincount(y, minlength=3).tolist()}")
+
+    t1, t2, ablation, probs1, clfs = accuracy_tables(args, events, y, work)
+    native_row(args, work, t1, clfs)
+    ablation, vlm_physics = prompt_ablation(args, events, y, work, t1, ablation, clfs)
+    speed = {}
+    for name in MODELS:
+        print(f"speed / memory probe: {name}")
+        speed[name] = run_probe(name, args)
+
+    plot_confusions(t1, list(t1), stem / "confusion.png", "held-out events, training voxel size")
+    plot_confusions(t2, list(t2), stem / "confusion_coarse.png", "the same events, 2x coarser voxels")
+    plot_rocs(y, probs1, stem / "roc.png", "one-vs-rest ROC, held-out events (AUC in brackets)")
+
+    targets = check_targets(t1, speed)
+    meta = {"command": command, "commit": git_commit(), "machine": machine_info,
+            "n_events": len(events), "seed": args.seed, "sim_seed": 1000 * args.seed + 2,
+            "classes": list(EVENT_CLASSES), "threads": args.threads,
+            "class_counts": {c: int(n) for c, n in zip(EVENT_CLASSES, np.bincount(y, minlength=3))},
+            "vlm": rel(args.vlm), "vlm_manifest": json.loads((Path(args.vlm) / "vlm.json").read_text()),
+            "baseline_commands": {k: " ".join(c[1:]) + f" --run-dir {rel(getattr(args, k))}"
+                                  for k, c in BASELINE_COMMANDS.items()},
+            "ablation_note": ("The VLM was trained with the bare prompt (the physics definitions cost "
+                              "108 prompt tokens per training step on a CPU), so the ablation adds the "
+                              "definitions at inference to a model that never saw them."
+                              if not vlm_physics else
+                              "The VLM was trained with the physics definitions; the ablation removes "
+                              "them at inference."),
+            "discussion": discussion(t1, t2, ablation, speed), "paper": PAPER}
+    meta["minutes"] = (time.time() - t_start) / 60
+    result = {"meta": meta, "table1": t1, "table2": t2, "prompt_ablation": ablation,
+              "speed_memory": speed, "models": clfs, "targets": targets}
+    write_json(stem.with_suffix(".json"), result)
+    with atomic_open(stem.with_suffix(".md"), "w") as fh:
+        fh.write(markdown(meta, t1, t2, ablation, speed, clfs, targets))
+    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')} "
+          f"({meta['minutes']:.0f} min)")
+    return stem.with_suffix(".md")
+
+
+def ensure_models(args) -> None:
+    """Train the 2D baselines that are missing; refuse a VLM folder without a trained VLM."""
     for kind in ("cnn", "vit"):
         run = Path(getattr(args, kind))
         if not (run / "model.safetensors").exists():
@@ -449,19 +483,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if not (Path(args.vlm) / "vlm.json").exists():
         raise FileNotFoundError(f"--vlm {args.vlm}: no trained VLM there (see checkpoints/README.md)")
 
-    command = "python -m larsight.evals.classification_report" + (
-        f" --n-events {args.n_events}" if args.n_events != 2000 else "")
-    machine = _machine()
-    events = test_events(args.n_events, args.seed)
-    coarse = test_events(args.n_events, args.seed, voxel_scale=2)
-    y = truth_labels(events)
-    print(f"test set: {len(events)} events, classes {np.bincount(y, minlength=3).tolist()}")
 
+def _model_row(clf: Classifier) -> dict:
+    return {"trainable": clf.trainable, "note": clf.note, "fingerprint": clf.fingerprint,
+            "files": [rel(f) for f in clf.files]}
+
+
+def accuracy_tables(args, events, y: np.ndarray, work: Path) -> tuple[dict, dict, dict, dict, dict]:
+    """Table 1 (the test events), Table 2 (the same events on 2x coarser voxels), the
+    physics-prompt row of the ablation, the Table 1 probabilities and each model's row."""
+    coarse = test_events(args.n_events, args.seed, voxel_scale=2)
     t1, t2, ablation, probs1, probs2, clfs = {}, {}, {}, {}, {}, {}
     for name in MODELS + ("vlm_physics",):
         clf = build(name, args)
-        clfs[name] = {"trainable": clf.trainable, "note": clf.note, "fingerprint": clf.fingerprint,
-                      "files": [_rel(f) for f in clf.files]}
+        clfs[name] = _model_row(clf)
         p = cached_predictions(clf, events, f"x1_n{args.n_events}_s{args.seed}", work, args.batch)
         if name == "vlm_physics":
             ablation[name] = metrics(y, p)
@@ -474,6 +509,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                 probs2[name] = p2
                 t2[name] = metrics(y, p2)
         del clf
+    return t1, t2, ablation, probs1, clfs
+
+
+def native_row(args, work: Path, t1: dict, clfs: dict) -> None:
+    """Table 1's extra row: the encoder head on events simulated on its own 0.3 cm grid."""
     # the encoder head on the same interactions simulated on its own 0.3 cm training grid
     # (the simulator's random stream depends on the grid, so these are other interactions of
     # the same split and seed, with their own truth)
@@ -485,7 +525,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         f"the same encoder head on {len(native)} eval-split events simulated on 0.3 cm voxels, its "
         "training grid (same split and seed; other interactions, since the simulator's random "
         "stream depends on the grid)"))
-    del native
+
+
+def prompt_ablation(args, events, y: np.ndarray, work: Path, t1: dict, ablation: dict,
+                    clfs: dict) -> tuple[dict, bool]:
+    """The VLM with and without the physics definitions in its prompt (the trained prompt's
+    row is Table 1's); returns the ablation rows and whether the VLM was trained with them."""
     vlm_physics = json.loads((Path(args.vlm) / "vlm.json").read_text()).get("physics_prompt", True)
     trained = "vlm_physics" if vlm_physics else "vlm_bare"
     ablation = {trained: t1["vlm"], **({"vlm_physics": ablation["vlm_physics"]} if not vlm_physics
@@ -494,19 +539,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         clf = build("vlm_bare", args)
         ablation["vlm_bare"] = metrics(y, cached_predictions(
             clf, events, f"x1_n{args.n_events}_s{args.seed}", work, args.batch))
-        clfs["vlm_bare"] = {"trainable": clf.trainable, "note": "", "fingerprint": clf.fingerprint,
-                            "files": [_rel(f) for f in clf.files]}
+        clfs["vlm_bare"] = dict(_model_row(clf), note="")
     clfs.pop("vlm_physics", None)
+    return ablation, vlm_physics
 
-    speed = {}
-    for name in MODELS:
-        print(f"speed / memory probe: {name}")
-        speed[name] = run_probe(name, args)
 
-    plot_confusions(t1, list(t1), stem / "confusion.png", "held-out events, training voxel size")
-    plot_confusions(t2, list(t2), stem / "confusion_coarse.png", "the same events, 2x coarser voxels")
-    plot_rocs(y, probs1, stem / "roc.png", "one-vs-rest ROC, held-out events (AUC in brackets)")
-
+def check_targets(t1: dict, speed: dict) -> list[dict]:
     v = t1["vlm"]
     best2d = max(t1["cnn"]["accuracy"], t1["vit"]["accuracy"])
     targets = [
@@ -518,29 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
          "met": speed["vlm"]["ms_median"] <= TARGETS["vlm_ms_per_event"]},
         {"what": "peak memory <= 2.5 GB", "measured": f"{speed['vlm']['peak_rss_gb']:.2f} GB",
          "met": speed["vlm"]["peak_rss_gb"] <= TARGETS["vlm_peak_memory_gb"]}]
-    meta = {"command": command, "commit": _git_commit(), "machine": machine,
-            "n_events": len(events), "seed": args.seed, "sim_seed": 1000 * args.seed + 2,
-            "classes": list(EVENT_CLASSES), "threads": args.threads,
-            "class_counts": {c: int(n) for c, n in zip(EVENT_CLASSES, np.bincount(y, minlength=3))},
-            "vlm": _rel(args.vlm), "vlm_manifest": json.loads((Path(args.vlm) / "vlm.json").read_text()),
-            "baseline_commands": {k: " ".join(c[1:]) + f" --run-dir {_rel(getattr(args, k))}"
-                                  for k, c in BASELINE_COMMANDS.items()},
-            "ablation_note": ("The VLM was trained with the bare prompt (the physics definitions cost "
-                              "108 prompt tokens per training step on a CPU), so the ablation adds the "
-                              "definitions at inference to a model that never saw them."
-                              if not vlm_physics else
-                              "The VLM was trained with the physics definitions; the ablation removes "
-                              "them at inference."),
-            "discussion": discussion(t1, t2, ablation, speed), "paper": PAPER}
-    meta["minutes"] = (time.time() - t_start) / 60
-    result = {"meta": meta, "table1": t1, "table2": t2, "prompt_ablation": ablation,
-              "speed_memory": speed, "models": clfs, "targets": targets}
-    _write_json(stem.with_suffix(".json"), result)
-    with atomic_open(stem.with_suffix(".md"), "w") as fh:
-        fh.write(markdown(meta, t1, t2, ablation, speed, clfs, targets))
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')} "
-          f"({meta['minutes']:.0f} min)")
-    return stem.with_suffix(".md")
+    return targets
 
 
 def discussion(t1: dict, t2: dict, ablation: dict, speed: dict) -> list[str]:

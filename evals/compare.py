@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 from larsight.events.formats.atomic import atomic_open
 
+from .agent_eval.runner import rescore_run
+
 REPO = Path(__file__).resolve().parents[1]
 HEADLINE = ("answer_accuracy", "pass^1", "pass^3", "tool_selection", "trajectory_match", "argument_correctness",
             "claim_support_rate", "contradiction_rate", "answers_with_contradiction", "irrelevant_without_tools",
@@ -39,8 +41,6 @@ def load(spec: str) -> tuple[dict, str]:
     p = Path(spec)
     if p.is_dir():
         if (p / "run.json").exists():
-            from larsight.evals.agent_eval.runner import rescore_run
-
             return rescore_run(p), str(p)
         for name in ("report.json", "agent.json"):
             if (p / name).exists():

@@ -97,6 +97,11 @@ REPORTS: list[Report] = [
            "agent_heldout.md", "agent_heldout.json", [], "5",
            "the same metrics on 100 questions written after the agent was developed, by a writer who saw "
            "neither the agent's code nor the development suites"),
+    Report("fuzz", "Fuzzing: mutated HDF5 and ROOT files through the bounded reader", "larsight.evals.fuzz",
+           ["--n", "10000", "--seed", "0", "--workers", "1", "--no-progress"],
+           lambda q: ["--n", "40", "--seed", "0", "--no-progress", "--out", str(q / "fuzz.md")],
+           "fuzz.md", "fuzz.json", [], "20",
+           "clear errors, raw exceptions, hangs, crashes and silently accepted bad data per mutation kind"),
 ]
 NAMES = [r.name for r in REPORTS]
 

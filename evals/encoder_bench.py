@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import resource
@@ -49,112 +48,22 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
-from larsight.events.formats.atomic import atomic_open
+from larsight.encoder import PRESETS, EncoderConfig, PointEncoder, collate_events
+from larsight.events import PILARNET_VOLUME, Event, EventMeta
+
+from .encoder_bench_inputs import BATCH_SIZES, SLOTS, build_inputs, load_inputs, save_inputs
+from .encoder_bench_report import write_report
 
 REPO = Path(__file__).resolve().parents[1]
-BATCH_SIZES = (1, 8)
-SLOTS = max(BATCH_SIZES)          # distinct input events per size
-SLOT_STRIDE = 1000                # slot j draws mpr events j*SLOT_STRIDE, j*SLOT_STRIDE + 1, ...
 N_SEMANTIC = 5
-PANDA = dict(ms_per_event=8.3, memory_gb=1.75, device="A100")
-"""The Panda talk's anchor: semantic segmentation at 8.3 ms/event on an A100 using 1.75 GB."""
 
 DEFAULTS = dict(presets="tiny,small", sizes="1000,3000,10000,30000", warmup=2, repeats=10,
                 min_repeats=3, max_seconds=20.0, timeout=900.0)
 QUICK = dict(presets="tiny", sizes="250,750", warmup=1, repeats=2, min_repeats=2,
              max_seconds=5.0, timeout=120.0)
-
-
-# ============================================================================ inputs
-def _voxels(points: np.ndarray, voxel_size_cm: float) -> np.ndarray:
-    return np.floor(points / voxel_size_cm + 1e-3).astype(np.int64)
-
-
-def merged_event(stream: Sequence[tuple[np.ndarray, np.ndarray]] | Any, n_points: int,
-                 voxel_size_cm: float = 0.3) -> tuple[np.ndarray, np.ndarray, int]:
-    """Merge events from ``stream`` (an iterable of (points, energy)) into exactly ``n_points``
-    distinct voxels of ``voxel_size_cm``.
-
-    Points are taken in stream order; a point whose voxel is already present adds its energy
-    there. Returns (points (n, 3) float32, energy (n,) float32, events used).
-    """
-    pts, ens, keys_seen = [], [], {}
-    total, used = 0, 0
-    for points, energy in stream:
-        used += 1
-        vox = _voxels(points, voxel_size_cm)
-        for p, e, v in zip(points, energy, map(tuple, vox)):
-            row = keys_seen.get(v)
-            if row is not None:
-                ens[row] += float(e)
-                continue
-            if total == n_points:
-                continue          # the event is full: later points only add energy to its voxels
-            keys_seen[v] = total
-            pts.append(p)
-            ens.append(float(e))
-            total += 1
-        if total == n_points:
-            break
-    if total < n_points:
-        raise ValueError(f"merged_event: the stream ran out at {total} < {n_points} voxels")
-    return np.asarray(pts, np.float32), np.asarray(ens, np.float32), used
-
-
-def build_inputs(sizes: Sequence[int], seed: int, mode: str = "mpr",
-                 slots: int = SLOTS) -> tuple[dict[int, list[tuple[np.ndarray, np.ndarray]]], dict]:
-    """``slots`` merged events per size (see the module doc) and a description of them."""
-    from larsight.events import sim
-
-    gen = sim.MODES[mode]
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def stream(slot: int):
-        k = 0
-        while True:
-            i = slot * SLOT_STRIDE + k
-            if i not in cache:
-                ev = gen(seed=seed, index=i)
-                cache[i] = (ev.points, ev.energy)
-            yield cache[i]
-            k += 1
-            if k >= SLOT_STRIDE:
-                raise ValueError("build_inputs: too many events per slot")
-
-    out, used = {}, {}
-    for n in sorted(sizes):
-        out[n], used[n] = [], []
-        for j in range(slots):
-            p, e, u = merged_event(stream(j), n)
-            out[n].append((p, e))
-            used[n].append(u)
-    # the 0.6 cm grid of the tiny preset merges voxels: how many remain
-    coarse = {n: float(np.mean([len(np.unique(_voxels(p, 0.6), axis=0)) / n for p, _ in out[n]]))
-              for n in out}
-    info = dict(mode=mode, seed=seed, simulated_events=len(cache),
-                events_per_input={n: float(np.mean(u)) for n, u in used.items()},
-                voxel_fraction_at_0p6cm=coarse)
-    return out, info
-
-
-def save_inputs(inputs: dict[int, list[tuple[np.ndarray, np.ndarray]]], path: Path) -> None:
-    arrays = {}
-    for n, evs in inputs.items():
-        for j, (p, e) in enumerate(evs):
-            arrays[f"p_{n}_{j}"], arrays[f"e_{n}_{j}"] = p, e
-    np.savez(path, **arrays)
-
-
-def load_inputs(path: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    with np.load(path) as d:
-        out, j = [], 0
-        while f"p_{n}_{j}" in d:
-            out.append((d[f"p_{n}_{j}"], d[f"e_{n}_{j}"]))
-            j += 1
-    if not out:
-        raise ValueError(f"load_inputs: no {n}-point events in {path}")
-    return out
 
 
 # ============================================================================ one configuration
@@ -211,14 +120,9 @@ def _timed(phases, spec: Spec, sync) -> list[list[float]]:
     return times
 
 
-def measure(spec: Spec) -> dict[str, Any]:
-    """Run one configuration in this process (``run_config`` gives it a fresh one)."""
-    import torch
-    from torch import nn
-
-    from larsight.encoder import EncoderConfig, PointEncoder, collate_events
-    from larsight.events import PILARNET_VOLUME, Event, EventMeta
-
+def _prepare(spec: Spec) -> tuple[Any, Any, Any, list, list]:
+    """The device, the model and point head (eval mode, seeded), the event groups of each call
+    and their batches collated on the device."""
     torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -236,6 +140,29 @@ def measure(spec: Spec) -> dict[str, Any]:
               for g in range(max(1, len(events) // spec.batch))]
     # forward timing sees collated batches already on the device (PILArNet-M grid, 0.3 cm)
     batches = [collate_events(g, voxel_size_cm=0.3, device=device) for g in groups]
+    return device, model, head, groups, batches
+
+
+def _warm_up(spec: Spec, forward, end_to_end, sync) -> tuple[list[float], Any]:
+    """Warm-up calls of both phases (one only when a call is slow: the first one pays for
+    allocations); returns their times and the last forward output."""
+    warm = []
+    out = None
+    for w in range(spec.warmup):
+        sync()
+        t = time.perf_counter()
+        out = forward(w)
+        end_to_end(w)
+        sync()
+        warm.append(time.perf_counter() - t)
+        if warm[-1] > 10.0:
+            break
+    return warm, out
+
+
+def measure(spec: Spec) -> dict[str, Any]:
+    """Run one configuration in this process (``run_config`` gives it a fresh one)."""
+    device, model, head, groups, batches = _prepare(spec)
 
     def autocast():
         if spec.dtype == "bf16":
@@ -267,17 +194,7 @@ def measure(spec: Spec) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
         cuda_base = torch.cuda.memory_allocated(device) / 2**20
 
-    # warm-up (one call only when a call is slow: the first one pays for allocations)
-    warm = []
-    for w in range(spec.warmup):
-        sync()
-        t = time.perf_counter()
-        out = forward(w)
-        end_to_end(w)
-        sync()
-        warm.append(time.perf_counter() - t)
-        if warm[-1] > 10.0:
-            break
+    warm, out = _warm_up(spec, forward, end_to_end, sync)
     n_voxels = int(out.point_features.shape[0])   # points are distinct voxels by construction
     finite = bool(torch.isfinite(out.point_features.float()).all()
                   and torch.isfinite(out.pooled.float()).all())
@@ -387,21 +304,8 @@ def run_config(spec: Spec, timeout: float, keep_memory: bool = False) -> dict[st
     return result
 
 
-# ============================================================================ report
-def _load() -> tuple[float, float, float]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return (float("nan"),) * 3
-
-
-def _fmt_load(la) -> str:
-    return f"{la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1/5/15 min) on {os.cpu_count()} cores"
-
-
+# ============================================================================ machine
 def machine_info(device: str, threads: int) -> dict[str, Any]:
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -417,231 +321,11 @@ def machine_info(device: str, threads: int) -> dict[str, Any]:
     return info
 
 
-def plot(results: list[dict[str, Any]], path: Path, title: str, device: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ok = [r for r in results if "error" not in r]
-    fig, axs = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = dict(zip(("tiny", "small", "base"), ("tab:blue", "tab:orange", "tab:green")))
-    keys = sorted({(r["spec"]["preset"], r["spec"]["batch"], r["spec"]["dtype"]) for r in ok},
-                  key=lambda k: (["tiny", "small", "base"].index(k[0]) if k[0] in colours else 9,
-                                 k[1], k[2]))
-    for preset, batch, dtype in keys:
-        rows = sorted((r for r in ok if (r["spec"]["preset"], r["spec"]["batch"],
-                                         r["spec"]["dtype"]) == (preset, batch, dtype)),
-                      key=lambda r: r["spec"]["n_points"])
-        n = [r["spec"]["n_points"] for r in rows]
-        style = dict(color=colours.get(preset), marker="o" if batch == 1 else "s",
-                     ls="-" if batch == 1 else "--", alpha=1.0 if dtype == "fp32" else 0.6)
-        label = f"{preset} batch {batch}" + ("" if dtype == "fp32" else f" {dtype}")
-        axs[0].plot(n, [r["fwd_ms_median"] for r in rows], label=label, **style)
-        axs[1].plot(n, [max(r["mem_delta_mib"], 0.5) for r in rows], label=label, **style)
-    axs[0].axhline(PANDA["ms_per_event"], color="gray", ls=":", lw=1)
-    axs[0].text(0.01, PANDA["ms_per_event"] * 1.1,
-                f"Panda semseg on an {PANDA['device']}: {PANDA['ms_per_event']} ms/event",
-                color="gray", fontsize=8, transform=axs[0].get_yaxis_transform())
-    axs[0].set_ylabel("forward ms/event (median)")
-    axs[1].set_ylabel("peak memory of a call above model + inputs, MiB"
-                      + (" (RSS)" if device == "cpu" else " (CUDA allocated)"), fontsize=9)
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    for a in axs:
-        a.set_xscale("log")
-        a.set_yscale("log")
-        a.set_xlabel("points (distinct 0.3 cm voxels) per event")
-        a.grid(True, which="both", alpha=0.3)
-        for axis in (a.xaxis, a.yaxis):
-            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(plain)
-            axis.set_minor_formatter(NullFormatter())
-        if ok:
-            a.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=90)
-    plt.close(fig)
-
-
-def summary_lines(results: list[dict[str, Any]]) -> list[str]:
-    """A few sentences computed from the results: scaling with size, batching, memory, Panda."""
-    ok = [r for r in results if "error" not in r]
-    out = []
-    order = {"tiny": 0, "small": 1, "base": 2}
-    for preset in sorted({r["spec"]["preset"] for r in ok}, key=lambda p: order.get(p, 9)):
-        rows = {(r["spec"]["n_points"], r["spec"]["batch"], r["spec"]["dtype"]): r
-                for r in ok if r["spec"]["preset"] == preset}
-        sizes = sorted({n for n, _, _ in rows})
-        batches = sorted({b for _, b, _ in rows})
-        parts = []
-        b1 = [(n, rows[n, 1, "fp32"]["fwd_ms_median"]) for n in sizes if (n, 1, "fp32") in rows]
-        if len(b1) >= 2:
-            (n0, t0), (n1, t1) = b1[0], b1[-1]
-            parts.append(f"batch 1 forward {t0:.0f} ms/event at {n0} points and {t1:.0f} ms at "
-                         f"{n1} (x{t1 / t0:.1f} for x{n1 / n0:.0f} the points: time ~ N^"
-                         f"{math.log(t1 / t0) / math.log(n1 / n0):.2f})")
-        elif b1:
-            parts.append(f"batch 1 forward {b1[0][1]:.0f} ms/event at {b1[0][0]} points")
-        if len(batches) > 1:
-            big = max(batches)
-            gains = [f"x{rows[n, 1, 'fp32']['fwd_ms_median'] / rows[n, big, 'fp32']['fwd_ms_median']:.2f}"
-                     f" at {n}" for n in sizes if (n, 1, "fp32") in rows and (n, big, "fp32") in rows]
-            if gains:
-                parts.append(f"per-event speed-up of batch {big} over batch 1 " + ", ".join(gains))
-        e2e = [rows[k]["e2e_ms_median"] / rows[k]["fwd_ms_median"] for k in rows if k[2] == "fp32"]
-        if e2e:
-            parts.append(f"end-to-end (collate + forward + head) / forward time "
-                         f"{min(e2e):.2f}-{max(e2e):.2f}")
-        n_max = sizes[-1]
-        mem = [rows[n_max, b, "fp32"] for b in batches if (n_max, b, "fp32") in rows]
-        if mem:
-            r = mem[-1]
-            pts = r["spec"]["n_points"] * r["spec"]["batch"]
-            parts.append(f"memory above model + inputs {r['mem_delta_mib']:.0f} MiB for "
-                         f"{r['spec']['batch']} x {n_max} points "
-                         f"({r['mem_delta_mib'] * 1024 / pts:.1f} KiB per point)")
-        bf = [rows[k[0], k[1], "fp32"]["fwd_ms_median"] / rows[k]["fwd_ms_median"]
-              for k in rows if k[2] == "bf16" and (k[0], k[1], "fp32") in rows]
-        if bf:
-            parts.append(f"bf16 autocast speed-up over fp32 x{min(bf):.2f}-x{max(bf):.2f}")
-        near = [(n, t) for n, t in b1 if n <= 3000]
-        if near:
-            parts.append(f"batch 1 forward time over Panda's {PANDA['ms_per_event']} ms/event "
-                         f"({PANDA['device']}): " + ", ".join(
-                             f"{t / PANDA['ms_per_event']:.1f}x at {n} points" for n, t in near))
-        params = next(iter(rows.values()))["parameters"]
-        out.append(f"* **{preset}** ({params / 1e6:.2f}M parameters): " + "; ".join(parts) + ".")
-    return out
-
-
-def _num(x: float, digits: int = 1) -> str:
-    if x is None or not math.isfinite(x):
-        return "-"
-    return f"{x:.{digits}f}" if x < 1000 else f"{x:.0f}"
-
-
-def write_report(out: Path, command: str, machine: dict, results: list[dict], info: dict,
-                 load_before, load_after, elapsed_s: float, quick: bool,
-                 settings: dict, wait_idle: float = 0.0, rendered_by: str = "") -> Path:
-    pdir = out / "encoder_speed"
-    pdir.mkdir(parents=True, exist_ok=True)
-    device = machine["device"]
-    title = (f"PointEncoder inference (eval, no_grad), {device}: "
-             + (machine.get("gpu") or f"{machine['cpu']}, {machine['threads']} thread(s)"))
-    plot(results, pdir / "ms_per_event.png", title, device)
-    with atomic_open(pdir / "results.json", "w") as fh:
-        json.dump(dict(command=command, machine=machine, inputs=info, settings=settings,
-                       wait_idle=wait_idle, elapsed_s=elapsed_s, quick=quick,
-                       load_before=load_before, load_after=load_after, results=results),
-                  fh, indent=1)
-
-    mem_kind = ("peak RSS (`ru_maxrss`) of the configuration's own process" if device == "cpu"
-                else "`torch.cuda.max_memory_allocated`")
-    lines = [
-        "# Encoder inference speed (PointEncoder)", "",
-        f"Produced by `{command}`" + (" (**quick smoke-test mode**: few repeats, small sizes)"
-                                       if quick else "")
-        + (f" in {elapsed_s / 60:.1f} min." if elapsed_s and math.isfinite(elapsed_s) else ".")
-        + (f" Text and plot re-rendered from its results.json by `{rendered_by}`."
-           if rendered_by else ""), "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} torch "
-        f"thread(s), torch {machine['torch']}, Python {machine['python']}, device "
-        f"`{device}`" + (f" ({machine['gpu']})" if machine.get("gpu") else "") + ".",
-        f"Load average before: {_fmt_load(load_before)}; after: {_fmt_load(load_after)}. "
-        "Per row, `load` is the 1-minute load average when the configuration started (it "
-        "lags by about a minute) and `other cores` is how many cores other processes kept busy, "
-        "on average, while it ran (`/proc/stat` busy time minus this benchmark's own CPU time): "
-        "with 2 torch threads on 2 cores, anything above ~0.1 means the row's times are "
-        "inflated (OpenMP threads that lose their core stall the whole pool)."
-        + (f" Each configuration waited up to {wait_idle:g} s for other processes to leave the "
-           "cores." if wait_idle else ""), "",
-        "## Anchor", "",
-        f"The Panda talk reports semantic segmentation of PILArNet-M events at "
-        f"**{PANDA['ms_per_event']} ms/event on an {PANDA['device']} using "
-        f"{PANDA['memory_gb']} GB** (the `base`-sized PTv3 backbone plus a point head). "
-        "That is a GPU number: the rows below measured on a CPU are not comparable to it, "
-        "only the CUDA rows of the `base` preset are (`--device cuda`, ideally `--bf16`).", "",
-        "## Method", "",
-        f"* Inputs: real simulated `{info['mode']}` events (seed {info['seed']}, "
-        f"{info['simulated_events']} simulated) on the PILArNet-M grid (768^3 voxels of "
-        "0.3 cm). Simulated events have ~0.4k-6k voxels, so each benchmark event merges "
-        "events of the stream, in order, until it holds N distinct 0.3 cm voxels (a shared "
-        "voxel sums the energies), then drops the last merged event's trailing points to get "
-        "exactly N. Events merged per input: "
-        + ", ".join(f"{n}: {v:.1f}" for n, v in sorted(info["events_per_input"].items(),
-                                                          key=lambda kv: int(kv[0]))) + ". "
-        f"{SLOTS} different inputs per size (disjoint runs of the stream); batch 1 cycles "
-        "through them, batch 8 uses all of them. Every preset sees the same 0.3 cm grid "
-        "(`collate_events(..., voxel_size_cm=0.3)`), so N is also the number of tokens at "
-        "the finest stage. `tiny` is trained at 0.6 cm: on its native grid the same events "
-        "keep "
-        + ", ".join(f"{100 * v:.0f}%" for _, v in sorted(info["voxel_fraction_at_0p6cm"].items(),
-                                                       key=lambda kv: int(kv[0])))
-        + " of their voxels (per size), so its cost at its training resolution is roughly "
-        "that of a smaller row.",
-        "* Model: `PointEncoder(EncoderConfig.preset(p))`, randomly initialised (speed does "
-        "not depend on the weights), `eval()`, `torch.no_grad()`; `bf16` rows run under "
-        "`torch.autocast(dtype=torch.bfloat16)`.",
-        "* forward: `model(batch)` on a batch already collated and on the device. "
-        "end to end (semantic segmentation style): `collate_events` from `events.Event` "
-        "objects, transfer to the device, forward, a linear 5-class point head, `argmax`, "
-        "labels back to numpy.",
-        f"* Each configuration runs in a fresh process with {machine['threads']} torch "
-        f"thread(s): {settings['warmup']} warm-up call(s) of each phase (one when a call takes "
-        f"over 10 s), then {settings['repeats']} timed calls of each phase, the two phases "
-        "alternating call by call, or fewer once they have run "
-        f"{settings['max_seconds']:g} s per phase (never fewer than "
-        f"{settings['min_repeats']}; the `repeats` column). ms/event = call time / batch "
-        "size; median and p90 over the repeats (with three repeats p90 is close to their "
-        "maximum); events/s = batch / median call time.",
-        f"* Memory: {mem_kind} after the timed calls, minus the memory "
-        + ("resident (`/proc/self/statm`)" if device == "cpu" else "allocated")
-        + " once model and inputs were loaded (\"delta\": activations, temporaries and "
-        "allocator caching of inference, per call, i.e. per batch); \"peak\" is the absolute "
-        "value (on CPU it includes the Python interpreter, torch and the model). "
-        "`page faults/call`: minor page faults (`ru_minflt`) of the worker per timed call: "
-        "each is a fresh 4 KiB page the kernel had to map and zero.",
-        "* Allocator: " + ("glibc malloc told to keep freed memory (`"
-                           + " ".join(f"{k}={v}" for k, v in settings["malloc_env"].items())
-                           + "` in the workers' environment)."
-                           if settings.get("malloc_env") else
-                           "glibc malloc defaults (blocks above its mmap threshold, at most "
-                           "32 MiB, are mapped and unmapped on every allocation; see "
-                           "`--keep-memory`)."), "",
-        "## Results", "",
-        "| preset | params | points/event | batch | dtype | forward ms/event median | p90 | "
-        "events/s | end-to-end ms/event median | p90 | mem delta MiB | mem peak MiB | "
-        "page faults/call | repeats | load | other cores |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-        "| --- |",
-    ]
-    for r in results:
-        s = r["spec"]
-        head = f"| {s['preset']} | "
-        if "error" in r:
-            lines.append(head + f"- | {s['n_points']} | {s['batch']} | {s['dtype']} | "
-                         f"failed: {r['error']} | | | | | | | | | {r.get('load1_start', 0):.2f} | |")
-            continue
-        lines.append(
-            head + f"{r['parameters'] / 1e6:.2f}M | {s['n_points']} | {s['batch']} | "
-            f"{s['dtype']} | {_num(r['fwd_ms_median'])} | {_num(r['fwd_ms_p90'])} | "
-            f"{_num(r['events_per_s'], 2)} | {_num(r['e2e_ms_median'])} | "
-            f"{_num(r['e2e_ms_p90'])} | {_num(r['mem_delta_mib'], 0)} | "
-            f"{_num(r['mem_peak_mib'], 0)} | {r.get('minor_page_faults_per_call', float('nan')):.0f} | "
-            f"{r['repeats']} | {r['load1_start']:.2f} | "
-            f"{r['other_cores']:.2f} |")
-    lines += ["", "## Summary (computed from the table)", ""] + summary_lines(results)
-    lines += ["", "![ms per event](encoder_speed/ms_per_event.png)", "",
-              "Raw call times, warm-up times and memory figures: "
-              "[encoder_speed/results.json](encoder_speed/results.json).", ""]
-    md = out / "encoder_speed.md"
-    with atomic_open(md, "w") as fh:
-        fh.write("\n".join(lines))
-    return md
+def _load() -> tuple[float, float, float]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
 
 
 # ============================================================================ CLI
@@ -652,8 +336,7 @@ def _ints(text: str) -> list[int]:
     return vals
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--render", metavar="RESULTS_JSON",
@@ -679,46 +362,22 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                          "(MALLOC_MMAP_MAX_=0, large trim threshold): fewer page faults")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--out", help="report directory (default evals/reports; --quick: a temp dir)")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
     args = ap.parse_args(argv)
 
     if args.worker:                      # one configuration, in a fresh process
         print(json.dumps(measure(Spec(**json.loads(args.worker)))))
         return Path()
-
     if args.render:                      # re-render text and plot from recorded numbers
-        saved = json.loads(Path(args.render).read_text())
-        out = Path(args.out) if args.out else REPO / "evals" / "reports"
-        md = write_report(out, saved["command"], saved["machine"], saved["results"],
-                          saved["inputs"], saved["load_before"], saved["load_after"],
-                          saved.get("elapsed_s", float("nan")), saved.get("quick", False),
-                          saved["settings"], saved.get("wait_idle", 0.0),
-                          rendered_by="python -m larsight.evals.encoder_bench " + shlex.join(argv))
-        print(f"wrote {md}")
-        return md
+        return render(args, argv)
 
     d = QUICK if args.quick else DEFAULTS
-    presets = (args.presets or d["presets"]).split(",")
-    sizes = _ints(args.sizes or d["sizes"])
-    batches = _ints(args.batches)
-    if max(batches) > SLOTS:
-        ap.error(f"--batches: at most {SLOTS}")
-    if args.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            ap.error("--device cuda: no CUDA device is available")
-    from larsight.encoder import PRESETS
-    for p in presets:
-        if p not in PRESETS:
-            ap.error(f"--presets: unknown preset {p!r}; choose from {sorted(PRESETS)}")
-    sizes_for = {p: sizes for p in presets}
-    for item in args.sizes_for:
-        p, _, text = item.partition("=")
-        if p not in sizes_for:
-            ap.error(f"--sizes-for: {p!r} is not one of --presets {presets}")
-        try:
-            sizes_for[p] = _ints(text)
-        except (ValueError, argparse.ArgumentTypeError) as exc:
-            ap.error(f"--sizes-for {item!r}: {exc}")
+    presets, sizes_for, batches = _configurations(ap, args, d)
     out = Path(args.out) if args.out else (
         Path(tempfile.gettempdir()) / "larsight_encoder_bench_quick" if args.quick
         else REPO / "evals" / "reports")
@@ -735,6 +394,54 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                     max_seconds=args.max_seconds or d["max_seconds"])
     if args.keep_memory:
         settings["malloc_env"] = KEEP_MEMORY_ENV
+    results = run_all(presets, sizes_for, batches, dtypes, args, settings, inputs, d["timeout"])
+    md = write_report(out, command, machine, results, info, load_before, _load(),
+                      time.perf_counter() - t0, args.quick, settings, args.wait_idle)
+    print(f"wrote {md}")
+    return md
+
+
+def render(args, argv: list[str]) -> Path:
+    """Re-write the report and plot from a recorded results.json (no measuring)."""
+    saved = json.loads(Path(args.render).read_text())
+    out = Path(args.out) if args.out else REPO / "evals" / "reports"
+    md = write_report(out, saved["command"], saved["machine"], saved["results"],
+                      saved["inputs"], saved["load_before"], saved["load_after"],
+                      saved.get("elapsed_s", float("nan")), saved.get("quick", False),
+                      saved["settings"], saved.get("wait_idle", 0.0),
+                      rendered_by="python -m larsight.evals.encoder_bench " + shlex.join(argv))
+    print(f"wrote {md}")
+    return md
+
+
+def _configurations(ap: argparse.ArgumentParser, args, d: dict) -> tuple[list[str], dict[str, list[int]], list[int]]:
+    """Presets, sizes per preset and batch sizes from the options (errors name the option)."""
+    presets = (args.presets or d["presets"]).split(",")
+    sizes = _ints(args.sizes or d["sizes"])
+    batches = _ints(args.batches)
+    if max(batches) > SLOTS:
+        ap.error(f"--batches: at most {SLOTS}")
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: no CUDA device is available")
+    for p in presets:
+        if p not in PRESETS:
+            ap.error(f"--presets: unknown preset {p!r}; choose from {sorted(PRESETS)}")
+    sizes_for = {p: sizes for p in presets}
+    for item in args.sizes_for:
+        p, _, text = item.partition("=")
+        if p not in sizes_for:
+            ap.error(f"--sizes-for: {p!r} is not one of --presets {presets}")
+        try:
+            sizes_for[p] = _ints(text)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            ap.error(f"--sizes-for {item!r}: {exc}")
+    return presets, sizes_for, batches
+
+
+def run_all(presets: list[str], sizes_for: dict[str, list[int]], batches: list[int], dtypes: list[str],
+            args, settings: dict, inputs: dict, default_timeout: float) -> list[dict]:
+    """Every configuration in its own process, in order, printing one line each."""
     results = []
     with tempfile.TemporaryDirectory(prefix="encoder_bench_") as tmp:
         path = Path(tmp) / "inputs.npz"
@@ -747,7 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                                     device=args.device, dtype=dt, threads=args.threads,
                                     **{k: v for k, v in settings.items() if k != "malloc_env"})
                         idle = wait_until_idle(args.wait_idle) if args.wait_idle else None
-                        r = run_config(spec, args.timeout or d["timeout"], args.keep_memory)
+                        r = run_config(spec, args.timeout or default_timeout, args.keep_memory)
                         r["other_cores_before"] = idle
                         results.append(r)
                         if "error" in r:
@@ -759,10 +466,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                                   f"{r['mem_delta_mib']:.0f} MiB, load {r['load1_start']:.2f}, "
                                   f"other cores {r['other_cores']:.2f}",
                                   flush=True)
-    md = write_report(out, command, machine, results, info, load_before, _load(),
-                      time.perf_counter() - t0, args.quick, settings, args.wait_idle)
-    print(f"wrote {md}")
-    return md
+    return results
 
 
 if __name__ == "__main__":

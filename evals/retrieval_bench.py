@@ -52,180 +52,20 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
+import torch
 
 from larsight.events.formats.atomic import atomic_open
+from larsight.tools.index_build import append_rows, build_index
+from larsight.tools.retrieval import ENCODER_VECTOR, VECTOR, EventEmbedder, EventIndex, find_similar
+
+from .retrieval_quality import CLASS_QUERIES, precision_at_k, retrieval_quality, topk_indices, topology_queries
+
+__all__ = ["run", "main", "markdown", "write_report", "synthetic_rows", "bench_latency", "bench_ray_build",
+           "retrieval_quality", "precision_at_k", "topk_indices", "topology_queries", "CLASS_QUERIES"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "evals" / "reports"
-
-CLASS_QUERIES = {
-    "nue_cc": ("nu_e CC", "An electron-neutrino charged-current interaction.",
-               "nu_e CC: an electron shower starts at the interaction vertex."),
-    "numu_cc": ("nu_mu CC", "A muon-neutrino charged-current interaction.",
-                "nu_mu CC: a long minimum-ionising muon track leaves the vertex."),
-    "nc": ("NC", "A neutral-current interaction.",
-           "NC: no charged lepton, only hadrons and photon showers."),
-}
-"""Text queries per event class (short label, long name, a one-line description)."""
-
-_NAMES = {"mu": ("muon", "muons"), "e": ("electron", "electrons"), "p": ("proton", "protons"),
-          "pi": ("charged pion", "charged pions"), "gamma": ("photon shower", "photon showers"),
-          "K": ("kaon", "kaons")}
-
-
-def topology_queries(topology: str) -> list[str]:
-    """Text queries for a topology string: the string itself and a sentence."""
-    from larsight.qformer.corpus import parse_topology
-
-    c = parse_topology(topology)
-    parts = []
-    for key, name in (("muon", "mu"), ("electron", "e"), ("proton", "p"), ("pion", "pi"),
-                      ("photon", "gamma"), ("kaon", "K")):
-        n = int(c.get(key, 0))
-        if n or name in ("p", "pi"):
-            parts.append(f"{n if n else 'no'} {_NAMES[name][0] if n == 1 else _NAMES[name][1]}")
-    if not c.get("muon") and not c.get("electron"):
-        parts.insert(0, "no charged lepton")
-    sentence = "An event with " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1
-                                   else parts[0]) + "."
-    return [f"Topology: {topology}.", sentence]
-
-
-# ============================================================================ metrics
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float64)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
-def topk_indices(queries: np.ndarray, keys: np.ndarray, k: int,
-                 exclude_self: bool = False) -> np.ndarray:
-    """(Q, k) indices of the ``k`` keys nearest (cosine) to each query, best first; with
-    ``exclude_self`` query i is key i and never its own neighbour."""
-    sims = _unit(queries) @ _unit(keys).T
-    if exclude_self:
-        np.fill_diagonal(sims, -np.inf)
-    k = min(k, keys.shape[0] - int(exclude_self))
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, 1)
-
-
-def precision_at_k(queries: np.ndarray, query_labels: Sequence, keys: np.ndarray,
-                   key_labels: Sequence, k: int = 10, exclude_self: bool = False) -> np.ndarray:
-    """Per query: share of its ``k`` nearest keys whose label equals the query's label."""
-    nn = topk_indices(queries, keys, k, exclude_self)
-    kl = np.asarray(key_labels, dtype=object)
-    ql = np.asarray(query_labels, dtype=object)
-    return (kl[nn] == ql[:, None]).mean(axis=1)
-
-
-def _chance_self(labels: Sequence) -> float:
-    """Expected precision of a random ranking when every item queries the others."""
-    lab = np.asarray(labels, dtype=object)
-    n = len(lab)
-    _, counts = np.unique(lab.astype(str), return_counts=True)
-    return float(sum(c * (c - 1) for c in counts) / max(n * (n - 1), 1))
-
-
-def retrieval_quality(embedder, events: Optional[Sequence] = None, *, n: int = 300,
-                      seed: int = 0, k: int = 10, text: bool = True, batch_size: int = 8,
-                      progress: bool = True, encoded: Optional[dict] = None,
-                      max_topologies: int = 6) -> dict[str, Any]:
-    """Precision@k of retrieval with ``embedder`` (a ``tools.retrieval.EventEmbedder``) on
-    held-out events (default: the first ``n`` non-empty neutrino events of the eval split of
-    ``seed``): same class and same topology, event-to-event (aligned space and the encoder's
-    pooled embedding) and text-to-event. ``encoded`` reuses vectors already computed
-    (``{"vector", "encoder_vector", "event_class", "topology"}``). Returns a JSON-ready dict."""
-    from larsight.tools.retrieval import event_metadata
-
-    t0 = time.perf_counter()
-    if encoded is None:
-        if events is None:
-            from larsight.encoder.data import DataSpec, take
-
-            events = take(DataSpec(modes="nu", seed=seed), "eval", n, min_points=8)
-        from tqdm.auto import tqdm
-
-        vec, encv, cls, topo = [], [], [], []
-        for s in tqdm(range(0, len(events), batch_size), desc="embed", unit="batch",
-                      disable=not progress):
-            chunk = list(events[s:s + batch_size])
-            e = embedder.encode(chunk, batch_size=batch_size)
-            vec.append(e["vector"])
-            encv.append(e["encoder_vector"])
-            for ev in chunk:
-                row = event_metadata(ev)
-                cls.append(row["event_class"])
-                topo.append(row["topology"])
-        encoded = {"vector": np.concatenate(vec), "encoder_vector": np.concatenate(encv),
-                   "event_class": cls, "topology": topo}
-    V = np.asarray(encoded["vector"], dtype=np.float32)
-    E = encoded.get("encoder_vector")
-    cls = list(encoded["event_class"])
-    topo = list(encoded["topology"])
-    n_ev = len(cls)
-    if n_ev < k + 1:
-        raise ValueError(f"retrieval_quality: {n_ev} events; need more than k={k}")
-    classes, counts = np.unique(np.asarray(cls, dtype=str), return_counts=True)
-    out: dict[str, Any] = {
-        "k": k, "n_events": n_ev,
-        "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},
-        "n_topologies": int(len(set(topo))),
-        "event_to_event": {}, "text_to_event": {},
-    }
-    e2e = out["event_to_event"]
-    for name, M in (("aligned", V), ("encoder", E)):
-        if M is None or not np.all(np.isfinite(M)):
-            continue
-        pc = precision_at_k(M, cls, M, cls, k, exclude_self=True)
-        pt = precision_at_k(M, topo, M, topo, k, exclude_self=True)
-        e2e[name] = {
-            "class_precision": round(float(pc.mean()), 4),
-            "topology_precision": round(float(pt.mean()), 4),
-            "class_precision_by_class": {str(c): round(float(pc[np.asarray(cls) == c].mean()), 4)
-                                         for c in classes},
-        }
-    e2e["chance"] = {"class_precision": round(_chance_self(cls), 4),
-                     "topology_precision": round(_chance_self(topo), 4)}
-    if text:
-        texts, labels_c = [], []
-        for c in classes:
-            for q in CLASS_QUERIES.get(str(c), ()):
-                texts.append(q)
-                labels_c.append(str(c))
-        t_counts = {t: topo.count(t) for t in set(topo) if t is not None}
-        top_topos = [t for t, m in sorted(t_counts.items(), key=lambda kv: -kv[1])
-                     if m >= k][:max_topologies]
-        topo_texts, labels_t = [], []
-        for t in top_topos:
-            for q in topology_queries(t):
-                topo_texts.append(q)
-                labels_t.append(t)
-        T = embedder.embed_text(texts + topo_texts)
-        tc, tt = T[:len(texts)], T[len(texts):]
-        pc = precision_at_k(tc, labels_c, V, cls, k)
-        by_class = {str(c): round(float(pc[np.asarray(labels_c) == c].mean()), 4) for c in classes}
-        share = {str(c): float(m) / n_ev for c, m in zip(classes, counts)}
-        out["text_to_event"]["class"] = {
-            "precision": round(float(np.mean(list(by_class.values()))), 4),
-            "by_class": by_class, "chance": round(float(np.mean(list(share.values()))), 4),
-            "queries": {q: lab for q, lab in zip(texts, labels_c)},
-            "per_query": {q: round(float(p), 4) for q, p in zip(texts, pc)},
-        }
-        if topo_texts:
-            pt = precision_at_k(tt, labels_t, V, topo, k)
-            by_topo = {t: round(float(pt[np.asarray(labels_t, dtype=object) == t].mean()), 4)
-                       for t in top_topos}
-            out["text_to_event"]["topology"] = {
-                "precision": round(float(np.mean(list(by_topo.values()))), 4),
-                "by_topology": by_topo,
-                "chance": round(float(np.mean([t_counts[t] / n_ev for t in top_topos])), 4),
-                "queries": {q: lab for q, lab in zip(topo_texts, labels_t)},
-                "per_query": {q: round(float(p), 4) for q, p in zip(topo_texts, pt)},
-            }
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    return out
-
 
 # ============================================================================ timing
 class _Timer:
@@ -258,10 +98,6 @@ def synthetic_rows(real, n: int, rng: np.random.Generator, cos: float = 0.8, sta
     """``n`` synthetic index rows derived from the real rows (pyarrow table): metadata of a
     random real row (energy and size jittered by +-20 %), vector = unit(v + noise) at cosine
     ~``cos`` to the parent's, keys ``synthetic:<start + i>``."""
-    import pyarrow as pa
-
-    from larsight.tools.retrieval import ENCODER_VECTOR, VECTOR
-
     parent = rng.integers(0, real.num_rows, n)
     tbl = real.take(pa.array(parent))
     V = np.stack(tbl.column(VECTOR).to_numpy(zero_copy_only=False)).astype(np.float32)
@@ -291,8 +127,6 @@ def bench_latency(index_path: Path, query_vectors: np.ndarray, query_keys: Seque
                   repeats: int = 1) -> dict[str, Any]:
     """Per-query wall / CPU ms of the index search (ANN and exact, with and without ``filt``)
     and of ``find_similar`` by key, and the ANN's recall@k against exact search."""
-    from larsight.tools.retrieval import EventIndex, find_similar
-
     idx = EventIndex.open(index_path)
     res: dict[str, Any] = {"n_rows": idx.n_events, "vector_index": idx.manifest.get("vector_index"),
                            "k": k, "filter": filt, "n_queries": int(len(query_vectors))}
@@ -340,10 +174,9 @@ def bench_ray_build(spec: str, vlm: str, work: Path, *, actors: int = 2, threads
     """Build rate of ``build_index(spec, ray=True)`` on a local Ray instance started here
     (its start-up time is reported apart). A failed start is reported, not raised."""
     try:
-        import ray
+        import ray  # an optional extra (larsight[ray]): the bench reports its absence
     except ImportError as err:
         return {"skipped": f"ray not installed ({err}); pip install 'larsight[ray]'"}
-    from larsight.tools.index_build import build_index
 
     with _Timer() as t0:
         try:
@@ -369,11 +202,7 @@ def bench_ray_build(spec: str, vlm: str, work: Path, *, actors: int = 2, threads
 
 
 def run(args) -> dict[str, Any]:
-    import torch
-
-    from larsight.tools.index_build import append_rows, build_index
-    from larsight.tools.retrieval import ENCODER_VECTOR, VECTOR, EventEmbedder, EventIndex
-
+    """Every measurement the options ask for, as the report's JSON-ready dict."""
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="larsight-retrieval-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -388,9 +217,37 @@ def run(args) -> dict[str, Any]:
     report["model"] = emb.model_info()
     print(f"model: {emb}", flush=True)
 
-    # ---------------------------------------------------------------- held-out events
-    # the eval split's events, simulated and embedded by a local index build (the local
-    # build-rate measurement)
+    real_dir, spec = bench_local_build(args, emb, work, report)
+    real = EventIndex.open(real_dir).to_arrow().sort_by("id")
+    enc = {"vector": np.stack(real.column(VECTOR).to_numpy(zero_copy_only=False)),
+           "encoder_vector": np.stack(real.column(ENCODER_VECTOR).to_numpy(zero_copy_only=False)),
+           "event_class": real.column("event_class").to_pylist(),
+           "topology": real.column("topology").to_pylist()}
+    if not args.no_quality:
+        report["quality"] = retrieval_quality(emb, encoded=enc, k=args.k, text=not args.no_text)
+        report["quality"]["events"] = spec
+        print("quality:", json.dumps({k: report["quality"][k] for k in
+                                      ("event_to_event", "text_to_event")})[:2000], flush=True)
+    bench_at_scale(args, emb, work, real, enc, report)
+    if not args.no_ray and args.build_n:
+        report["build_ray_sim"] = bench_ray_build(
+            f"sim:nu:seed={args.seed + 1000}:n={args.build_n}", args.vlm, work,
+            actors=args.ray_actors, threads=args.threads, batch_size=args.batch_size,
+            num_cpus=args.ray_cpus, progress=not args.no_progress)
+        print(f"ray build: {report['build_ray_sim']}", flush=True)
+    report["machine"]["load_avg_end"] = _load_avg()
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        report["work_dir"] = str(work)
+    return report
+
+
+
+
+def bench_local_build(args, emb, work: Path, report: dict) -> tuple[Path, str]:
+    """The eval split's events, simulated and embedded by a local index build (the local
+    build-rate measurement); returns the index folder and its event spec."""
     spec = f"sim:nu:seed={args.seed}:split=eval:n={args.real}"
     real_dir = work / "real"
     with _Timer() as t:
@@ -405,19 +262,12 @@ def run(args) -> dict[str, Any]:
         "what": "simulation + embedding + writes, one process"}
     print(f"local build: {rep}", flush=True)
 
-    # ---------------------------------------------------------------- quality
-    real = EventIndex.open(real_dir).to_arrow().sort_by("id")
-    enc = {"vector": np.stack(real.column(VECTOR).to_numpy(zero_copy_only=False)),
-           "encoder_vector": np.stack(real.column(ENCODER_VECTOR).to_numpy(zero_copy_only=False)),
-           "event_class": real.column("event_class").to_pylist(),
-           "topology": real.column("topology").to_pylist()}
-    if not args.no_quality:
-        report["quality"] = retrieval_quality(emb, encoded=enc, k=args.k, text=not args.no_text)
-        report["quality"]["events"] = spec
-        print("quality:", json.dumps({k: report["quality"][k] for k in
-                                      ("event_to_event", "text_to_event")})[:2000], flush=True)
+    return real_dir, spec
 
-    # ---------------------------------------------------------------- latency at n rows
+
+def bench_at_scale(args, emb, work: Path, real, enc: dict, report: dict) -> None:
+    """The held-out rows plus synthetic ones up to ``--n`` rows, then query latency there (by
+    vector, by key and by text)."""
     big = work / "big"
     shutil.rmtree(big, ignore_errors=True)
     rng = np.random.default_rng(args.seed)
@@ -441,8 +291,6 @@ def run(args) -> dict[str, Any]:
     report["latency"] = bench_latency(big, qv, qkeys, k=args.k)
     if not args.no_text:
         texts = [q for qs in CLASS_QUERIES.values() for q in qs]
-        from larsight.tools.retrieval import find_similar
-
         find_similar(texts[0], k=args.k, index=big, embedder=emb)  # loads the LM once
         wall, cpu = [], []
         for q in texts:
@@ -451,19 +299,6 @@ def run(args) -> dict[str, Any]:
             wall.append(t.wall_ms)
             cpu.append(t.cpu_ms)
         report["latency"]["find_similar_by_text"] = _stats(wall, cpu)
-    # ---------------------------------------------------------------- Ray build rate
-    if not args.no_ray and args.build_n:
-        report["build_ray_sim"] = bench_ray_build(
-            f"sim:nu:seed={args.seed + 1000}:n={args.build_n}", args.vlm, work,
-            actors=args.ray_actors, threads=args.threads, batch_size=args.batch_size,
-            num_cpus=args.ray_cpus, progress=not args.no_progress)
-        print(f"ray build: {report['build_ray_sim']}", flush=True)
-    report["machine"]["load_avg_end"] = _load_avg()
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        report["work_dir"] = str(work)
-    return report
 
 
 def _fmt(x, nd=3):

@@ -25,8 +25,9 @@ from larsight.events import PILARNET_VOLUME, SEMANTIC_CLASSES, Volume  # noqa: E
 from larsight.events import sim  # noqa: E402
 from larsight.events.sim import medium as M  # noqa: E402
 from larsight.events.sim.run import _pool_stream  # noqa: E402
-from larsight.events.sim.transport import longitudinal_params, sample_michel_x  # noqa: E402
+from larsight.events.sim.samplers import longitudinal_params, sample_michel_x  # noqa: E402
 from larsight.events.formats.atomic import atomic_open  # noqa: E402
+from scipy.stats import gamma as gdist  # noqa: E402
 
 RANGE_TABLE = {  # PHYSICS.md, cm: T -> (muon, pion, kaon, proton)
     50: (13.0, 9.2, 3.7, 2.30), 100: (30.4, 26.9, 12.5, 7.82), 200: (76.1, 70.6, 39.5, 26.0),
@@ -93,15 +94,45 @@ def main(argv=None) -> Path:
         f"Machine: {platform.processor() or platform.machine()}, {workers} cores, Python "
         f"{platform.python_version()}; load average before the run: {load_before}.", "",
     ]
+    speed_lines, stats = speed_section(n, seed, workers)
+    lines += speed_lines
+    event_lines, frac = events_section(stats)
+    lines += event_lines
+    plot_points_energy(stats, pdir)
+    plot_classes_spectra(stats["nu"], frac, pdir)
+    plot_event_displays(seed, pdir)
+    range_lines, sim_r = ranges_section()
+    lines += range_lines
+    plot_ranges_bragg(sim_r, seed, pdir)
+    em_lines, em = showers_and_decays(seed)
+    lines += em_lines
+    plot_showers_decays(em, pdir)
+    lines += _real_event_comparison(stats["nu"])
+    lines += ["## Plots", ""] + [f"![{p.stem}](simulator/{p.name})" for p in sorted(pdir.glob("*.png"))]
+    lines += ["", "## Known shortcuts", "",
+              "See the module docstrings of events/sim: parametrised showers (not a particle-by-particle "
+              "cascade), a constant 85.8 cm hadronic interaction length with a toy final state, "
+              "no muon decay in flight, no positron annihilation photons, a toy neutrino flux and "
+              "final-state model (no nuclear model beyond a fixed binding energy), "
+              "no diffusion, electron lifetime or detector response.", ""]
+    md = out / "simulator.md"
+    with atomic_open(md, "w") as fh:
+        fh.write("\n".join(lines))
+    print(f"wrote {md}")
+    return md
 
-    # ---------------------------------------------------------------- speed
+
+# ============================================================================ sections
+def speed_section(n: int, seed: int, workers: int) -> tuple[list[str], dict[str, list]]:
+    """Events per second of each mode on one core and on every core; the one-core events are
+    kept for the statistics of the other sections."""
     speed, stats = {}, {}
     for mode in ("nu", "mpv", "mpr"):
         r1, evs = bench(mode, n, seed, 1)
         rN, _ = bench(mode, 2 * n, seed, workers) if workers > 1 else (r1, None)
         speed[mode] = (r1, rN)
         stats[mode] = evs
-    lines += ["## Speed", "",
+    lines = ["## Speed", "",
               f"Events per second, default geometry, {n} events on one core and {2 * n} on "
               f"{workers} worker processes (ordered `imap`, as `simulate_file` does; no file "
               "writing). Target: at least 50 neutrino events/s on both cores.", "",
@@ -111,8 +142,13 @@ def main(argv=None) -> Path:
         lines.append(f"| {mode} | {r1:.1f} | {1000 / r1:.1f} | {rN:.1f} |")
     lines += ["", f"Load average after the benchmarks: {_load()}.", ""]
 
-    # ---------------------------------------------------------------- points, classes, energy
-    lines += ["## Events", "",
+    return lines, stats
+
+
+def events_section(stats: dict[str, list]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Points, energy and particles per event, semantic class fractions and the neutrino sample's
+    classes and channels; also returns each mode's voxel fractions per class."""
+    lines = ["## Events", "",
               "| mode | points/event mean | p5 | p50 | p95 | max | visible energy/event mean (MeV) |"
               " particles/event |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mode, evs in stats.items():
@@ -142,6 +178,75 @@ def main(argv=None) -> Path:
               + ", ".join(f"{c} {np.mean(chans == c):.2f}" for c in ("QE", "MEC", "RES", "DIS")) + ".",
               ""]
 
+    return lines, frac
+
+
+def ranges_section() -> tuple[list[str], dict]:
+    """Simulated straight-track CSDA ranges against the table; also returns them by (pdg, T)."""
+    lines = ["## CSDA ranges", "",
+              "Simulated: length of a straight particle-gun track (scattering, interactions, "
+              "delta rays, decays and fluctuations off) measured from its voxels; table: "
+              "PHYSICS.md (muon 50 MeV is an estimate there).", "",
+              "| T (MeV) | " + " | ".join(f"{n} sim / table (cm)" for _, n in SPECIES) + " |",
+              "| --- |" + " --- |" * len(SPECIES)]
+    worst = 0.0
+    sim_r = {}
+    for T, row in RANGE_TABLE.items():
+        cells = []
+        for k, (pdg, name) in enumerate(SPECIES):
+            r = simulated_range(pdg, T)
+            sim_r[(pdg, T)] = r
+            dev = r / row[k] - 1
+            if not (pdg == 13 and T == 50):
+                worst = max(worst, abs(dev))
+            cells.append(f"{r:.1f} / {row[k]} ({dev:+.1%})")
+        lines.append(f"| {T} | " + " | ".join(cells) + " |")
+    lines += ["", f"Largest deviation from a table value: {worst:.1%} "
+              "(a 0.3 cm voxel is 4% of the 7.8 cm proton range at 100 MeV). "
+              f"A 10 MeV proton stops in {float(M.csda_range_cm(2212, 10.0)):.3f} cm (table 0.135).", ""]
+
+    return lines, sim_r
+
+
+def showers_and_decays(seed: int) -> tuple[list[str], dict]:
+    """Michel spectrum, shower containment and profile, photon conversion distances; also
+    returns the samples the plot needs."""
+    michel = []
+    small = Volume(voxel_size_cm=0.3, shape=(200, 200, 200))
+    for s in range(300):
+        ev = sim.particle_gun(-13, 30.0, seed=seed + s, position=[30, 30, 30], volume=small,
+                              delta_rays=False)
+        michel += [p.kinetic_energy_mev + M.M_E for p in ev.particles if p.process == "decay"]
+    michel = np.array(michel)
+    cont1, cont2, prof = [], [], []
+    for s in range(12):
+        ev = sim.particle_gun(11, 500.0, seed=seed + s, direction=[0, 0, 1], position=[115, 115, 10])
+        c = np.asarray(ev.particles[0].start_cm)
+        p = ev.points + 0.15
+        r = np.hypot(p[:, 0] - c[0], p[:, 1] - c[1])
+        cont1.append(ev.energy[r < M.MOLIERE_CM].sum() / ev.energy.sum())
+        cont2.append(ev.energy[r < 2 * M.MOLIERE_CM].sum() / ev.energy.sum())
+        prof.append((p[:, 2] - c[2], ev.energy))
+    gaps = []
+    for s in range(400):
+        ev = sim.particle_gun(22, 300.0, seed=seed + s, direction=[0, 0, 1], position=[115, 115, 10])
+        g = ev.particles[0]
+        gaps.append(np.linalg.norm(np.subtract(g.end_cm, g.start_cm)))
+    gaps = np.array(gaps)
+    lam = float(M.photon_attenuation_cm(300.0))
+    lines = ["## Showers and decays", "",
+              f"- Michel electrons from {len(michel)} stopped mu+: mean {michel.mean():.2f} MeV "
+              f"(expected 36.98 = 0.7 x 52.83), max {michel.max():.2f} MeV (endpoint 52.83).",
+              f"- 500 MeV electron showers (12): {np.mean(cont1):.1%} of the visible energy within "
+              f"1 Moliere radius of the axis, {np.mean(cont2):.1%} within 2 (PHYSICS.md: 90% / 95%).",
+              f"- 300 MeV photons (400): mean conversion distance {gaps.mean():.1f} +- "
+              f"{gaps.std() / np.sqrt(gaps.size):.1f} cm, expected {lam:.1f} cm (9/7 X0 = "
+              f"{9 / 7 * M.X0_CM:.1f} cm at high energy).", ""]
+    return lines, {"michel": michel, "prof": prof, "gaps": gaps, "lam": lam}
+
+
+# ============================================================================ plots
+def plot_points_energy(stats: dict[str, list], pdir: Path) -> None:
     fig, axs = plt.subplots(1, 3, figsize=(15, 4))
     for mode, evs in stats.items():
         axs[0].hist([len(e) for e in evs], bins=40, histtype="step", label=mode)
@@ -159,6 +264,10 @@ def main(argv=None) -> Path:
     fig.savefig(pdir / "points_energy.png", dpi=90)
     plt.close(fig)
 
+
+
+def plot_classes_spectra(nu: list, frac: dict[str, np.ndarray], pdir: Path) -> None:
+    cls = np.array([e.event_class for e in nu])
     fig, axs = plt.subplots(1, 3, figsize=(15, 4))
     x = np.arange(5)
     for k, (mode, fv) in enumerate(frac.items()):
@@ -181,6 +290,9 @@ def main(argv=None) -> Path:
     fig.savefig(pdir / "classes_spectra.png", dpi=90)
     plt.close(fig)
 
+
+
+def plot_event_displays(seed: int, pdir: Path) -> None:
     fig, axs = plt.subplots(2, 3, figsize=(16, 10))
     picks = [("nue_cc", sim.neutrino(seed=seed, index=0, flavour="nue_cc")),
              ("numu_cc", sim.neutrino(seed=seed, index=1, flavour="numu_cc")),
@@ -199,29 +311,9 @@ def main(argv=None) -> Path:
     fig.savefig(pdir / "event_displays.png", dpi=90)
     plt.close(fig)
 
-    # ---------------------------------------------------------------- ranges
-    lines += ["## CSDA ranges", "",
-              "Simulated: length of a straight particle-gun track (scattering, interactions, "
-              "delta rays, decays and fluctuations off) measured from its voxels; table: "
-              "PHYSICS.md (muon 50 MeV is an estimate there).", "",
-              "| T (MeV) | " + " | ".join(f"{n} sim / table (cm)" for _, n in SPECIES) + " |",
-              "| --- |" + " --- |" * len(SPECIES)]
-    worst = 0.0
-    sim_r = {}
-    for T, row in RANGE_TABLE.items():
-        cells = []
-        for k, (pdg, name) in enumerate(SPECIES):
-            r = simulated_range(pdg, T)
-            sim_r[(pdg, T)] = r
-            dev = r / row[k] - 1
-            if not (pdg == 13 and T == 50):
-                worst = max(worst, abs(dev))
-            cells.append(f"{r:.1f} / {row[k]} ({dev:+.1%})")
-        lines.append(f"| {T} | " + " | ".join(cells) + " |")
-    lines += ["", f"Largest deviation from a table value: {worst:.1%} "
-              "(a 0.3 cm voxel is 4% of the 7.8 cm proton range at 100 MeV). "
-              f"A 10 MeV proton stops in {float(M.csda_range_cm(2212, 10.0)):.3f} cm (table 0.135).", ""]
 
+
+def plot_ranges_bragg(sim_r: dict, seed: int, pdir: Path) -> None:
     fig, axs = plt.subplots(1, 2, figsize=(12, 4.5))
     Ts = np.array(sorted(RANGE_TABLE))
     for k, (pdg, name) in enumerate(SPECIES):
@@ -255,38 +347,10 @@ def main(argv=None) -> Path:
     fig.savefig(pdir / "ranges_bragg.png", dpi=90)
     plt.close(fig)
 
-    # ---------------------------------------------------------------- EM and decays
-    michel = []
-    small = Volume(voxel_size_cm=0.3, shape=(200, 200, 200))
-    for s in range(300):
-        ev = sim.particle_gun(-13, 30.0, seed=seed + s, position=[30, 30, 30], volume=small,
-                              delta_rays=False)
-        michel += [p.kinetic_energy_mev + M.M_E for p in ev.particles if p.process == "decay"]
-    michel = np.array(michel)
-    cont1, cont2, prof = [], [], []
-    for s in range(12):
-        ev = sim.particle_gun(11, 500.0, seed=seed + s, direction=[0, 0, 1], position=[115, 115, 10])
-        c = np.asarray(ev.particles[0].start_cm)
-        p = ev.points + 0.15
-        r = np.hypot(p[:, 0] - c[0], p[:, 1] - c[1])
-        cont1.append(ev.energy[r < M.MOLIERE_CM].sum() / ev.energy.sum())
-        cont2.append(ev.energy[r < 2 * M.MOLIERE_CM].sum() / ev.energy.sum())
-        prof.append((p[:, 2] - c[2], ev.energy))
-    gaps = []
-    for s in range(400):
-        ev = sim.particle_gun(22, 300.0, seed=seed + s, direction=[0, 0, 1], position=[115, 115, 10])
-        g = ev.particles[0]
-        gaps.append(np.linalg.norm(np.subtract(g.end_cm, g.start_cm)))
-    gaps = np.array(gaps)
-    lam = float(M.photon_attenuation_cm(300.0))
-    lines += ["## Showers and decays", "",
-              f"- Michel electrons from {len(michel)} stopped mu+: mean {michel.mean():.2f} MeV "
-              f"(expected 36.98 = 0.7 x 52.83), max {michel.max():.2f} MeV (endpoint 52.83).",
-              f"- 500 MeV electron showers (12): {np.mean(cont1):.1%} of the visible energy within "
-              f"1 Moliere radius of the axis, {np.mean(cont2):.1%} within 2 (PHYSICS.md: 90% / 95%).",
-              f"- 300 MeV photons (400): mean conversion distance {gaps.mean():.1f} +- "
-              f"{gaps.std() / np.sqrt(gaps.size):.1f} cm, expected {lam:.1f} cm (9/7 X0 = "
-              f"{9 / 7 * M.X0_CM:.1f} cm at high energy).", ""]
+
+
+def plot_showers_decays(em: dict, pdir: Path) -> None:
+    michel, prof, gaps, lam = em["michel"], em["prof"], em["gaps"], em["lam"]
     fig, axs = plt.subplots(1, 3, figsize=(15, 4))
     axs[0].hist(michel, bins=27, range=(0, 54), density=True, label="simulated")
     xx = np.linspace(0, 1, 100)
@@ -298,7 +362,6 @@ def main(argv=None) -> Path:
     h, edges = np.histogram(z / M.X0_CM, bins=40, range=(0, 16), weights=w)
     axs[1].step(edges[:-1], h / h.sum() / np.diff(edges), where="post", label="simulated 500 MeV e-")
     a_gp, b_gp = longitudinal_params(500.0)
-    from scipy.stats import gamma as gdist
     tt = np.linspace(0, 16, 200)
     axs[1].plot(tt, gdist.pdf(tt - 0.2, a_gp, scale=1 / b_gp), "k-", label="Gamma profile (GP)")
     axs[1].set_xlabel("depth (X0)")
@@ -312,19 +375,6 @@ def main(argv=None) -> Path:
     fig.savefig(pdir / "showers_decays.png", dpi=90)
     plt.close(fig)
 
-    lines += _real_event_comparison(stats["nu"])
-    lines += ["## Plots", ""] + [f"![{p.stem}](simulator/{p.name})" for p in sorted(pdir.glob("*.png"))]
-    lines += ["", "## Known shortcuts", "",
-              "See the module docstrings of events/sim: parametrised showers (not a particle-by-particle "
-              "cascade), a constant 85.8 cm hadronic interaction length with a toy final state, "
-              "no muon decay in flight, no positron annihilation photons, a toy neutrino flux and "
-              "final-state model (no nuclear model beyond a fixed binding energy), "
-              "no diffusion, electron lifetime or detector response.", ""]
-    md = out / "simulator.md"
-    with atomic_open(md, "w") as fh:
-        fh.write("\n".join(lines))
-    print(f"wrote {md}")
-    return md
 
 
 def _real_event_comparison(nu_events) -> list[str]:

@@ -8,11 +8,11 @@
 """
 from larsight.events.model import (
     EVENT_CLASSES, PID_CLASSES, PILARNET_VOLUME, PROCESSES, SEMANTIC_CLASSES,
-    Event, EventError, EventMeta, Interaction, Particle, Volume,
+    Event, EventError, EventFileError, EventMeta, Interaction, Particle, Volume,
 )
 
 __all__ = [
-    "Event", "EventError", "EventMeta", "Interaction", "Particle", "Volume", "PILARNET_VOLUME",
+    "Event", "EventError", "EventFileError", "EventMeta", "Interaction", "Particle", "Volume", "PILARNET_VOLUME",
     "SEMANTIC_CLASSES", "PID_CLASSES", "EVENT_CLASSES", "PROCESSES", "read", "write",
 ]
 
@@ -23,6 +23,6 @@ def __getattr__(name):
     import importlib
     if name in ("read", "write"):
         return getattr(importlib.import_module("larsight.events.formats"), name)
-    if name in ("sim", "display", "projections", "dataset", "inspect"):
+    if name in ("sim", "display", "projections", "dataset", "inspect", "vocabulary"):
         return importlib.import_module(f"larsight.events.{name}")
     raise AttributeError(f"module 'larsight.events' has no attribute {name!r}")

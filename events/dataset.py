@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from larsight.events import formats
 from larsight.events.model import EVENT_CLASSES, PILARNET_VOLUME, Event, Volume
+from larsight.events.sim import MODES, simulate
 
 ENERGY_SCALE_MEV = 0.1
 """Features are ``log1p(E / ENERGY_SCALE_MEV)`` (the encoder's ``energy_feature``)."""
@@ -153,9 +155,7 @@ class EventDataset(_ShardedEvents):
     def counts(self) -> list[int]:
         """Number of events per file (in ``self.files`` order), read once from the file headers."""
         if self._counts is None:
-            count = self.counter
-            if count is None:
-                from larsight.events.formats import count
+            count = self.counter if self.counter is not None else formats.count
             self._counts = [int(count(p)) for p in self.files]
         return self._counts
 
@@ -178,10 +178,7 @@ class EventDataset(_ShardedEvents):
         return [int(i) for i in order]
 
     def _events(self, shard: int, nshards: int) -> Iterator[Event]:
-        read = self.reader
-        if read is None:
-            from larsight.events.formats import read
-
+        read = self.reader if self.reader is not None else formats.read
         if nshards <= self.stream_shards_max:
             # stream each file and keep every nshards-th event: cheaper than reopening the file
             # per event while few events are skipped
@@ -219,8 +216,6 @@ class SimulatedDataset(_ShardedEvents):
                  volume: Volume = PILARNET_VOLUME, transform: Optional[Callable[[Event], Any]] = None,
                  min_points: int = 1, *, rank: Optional[int] = None, world_size: Optional[int] = None):
         super().__init__(transform, min_points, rank, world_size)
-        from larsight.events.sim import MODES
-
         if mode not in MODES:
             raise ValueError(f"SimulatedDataset: mode must be one of {sorted(MODES)}, got {mode!r}")
         if n is not None and n < 0:
@@ -237,8 +232,6 @@ class SimulatedDataset(_ShardedEvents):
         return self.n // world + (1 if rank < self.n % world else 0)
 
     def __iter__(self):
-        from larsight.events.sim import simulate
-
         shard, nshards = shard_info(self.rank, self.world_size)
         i = shard
         while self.n is None or i < self.n:

@@ -1,4 +1,4 @@
-"""qformer layer of larsight (see DESIGN.md): the detector-native VLM.
+"""qformer layer of larsight (docs/architecture.md): the detector-native VLM.
 
 ``load_vlm()`` loads a trained VLM (frozen encoder + Q-Former projector + language model with
 LoRA adapters): ``VLM.classify(event)`` -> {class: probability}, ``explain(event, question)``,

@@ -24,10 +24,23 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from larsight.encoder import load_model
+from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
+from larsight.encoder.data import DataSpec, event_stream
+from larsight.encoder.training import LossLog, command_line, lr_at, positioned
+
+from . import corpus
+from .lm import load_lm
+from .projector import EventProjector, EventProjectorConfig
+from .vlm import VLM
 
 STAGE2_MIX = {"classify": 0.5, "qa": 0.35, "tool": 0.15}
 """Share of each instruction kind in stage 2 (classification is the headline task)."""
@@ -92,16 +105,12 @@ class AlignConfig:
 def stage1_text(facts, rng: np.random.Generator) -> tuple[str, str]:
     """(question, caption) for stage 1: the caption is both the contrastive text and the
     captioning target."""
-    from . import corpus
-
     caption = corpus.captions(facts, rng, n=1)[0]
     return corpus.CAPTION_PROMPT, caption
 
 
 def stage2_text(facts, rng: np.random.Generator) -> tuple[str, str, str]:
     """(kind, question, answer) for stage 2, kinds drawn by ``STAGE2_MIX``."""
-    from . import corpus
-
     kinds = list(STAGE2_MIX)
     kind = kinds[int(rng.choice(len(kinds), p=np.array(list(STAGE2_MIX.values()))))]
     if kind == "classify" and facts.event_class is None:
@@ -119,19 +128,14 @@ def stage2_text(facts, rng: np.random.Generator) -> tuple[str, str, str]:
 
 
 def contrastive_loss(kind: str):
+    # open_clip pulls in torchvision (seconds to import); only stage 1 needs its losses
     from open_clip.loss import ClipLoss, SigLipLoss
 
     return SigLipLoss() if kind == "siglip" else ClipLoss()
 
 
 # ============================================================================ the loop
-def build_vlm(cfg: AlignConfig, device) -> "VLM":
-    from larsight.encoder import load_model
-
-    from .lm import load_lm
-    from .projector import EventProjector, EventProjectorConfig
-    from .vlm import VLM
-
+def build_vlm(cfg: AlignConfig, device) -> VLM:
     encoder = load_model(cfg.encoder, device=device)
     lm, tok = load_lm(cfg.lm, quantization=cfg.quantization, lora=cfg.stage == 2,
                       lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, device=device)
@@ -163,17 +167,107 @@ def _repo_relative(path) -> str:
         return str(p)
 
 
+def _optimizer(vlm: VLM, cfg: AlignConfig) -> tuple[list[dict], torch.optim.Optimizer, list]:
+    """AdamW over the projector (``lr``) and, in stage 2, the LoRA adapters (``lora_lr``)."""
+    lora_params = [p for p in vlm.lm.parameters() if p.requires_grad]
+    proj_params = [p for p in vlm.projector.parameters() if p.requires_grad]
+    groups = [{"params": proj_params, "lr": cfg.lr, "base_lr": cfg.lr}]
+    if lora_params:
+        groups.append({"params": lora_params, "lr": cfg.lora_lr, "base_lr": cfg.lora_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    return groups, optimizer, lora_params
+
+
+def _resume(run: Path, vlm: VLM, lora_params: list, modules: dict, optimizer,
+            rng: np.random.Generator) -> tuple[int, int]:
+    """Restore a run's state (and its LoRA adapters from the last ``vlm/adapter``); returns
+    (step, stream position)."""
+    # the frozen (possibly 4-bit) base never goes into the training state: the adapters are
+    # restored from the last saved vlm/adapter, which every checkpoint writes with the state
+    if lora_params:
+        # peft loads transformers' model classes (seconds); only a stage-2 resume needs it
+        from peft import set_peft_model_state_dict
+
+        adapter = run / "vlm" / "adapter" / "adapter_model.safetensors"
+        if not adapter.exists():
+            raise FileNotFoundError(f"--resume: {adapter} is missing; cannot restore the "
+                                    f"LoRA adapters of {run}")
+        set_peft_model_state_dict(vlm.lm, load_file(str(adapter)))
+    st = load_train_state(run / "state", modules=modules, optimizer=optimizer)
+    rng.bit_generator.state = st["extra"]["numpy_rng"]
+    print(f"resumed {run} at step {st['step']}")
+    return st["step"], int(st["extra"]["stream_pos"])
+
+
+def _stage1_loss(vlm: VLM, projector, accelerator: Accelerator, loss_fn, cfg: AlignConfig, facts,
+                 inputs: dict, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """Contrastive loss between events and their captions plus the captioning loss."""
+    qa = [stage1_text(f, rng) for f in facts]
+    questions, answers = [q for q, _ in qa], [a for _, a in qa]
+    proj = projector(inputs["tokens"], inputs["mask"], inputs["coords"])
+    with torch.no_grad():
+        hidden, tmask = vlm.text_hidden(answers)
+    p = accelerator.unwrap_model(projector)
+    text = p.embed_text(hidden, tmask)
+    con = loss_fn(proj.event_embed, text, p.logit_scale.exp(), p.logit_bias) \
+        if cfg.contrastive == "siglip" else loss_fn(proj.event_embed, text, p.logit_scale.exp())
+    batch = vlm.assemble(proj.lm_embeds, questions, answers, max_answer_tokens=cfg.max_answer_tokens)
+    cap = vlm.lm(**batch).loss
+    loss = cfg.contrastive_weight * con + cfg.caption_weight * cap
+    return loss, {"contrastive": con.item(), "caption": cap.item()}
+
+
+def _stage2_loss(vlm: VLM, projector, cfg: AlignConfig, facts, inputs: dict,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """The language-model loss of the answers to drawn instructions."""
+    triples = [stage2_text(f, rng) for f in facts]
+    questions, answers = [t[1] for t in triples], [t[2] for t in triples]
+    proj = projector(inputs["tokens"], inputs["mask"], inputs["coords"])
+    batch = vlm.assemble(proj.lm_embeds, questions, answers, max_answer_tokens=cfg.max_answer_tokens)
+    return vlm.lm(**batch).loss, {}
+
+
+def _train_step(cfg: AlignConfig, vlm: VLM, projector, accelerator: Accelerator, optimizer,
+                groups: list[dict], loss_fn, stream, rng: np.random.Generator, step: int
+                ) -> tuple[int, torch.Tensor, dict[str, float]]:
+    """One optimizer step on the next ``batch_size`` events; returns the stream position after
+    them, the loss and its parts."""
+    events = []
+    for _ in range(cfg.batch_size):
+        stream_pos, ev = next(stream)
+        events.append(ev)
+    facts = [corpus.event_facts(ev) for ev in events]
+    inputs = vlm.event_inputs(events)
+    if cfg.stage == 1:
+        loss, parts = _stage1_loss(vlm, projector, accelerator, loss_fn, cfg, facts, inputs, rng)
+    else:
+        loss, parts = _stage2_loss(vlm, projector, cfg, facts, inputs, rng)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"align: non-finite loss at step {step}: {parts}")
+    accelerator.backward(loss)
+    if cfg.grad_clip:
+        accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stream_pos, loss, parts
+
+
+def _save(run: Path, cfg: AlignConfig, vlm: VLM, command: str, voxel: float, step: int, metrics: dict,
+          modules: dict, optimizer, stream_pos: int, rng: np.random.Generator, log: LossLog) -> None:
+    """``vlm/`` (projector, adapters, manifest), the resumable state and the loss plot."""
+    vlm.save_pretrained(run / "vlm", extra={
+        "kind": f"align-stage-{cfg.stage}", "command": command,
+        "data": {"modes": cfg.data_mode, "seed": cfg.seed, "split": "align",
+                 "voxel_size_cm": voxel},
+        "align_config": asdict(cfg), "step": step, "metrics": metrics})
+    save_train_state(run / "state", step=step, modules=modules, optimizer=optimizer,
+                     extra={"stream_pos": stream_pos, "numpy_rng": rng.bit_generator.state,
+                            "config": asdict(cfg)})
+    log.plot(("loss", "contrastive", "caption") if cfg.stage == 1 else ("loss",))
+
+
 def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     """Run (or resume) one alignment stage; returns a summary (also in ``vlm/vlm.json``)."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
-    from larsight.encoder.data import DataSpec, event_stream
-    from larsight.encoder.pretrain import LossLog, _positioned, command_line, lr_at
-
-    from . import corpus
-
     accelerator = Accelerator()
     main = accelerator.is_main_process
     run = Path(cfg.run_dir)
@@ -182,61 +276,27 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     vlm = build_vlm(cfg, accelerator.device)
     vlm.projector.train()
-
-    lora_params = [p for p in vlm.lm.parameters() if p.requires_grad]
-    proj_params = [p for p in vlm.projector.parameters() if p.requires_grad]
-    groups = [{"params": proj_params, "lr": cfg.lr, "base_lr": cfg.lr}]
-    if lora_params:
-        groups.append({"params": lora_params, "lr": cfg.lora_lr, "base_lr": cfg.lora_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    groups, optimizer, lora_params = _optimizer(vlm, cfg)
     projector, optimizer = accelerator.prepare(vlm.projector, optimizer)
     loss_fn = contrastive_loss(cfg.contrastive) if cfg.stage == 1 else None
 
     step, stream_pos = 0, 0
     rng = np.random.default_rng([cfg.seed, accelerator.process_index, 11])
     state_dir = run / "state"
-    # the frozen (possibly 4-bit) base never goes into the training state: the adapters are
-    # restored from the last saved vlm/adapter, which every checkpoint writes with the state
     modules = {"projector": accelerator.unwrap_model(projector)}
     if cfg.resume and has_train_state(state_dir):
-        if lora_params:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            adapter = run / "vlm" / "adapter" / "adapter_model.safetensors"
-            if not adapter.exists():
-                raise FileNotFoundError(f"--resume: {adapter} is missing; cannot restore the "
-                                        f"LoRA adapters of {run}")
-            set_peft_model_state_dict(vlm.lm, load_file(str(adapter)))
-        st = load_train_state(state_dir, modules=modules, optimizer=optimizer)
-        step = st["step"]
-        stream_pos = int(st["extra"]["stream_pos"])
-        rng.bit_generator.state = st["extra"]["numpy_rng"]
-        print(f"resumed {run} at step {step}")
+        step, stream_pos = _resume(run, vlm, lora_params, modules, optimizer, rng)
     voxel = cfg.voxel_size_cm or vlm.encoder.voxel_size_cm
     spec = DataSpec(modes=cfg.data_mode, seed=cfg.seed, voxel_size_cm=voxel)
     # position counts every simulated event (skipped ones too), so --resume restarts exactly
-    stream = _positioned(event_stream(spec, "align", start=stream_pos, rank=accelerator.process_index,
-                                      world=accelerator.num_processes, min_points=0),
-                         stream_pos, min_points=8)
+    stream = positioned(event_stream(spec, "align", start=stream_pos, rank=accelerator.process_index,
+                                     world=accelerator.num_processes, min_points=0),
+                        stream_pos, min_points=8)
     log = LossLog(run, resume_step=step, title=f"align stage {cfg.stage}") if main else None
     n_train = sum(p.numel() for g in groups for p in g["params"])
     if main:
         print(f"align stage {cfg.stage}: {n_train / 1e6:.2f} M trainable parameters, LM {cfg.lm} "
               f"({cfg.quantization}), {cfg.batch_size} events/step on {accelerator.device}")
-
-    def checkpoint(metrics: dict) -> None:
-        if not main:
-            return
-        vlm.save_pretrained(run / "vlm", extra={
-            "kind": f"align-stage-{cfg.stage}", "command": command,
-            "data": {"modes": cfg.data_mode, "seed": cfg.seed, "split": "align",
-                     "voxel_size_cm": voxel},
-            "align_config": asdict(cfg), "step": step, "metrics": metrics})
-        save_train_state(state_dir, step=step, modules=modules, optimizer=optimizer,
-                         extra={"stream_pos": stream_pos, "numpy_rng": rng.bit_generator.state,
-                                "config": asdict(cfg)})
-        log.plot(("loss", "contrastive", "caption") if cfg.stage == 1 else ("loss",))
 
     pbar = tqdm(total=cfg.steps, initial=step, disable=not main, desc=f"align stage {cfg.stage}",
                 unit="step", dynamic_ncols=True)
@@ -246,42 +306,8 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     while step < cfg.steps:
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, _Sched(g["base_lr"], cfg))
-        events = []
-        for _ in range(cfg.batch_size):
-            stream_pos, ev = next(stream)
-            events.append(ev)
-        facts = [corpus.event_facts(ev) for ev in events]
-        inputs = vlm.event_inputs(events)
-        parts: dict[str, float] = {}
-        if cfg.stage == 1:
-            qa = [stage1_text(f, rng) for f in facts]
-            questions, answers = [q for q, _ in qa], [a for _, a in qa]
-            proj = projector(inputs["tokens"], inputs["mask"], inputs["coords"])
-            with torch.no_grad():
-                hidden, tmask = vlm.text_hidden(answers)
-            text = accelerator.unwrap_model(projector).embed_text(hidden, tmask)
-            p = accelerator.unwrap_model(projector)
-            con = loss_fn(proj.event_embed, text, p.logit_scale.exp(), p.logit_bias) \
-                if cfg.contrastive == "siglip" else loss_fn(proj.event_embed, text, p.logit_scale.exp())
-            batch = vlm.assemble(proj.lm_embeds, questions, answers,
-                                 max_answer_tokens=cfg.max_answer_tokens)
-            cap = vlm.lm(**batch).loss
-            loss = cfg.contrastive_weight * con + cfg.caption_weight * cap
-            parts = {"contrastive": con.item(), "caption": cap.item()}
-        else:
-            triples = [stage2_text(f, rng) for f in facts]
-            questions, answers = [t[1] for t in triples], [t[2] for t in triples]
-            proj = projector(inputs["tokens"], inputs["mask"], inputs["coords"])
-            batch = vlm.assemble(proj.lm_embeds, questions, answers,
-                                 max_answer_tokens=cfg.max_answer_tokens)
-            loss = vlm.lm(**batch).loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"align: non-finite loss at step {step}: {parts}")
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        stream_pos, loss, parts = _train_step(cfg, vlm, projector, accelerator, optimizer, groups,
+                                              loss_fn, stream, rng, step)
         step += 1
         recent.append({"loss": loss.item(), **parts})
         pbar.update(1)
@@ -297,8 +323,8 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
                 pbar.set_postfix(loss=f"{metrics['loss']:.3f}", s_step=f"{sec:.2f}")
         out_of_time = cfg.time_limit_min is not None and \
             (time.time() - t_start) / 60 >= cfg.time_limit_min
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
-            checkpoint(metrics)
+        if main and (step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time):
+            _save(run, cfg, vlm, command, voxel, step, metrics, modules, optimizer, stream_pos, rng, log)
         if out_of_time:
             print(f"time limit {cfg.time_limit_min} min reached at step {step}")
             break

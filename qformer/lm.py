@@ -36,6 +36,7 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -48,7 +49,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
-if TYPE_CHECKING:  # torch / transformers are imported lazily: this module is cheap to import
+# torch, transformers and peft (seconds to import) are imported inside the functions that load
+# a model, so that the cache and path helpers here stay cheap to import
+if TYPE_CHECKING:
     import torch
 
 # bitsandbytes (>= 0.50) on AVX512-BF16 CPUs tries to fetch a faster NF4 kernel from the Hugging
@@ -344,8 +347,6 @@ def _base_model(model: Any) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def _cache_arg(cls: type) -> str:
-    import inspect
-
     params = inspect.signature(cls.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
@@ -367,9 +368,6 @@ def load_lm(name_or_path: Union[str, Path] = DEFAULT_LM, *, quantization: str = 
     for SmolLM2 on CPU): off by default because a 135M model's activations are small; turn it
     on for billion-parameter models.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if quantization not in _QUANTIZATIONS:
         raise ValueError(f"quantization {quantization!r}: expected one of {_QUANTIZATIONS}")
     if lora and (int(lora_r) < 1 or lora_alpha <= 0 or not 0.0 <= lora_dropout < 1.0):
@@ -378,43 +376,59 @@ def load_lm(name_or_path: Union[str, Path] = DEFAULT_LM, *, quantization: str = 
     path = resolve_lm_path(name_or_path)
     dev = _as_device(device)
     dt = _as_dtype(dtype, dev)
-
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token is None:  # padded positions are masked out, so any token will do
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "right"
-
-    if quantization == "nf4":
-        if dev.type not in ("cpu", "cuda", "xpu"):
-            raise ValueError(f"quantization='nf4' on {dev.type}: bitsandbytes runs on CPU and "
-                             f"CUDA; use quantization='none' there")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as e:
-            raise ImportError("quantization='nf4' needs bitsandbytes (>= 0.47 for CPU): "
-                              "pip install bitsandbytes, or use quantization='none'") from e
-        from transformers import BitsAndBytesConfig
-
-        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                 bnb_4bit_compute_dtype=dt, bnb_4bit_use_double_quant=True)
-        # device_map places the weights before quantising: bnb 4-bit models cannot be .to()'d
-        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, dtype=dt,
-                                                     device_map={"": dev})
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(dev)
-
+    tok = _load_tokenizer(path)
+    model = _load_base(path, quantization, dev, dt)
     if tok.pad_token_id is not None:
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tok.pad_token_id
         gen = getattr(model, "generation_config", None)
         if gen is not None and gen.pad_token_id is None:
             gen.pad_token_id = tok.pad_token_id
-
     if not lora:
         model.requires_grad_(False)
         model.eval()
         return model, tok
+    return _add_lora(model, quantization, lora_r, lora_alpha, lora_dropout, target_modules,
+                     gradient_checkpointing), tok
 
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:  # padded positions are masked out, so any token will do
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def _load_base(path: Path, quantization: str, dev: "torch.device", dt: "torch.dtype") -> Any:
+    """The base model on ``dev``: 4-bit NF4 through bitsandbytes, or full precision."""
+    from transformers import AutoModelForCausalLM
+
+    if quantization != "nf4":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(dev)
+    if dev.type not in ("cpu", "cuda", "xpu"):
+        raise ValueError(f"quantization='nf4' on {dev.type}: bitsandbytes runs on CPU and "
+                         f"CUDA; use quantization='none' there")
+    try:
+        import bitsandbytes  # noqa: F401 - checked here so that a missing one gets a clear error
+    except ImportError as e:
+        raise ImportError("quantization='nf4' needs bitsandbytes (>= 0.47 for CPU): "
+                          "pip install bitsandbytes, or use quantization='none'") from e
+    from transformers import BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                             bnb_4bit_compute_dtype=dt, bnb_4bit_use_double_quant=True)
+    # device_map places the weights before quantising: bnb 4-bit models cannot be .to()'d
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, dtype=dt,
+                                                device_map={"": dev})
+
+
+def _add_lora(model: Any, quantization: str, lora_r: int, lora_alpha: int, lora_dropout: float,
+              target_modules: Union[str, Sequence[str]], gradient_checkpointing: bool) -> Any:
+    """The base frozen, LoRA adapters on ``target_modules``, in training mode."""
+    # peft loads transformers' model classes; only the LoRA path needs it
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if quantization == "nf4":
@@ -439,7 +453,7 @@ def load_lm(name_or_path: Union[str, Path] = DEFAULT_LM, *, quantization: str = 
                                 category=FutureWarning)
         model = get_peft_model(model, cfg)
     model.train()
-    return model, tok
+    return model
 
 
 # ============================================================================ reporting

@@ -20,6 +20,8 @@ always exactly one of the three classes with probabilities that sum to one.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import shutil
@@ -31,12 +33,15 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+from transformers.utils import logging as hf_logging
 
+from larsight.encoder import load_model
 from larsight.events.model import EVENT_CLASSES, Event
+from larsight.events.vocabulary import CLASS_TEXT
 
-from .corpus import CLASS_TEXT, CLASSIFY_PROMPT
-from .lm import cache_kwargs, output_cache
-from .projector import EventProjector, EventProjectorConfig
+from .corpus import CLASSIFY_PROMPT
+from .lm import cache_kwargs, load_lm, output_cache
+from .projector import EventProjector
 
 # peft asks every model `is_gradient_checkpointing`, which transformers 5.2x renames
 warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -179,7 +184,7 @@ class VLM(nn.Module):
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
                              max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
-        ctx = self.lm.disable_adapter() if hasattr(self.lm, "disable_adapter") else _nullcontext()
+        ctx = self.lm.disable_adapter() if hasattr(self.lm, "disable_adapter") else contextlib.nullcontext()
         merged = _adapters_merged(self.lm)
         with ctx:  # on merged adapters peft unmerges them for this forward...
             out = self.lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
@@ -193,8 +198,6 @@ class VLM(nn.Module):
         """A copy of the key/value cache of the tokens before the event slots (system prompt
         and the start of the user turn), expanded to ``batch`` rows. Those ~30 tokens are
         the same for every event and question, so they run once per model, not per event."""
-        import copy
-
         physics = self.physics_prompt if physics is None else physics
         if physics not in self._system_kv:
             before, _ = self.prompt_ids(CLASSIFY_PROMPT, physics)
@@ -374,14 +377,6 @@ def _adapters_merged(lm: nn.Module) -> bool:
     return any(getattr(m, "merged", False) for m in lm.modules() if hasattr(m, "lora_A"))
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] = None,
              device: Any = None, trainable: bool = False, merge: Optional[bool] = None) -> VLM:
     """A saved VLM (default ``checkpoints/vlm_smollm2``): its manifest names the encoder
@@ -395,8 +390,6 @@ def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] =
     (``quantization="none"``) is *not* the same model: the adapters and projector learned on
     the NF4-rounded weights. Memory: the dense base (fp32 on CPU: 0.54 GB for SmolLM2-135M).
     ``merge=False`` keeps the NF4 base and the peft wrapper (the smallest memory)."""
-    from transformers.utils import logging as hf_logging
-
     # transformers draws a "Loading weights" bar per module group: noise in notebooks, the
     # chat app and test logs for a load of a few seconds
     bars = hf_logging.is_progress_bar_enabled()
@@ -409,10 +402,6 @@ def load_vlm(path: Optional[str | Path] = None, *, quantization: Optional[str] =
 
 
 def _load_vlm(path, *, quantization, device, trainable, merge) -> VLM:
-    from larsight.encoder import load_model
-
-    from .lm import load_lm
-
     folder = Path(path) if path is not None else DEFAULT_VLM_DIR
     manifest_path = folder / MANIFEST
     if not manifest_path.exists():
@@ -433,8 +422,6 @@ def _load_vlm(path, *, quantization, device, trainable, merge) -> VLM:
     lm, tok = load_lm(manifest.get("lm", "smollm2-135m-instruct"), quantization=quant,
                       lora=False, device=encoder.device)
     if merge and quant == "nf4":
-        from transformers.utils import logging as hf_logging
-
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "modules are dequantized in float32": what we asked for
         try:
@@ -443,7 +430,9 @@ def _load_vlm(path, *, quantization, device, trainable, merge) -> VLM:
             hf_logging.set_verbosity(verbosity)
         lm.requires_grad_(False)
     if manifest.get("has_adapter"):
+        # peft loads transformers' model classes (seconds); only VLMs with adapters need it
         from peft import PeftModel
+
         lm = PeftModel.from_pretrained(lm, str(folder / "adapter"), is_trainable=trainable)
         if merge:
             # merged in place, wrapper kept: ``text_hidden`` still needs the base (adapters off)

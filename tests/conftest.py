@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from larsight import events
+from larsight.agent.toolset import register
 
 
 def _real_event_path() -> Path | None:
@@ -37,6 +38,13 @@ def real_event(real_event_npz) -> events.Event:
                         particle=d["instance"].astype(np.int32), pid=pid)
 
 
+@pytest.fixture
+def ref() -> str:
+    """A registered three-point event (the agent's tools take it by this reference)."""
+    ev = events.Event(points=np.array([[1, 1, 1], [2, 2, 2], [3, 3, 3]], np.float32), energy=np.ones(3, np.float32))
+    return register(ev)
+
+
 @pytest.fixture(scope="session")
 def lm_cache(tmp_path_factory) -> Path:
     """A larsight cache for this test session (never the user's ~/.cache/larsight); all
@@ -58,3 +66,12 @@ def smollm2_dir(lm_cache) -> Path:
     except FileNotFoundError as e:
         pytest.skip(str(e))
     return ensure_hf_dir(gguf, cache_dir=lm_cache)
+
+
+@pytest.fixture(scope="session")
+def hanging_h5(tmp_path_factory) -> Path:
+    """A 5-event file on which libhdf5 spins forever in ``Dataset.__getitem__`` (issue 18); only
+    a bounded reader (``events.formats.read_untrusted``) returns from it."""
+    from larsight.evals.ui_load import write_hanging_h5
+
+    return write_hanging_h5(tmp_path_factory.mktemp("hanging") / "corrupt.h5")

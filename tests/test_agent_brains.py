@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from larsight.agent import Agent
-from larsight.agent.brains import TOOL_THRESHOLD, VLMBrain
-from larsight.agent.compose import intents, is_general, plan, render_view, similar_k, similar_query
+from larsight.agent.vlm_brain import TOOL_THRESHOLD, VLMBrain
+from larsight.agent.intents import intents, is_general, plan, render_view, similar_k, similar_query
 from larsight.events.model import Event
 
-from test_agent_graph import FAKES
+from helpers.agent import FAKES
 
 
 class StubVLM:
@@ -132,7 +132,7 @@ def test_textbook_questions_about_particle_species_need_no_tool():
 
 
 def test_misspelt_domain_words_are_read_as_meant():
-    from larsight.agent.compose import normalize
+    from larsight.agent.intents import normalize
 
     assert normalize("whre is the vertx") == "where is the vertex"
     assert intents("pls clasify this evnt") == ["classify"]
@@ -177,15 +177,14 @@ def test_harmless_clause_after_an_injection_is_kept():
 def test_action_scores_equal_the_plain_computation(smollm2_dir, tmp_path):
     """The cached continuation scoring of the VLM brain against a plain forward pass."""
     torch = pytest.importorskip("torch")
-    from test_qformer_vlm import MICRO  # noqa: F401  (same micro encoder settings)
-
     from larsight.encoder.backbone import PointEncoder
     from larsight.encoder.checkpoint import save_weights
     from larsight.encoder.config import EncoderConfig
     from larsight.encoder.data import DataSpec, event_stream
     from larsight.qformer.corpus import tool_call_text
-    from test_qformer_vlm import make_vlm
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from helpers.vlm import MICRO, make_vlm   # torch and transformers: this slow test's business only
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     torch.manual_seed(0)
@@ -216,6 +215,10 @@ def test_action_scores_equal_the_plain_computation(smollm2_dir, tmp_path):
     for j, n in enumerate(names):
         assert scores[n] == pytest.approx(float(plain[j]), rel=1e-4, abs=1e-3)   # fp32 sums of ~15 tokens
     assert 0.0 < p_tool < 1.0
+    # the wording asks for the vertex, so the VLM chooses among that tool alone: its decision
+    # carries p(tool call) of that one candidate, and the rest is the answer's probability
+    assert brain.asked_tools(q) == ["find_vertex"]
+    _, p_vertex = brain.action_scores(ev, q, {"find_vertex": cands["find_vertex"]})
     d = brain.choose(ev, q)
-    assert d.action in ("tool", "answer") and math.isclose(sum(d.scores.values()), 1.0)
-    assert d.action == "answer" or d.tool in cands or d.tool in ("reconstruct", "classify_event", "describe", "render")
+    assert d.action == "tool" and d.tool == "find_vertex" and d.arguments == {}
+    assert d.scores == pytest.approx({"find_vertex": p_vertex, "answer": 1.0 - p_vertex})

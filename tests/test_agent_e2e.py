@@ -57,7 +57,7 @@ def test_cli_ask_json(tmp_path, sim_event, capsys):
     assert out["event"] == f"{h5}:0" and out["brain"] == "rules"
     assert "The vertex is at" in out["text"] and out["claims"][0]["verdict"] == "supported"
     assert [s["node"] for s in out["steps"]][:3] == ["intake", "reason", "observe"]
-    assert main(["ask", str(tmp_path / "missing.h5:0"), "Where is the vertex?", "--brain", "rules"]) == 2
+    assert main(["ask", str(tmp_path / "missing.h5:0"), "Where is the vertex?", "--brain", "rules"]) == 3   # bad input file: exit 3 (ui.cli_args)
 
 
 def test_vlm_brain_end_to_end(sim_event, tmp_path):
@@ -69,8 +69,7 @@ def test_vlm_brain_end_to_end(sim_event, tmp_path):
     a = bot.ask(sim_event, "Where is the vertex?")
     reason = [s for s in a.steps if s.node == "reason"][0]
     assert reason.scores is not None and abs(sum(reason.scores.values()) - 1) < 1e-6
-    assert set(a.trajectory) <= {"segment", "find_vertex", "reconstruct", "classify_event", "find_similar",
-                                 "describe", "render"}
+    assert a.trajectory == ["find_vertex"]     # the wording asks for the vertex: the VLM's only choice
     assert a.text and a.n_contradicted == 0
     g = bot.ask(sim_event, "What is the capital of France?")
     assert g.trajectory == [] and g.claims == []

@@ -1,8 +1,11 @@
 """The classification report's metrics on hand-made predictions with known answers."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from larsight.evals.classification_report import _peak_rss_gb, metrics, truth_labels
+from larsight.evals.classification_report import metrics, peak_rss_gb, truth_labels
 
 
 def test_metrics_on_a_known_confusion():
@@ -33,7 +36,14 @@ def test_truth_labels_refuse_events_without_a_neutrino_class():
         truth_labels(nu + gun)
 
 
-def test_peak_memory_is_this_process():
-    big = np.ones(64 * 2**20 // 8)          # 64 MB resident
-    assert _peak_rss_gb() > 0.06
+def test_peak_memory_of_a_probe_is_its_own_not_its_parents():
+    """A speed probe runs in a fresh process started by the big report process; its peak must be
+    its own (ru_maxrss survives fork + exec and would report the parent's)."""
+    big = np.ones(2**30 // 8)                # 1 GB resident in this, the parent, process
+    parent = peak_rss_gb()
+    assert parent > 1.0
+    code = "from larsight.evals.classification_report import peak_rss_gb; print(peak_rss_gb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child = float(out.stdout.split()[-1])
     del big
+    assert 0.01 < child < parent - 0.8, (child, parent)   # the child imports torch: ~0.55 GB

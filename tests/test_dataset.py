@@ -10,7 +10,9 @@ from torch.utils.data import DataLoader
 
 from larsight.events.dataset import (EventDataset, SimulatedDataset, collate_ragged, distributed_rank_world,
                             expand_paths, to_tensors)
+from larsight.events.formats import count, write
 from larsight.events.model import EVENT_CLASSES, Event, EventMeta, Interaction
+from larsight.events.sim import simulate
 
 
 # ---------------------------------------------------------------------------- a tiny file format
@@ -144,25 +146,13 @@ def test_missing_files_raise(tmp_path):
         expand_paths([tmp_path / "nope.h5"])
 
 
-def _formats_or_skip():
-    try:
-        from larsight.events.formats import count, read, write
-    except Exception as err:  # pragma: no cover - formats under construction
-        pytest.skip(f"events.formats read/write/count not available yet: {err}")
-    return read, write, count
-
-
 def test_real_h5_files_with_two_workers(tmp_path):
-    read, write, count = _formats_or_skip()
     sizes = [[4, 5, 6], [7], [3, 8]]
     written = []
     for k, s in enumerate(sizes):
         p = tmp_path / f"f{k}.h5"
-        try:
-            write(p, [_make_event(k, i, n, "x") for i, n in enumerate(s)])
-            assert count(p) == len(s)
-        except Exception as err:  # pragma: no cover - formats under construction
-            pytest.skip(f"events.write does not work yet: {err}")
+        write(p, [_make_event(k, i, n, "x") for i, n in enumerate(s)])
+        assert count(p) == len(s)
         written.append(p)
     expected = Counter((f"f{k}.h5", i) for k, s in enumerate(sizes) for i in range(len(s)))
     ds = EventDataset(str(tmp_path / "*.h5"))
@@ -171,18 +161,7 @@ def test_real_h5_files_with_two_workers(tmp_path):
 
 
 # ---------------------------------------------------------------------------- simulator
-def _sim_or_skip():
-    try:
-        from larsight.events.sim import simulate
-        next(iter(simulate("mpr", 1, seed=0)))
-    except Exception as err:  # pragma: no cover - simulator under construction
-        pytest.skip(f"larsight.events.sim.simulate not usable yet: {err}")
-
-
 def test_simulated_dataset_shards_by_index(monkeypatch):
-    _sim_or_skip()
-    from larsight.events.sim import simulate
-
     n, seed = 5, 3
     reference = [ev.total_energy_mev for ev in simulate("mpr", n, seed=seed)]
     got = {}
@@ -200,7 +179,6 @@ def test_simulated_dataset_shards_by_index(monkeypatch):
 
 
 def test_simulated_dataset_two_workers():
-    _sim_or_skip()
     ds = SimulatedDataset("mpr", n=4, seed=1, transform=to_tensors)
     dl = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_ragged)
     batches = list(dl)

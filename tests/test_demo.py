@@ -1,11 +1,12 @@
-"""ui.demo: end to end on simulated events (skipped until events.sim works)."""
+"""ui.demo: the summary helpers, and the demo end to end on simulated events (library and CLI)."""
 import io
 
 import numpy as np
-import pytest
 
+from larsight.events.formats import count, read
 from larsight.events.model import Event, Particle
-from larsight.ui.demo import format_table, particle_content
+from larsight.ui.cli import main
+from larsight.ui.demo import format_table, particle_content, run_demo
 
 
 def test_particle_content_counts_visible_primaries():
@@ -22,13 +23,6 @@ def test_format_table_aligns():
 
 
 def test_demo_end_to_end(tmp_path):
-    try:
-        from larsight.events.sim import simulate
-        next(iter(simulate("nu", 1, seed=0)))
-    except Exception as err:  # pragma: no cover - simulator under construction
-        pytest.skip(f"larsight.events.sim.simulate not usable yet: {err}")
-    from larsight.ui.demo import run_demo
-
     out = io.StringIO()
     rows = run_demo(tmp_path / "demo", n=2, seed=7, stream=out)
     text = out.getvalue()
@@ -42,23 +36,11 @@ def test_demo_end_to_end(tmp_path):
         assert row["class"] in text
     assert "wrote 2 events" in text and str((tmp_path / "demo").resolve()) in text
     h5 = tmp_path / "demo" / "events.h5"
-    try:
-        from larsight.events.formats import count, read
-    except Exception:  # pragma: no cover
-        assert "not available" in text
-        return
     assert count(h5) == 2
     assert [len(ev) for ev in read(h5)] == [int(r["points"]) for r in rows]
 
 
 def test_cli_demo(tmp_path, capsys):
-    try:
-        from larsight.events.sim import simulate
-        next(iter(simulate("nu", 1, seed=0)))
-    except Exception as err:  # pragma: no cover
-        pytest.skip(f"larsight.events.sim.simulate not usable yet: {err}")
-    from larsight.ui.cli import main
-
     assert main(["demo", "--out", str(tmp_path / "d"), "--n", "1", "--seed", "3"]) == 0
     assert "wrote 1 events" in capsys.readouterr().out
     assert (tmp_path / "d" / "event_0.html").exists()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from larsight.evals import encoder_bench as eb
+from larsight.evals.encoder_bench_inputs import BATCH_SIZES, build_inputs, load_inputs, merged_event, save_inputs
 from larsight.events import sim
 
 
@@ -23,36 +24,36 @@ def test_merged_event_has_exactly_n_distinct_voxels():
     stream = [(e.points, e.energy) for e in sim.simulate("mpr", 6, seed=3)]
     total_unique = _unique(np.concatenate([p for p, _ in stream]))
     n = min(5000, total_unique)
-    p, e, used = eb.merged_event(iter(stream), n)
+    p, e, used = merged_event(iter(stream), n)
     assert p.shape == (n, 3) and e.shape == (n,) and p.dtype == np.float32
     assert _unique(p) == n and 1 <= used <= len(stream)
     assert np.all(e > 0)
     # the smaller event's voxels are the first ones of the larger
-    p_small, _, _ = eb.merged_event(iter(stream), 1000)
+    p_small, _, _ = merged_event(iter(stream), 1000)
     np.testing.assert_array_equal(p_small, p[:1000])
     # all voxels of every event merged: energy is conserved
-    p_all, e_all, _ = eb.merged_event(iter(stream), total_unique)
+    p_all, e_all, _ = merged_event(iter(stream), total_unique)
     assert e_all.sum() == pytest.approx(sum(float(x.sum()) for _, x in stream), rel=1e-4)
     with pytest.raises(ValueError, match="ran out"):
-        eb.merged_event(iter(stream), total_unique + 1)
+        merged_event(iter(stream), total_unique + 1)
 
 
 def test_build_inputs_slots_and_sizes(tmp_path):
-    inputs, info = eb.build_inputs([200, 700], seed=5, slots=3)
+    inputs, info = build_inputs([200, 700], seed=5, slots=3)
     for n in (200, 700):
         assert len(inputs[n]) == 3
         assert all(_unique(p) == n for p, _ in inputs[n])
     assert not np.array_equal(inputs[200][0][0], inputs[200][1][0])   # distinct slots
     assert 0 < info["voxel_fraction_at_0p6cm"][200] <= 1
-    eb.save_inputs(inputs, tmp_path / "in.npz")
-    back = eb.load_inputs(tmp_path / "in.npz", 700)
+    save_inputs(inputs, tmp_path / "in.npz")
+    back = load_inputs(tmp_path / "in.npz", 700)
     np.testing.assert_array_equal(back[2][0], inputs[700][2][0])
 
 
 def test_measure_in_process_bf16_autocast(tmp_path):
     """The autocast path (what --bf16 runs on CUDA) works end to end, here on the CPU."""
-    inputs, _ = eb.build_inputs([150], seed=1, slots=2)
-    eb.save_inputs(inputs, tmp_path / "in.npz")
+    inputs, _ = build_inputs([150], seed=1, slots=2)
+    save_inputs(inputs, tmp_path / "in.npz")
     threads = torch.get_num_threads()
     try:
         r = eb.measure(eb.Spec(preset="tiny", n_points=150, batch=2, inputs=str(tmp_path / "in.npz"),
@@ -77,7 +78,7 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
 
     data = json.loads((tmp_path / "encoder_speed" / "results.json").read_text())
     sizes = [int(s) for s in eb.QUICK["sizes"].split(",")]
-    expected = {("tiny", n, b) for n in sizes for b in eb.BATCH_SIZES}
+    expected = {("tiny", n, b) for n in sizes for b in BATCH_SIZES}
     results = data["results"]
     assert {(r["spec"]["preset"], r["spec"]["n_points"], r["spec"]["batch"]) for r in results} \
         == expected and len(results) == len(expected)

@@ -8,122 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
 
 from larsight.agent import OpenAIBrain, RulesBrain
-from larsight.agent.toolset import register
 from larsight.evals.agent_eval import SuiteError, load_suite, pass_hat_k, run_agent_eval
 from larsight.evals.agent_eval.cli import main as cli_main
 from larsight.evals.agent_eval.runner import load_records
 from larsight.evals.agent_eval.scoring import score_turn, trajectory_match
 from larsight.evals.agent_eval.suite import Trajectory, Turn
-from larsight.events.model import Event
 
-VERTEX = [10.0, 20.0, 30.0]
-
-
-def fake_vertex(ev):
-    return {"status": "ok", "vertex_cm": VERTEX, "confidence": 0.9, "n_particles_at_vertex": 2}
-
-
-def fake_reco(ev):
-    return {"vertex": {"status": "ok", "vertex_cm": VERTEX},
-            "particles": [{"id": 0, "kind": "track", "pid": "muon", "length_cm": 40.0, "kinetic_energy_mev": 190.0,
-                           "michel": True, "distance_to_vertex_cm": 0.1, "visible": True},
-                          {"id": 1, "kind": "track", "pid": "proton", "length_cm": 4.0, "kinetic_energy_mev": 55.0,
-                           "michel": False, "distance_to_vertex_cm": 0.3, "visible": True}],
-            "interactions": [{"id": 0, "particles": [0, 1], "topology": "1mu 1p 0pi",
-                              "counts": {"muon": 1, "proton": 1, "electron": 0, "pion": 0, "photon": 0,
-                                         "kaon": 0, "michel": 1, "track": 2, "shower": 0}}],
-            "topology": "1mu 1p 0pi", "visible_energy_mev": 300.0}
-
-
-def fake_classify(ev):
-    return {"predicted_class": "numu_cc", "probabilities": {"nue_cc": 0.05, "numu_cc": 0.9, "nc": 0.05}}
-
-
-def fake_similar(target, k=10, **kw):
-    classes = ["numu_cc", "numu_cc", "nc", "nue_cc"]
-    return {"query": "q", "query_kind": "event", "k": k, "n_indexed": 40,
-            "hits": [{"key": f"sim:nu:seed=9:voxel=0.6:index={i}", "event_class": classes[i % 4],
-                      "topology": "1mu 1p 0pi", "similarity": 0.9 - 0.01 * i} for i in range(k)]}
-
-
-FAKES = {"find_vertex": fake_vertex, "reconstruct": fake_reco, "classify_event": fake_classify,
-         "find_similar": fake_similar}
-
-
-@pytest.fixture
-def ref():
-    ev = Event(points=np.array([[1, 1, 1], [2, 2, 2], [3, 3, 3]], np.float32), energy=np.ones(3, np.float32))
-    return register(ev)
-
-
-def _turn(q, expect, tools=None, match="strict", args=None, event=None):
-    t = {"question": q, "expect": expect}
-    if tools is not None:
-        t["trajectory"] = {"tools": tools, "match": match}
-    if args:
-        t["args"] = args
-    if event:
-        t["event"] = event
-    return t
-
-
-def small_suite(ref):
-    return [
-        {"id": "c1", "tags": ["classification"], "event": ref,
-         "turns": [_turn("Classify this event.", {"event_class": "numu_cc"}, ["classify_event"], "superset")]},
-        {"id": "c2", "tags": ["vertexing"], "event": ref,
-         "turns": [_turn("Where is the vertex?", {"vertex_cm": [11.0, 21.0, 31.0]}, ["find_vertex"])]},
-        {"id": "c3", "tags": ["counting"], "event": ref,
-         "turns": [_turn("How many protons are there?", {"counts": {"proton": 2}}, ["reconstruct"])]},
-        {"id": "c4", "tags": ["irrelevant"], "event": ref,
-         "turns": [_turn("What is a Michel electron?", {"no_tools": True}, [])]},
-        {"id": "c5", "tags": ["retrieval"], "event": ref,
-         "turns": [_turn("Find 3 events similar to this one.", {"similar": {"k": 3, "class": "numu_cc"}},
-                         ["find_similar"], args={"find_similar": {"k": 3}})]},
-        {"id": "c6", "tags": ["multi-turn"], "event": ref,
-         "turns": [_turn("Where is the vertex?", {"vertex_cm": VERTEX}, ["find_vertex"]),
-                   _turn("And how many muons does it have?", {"counts": {"muon": 1}}, ["reconstruct"])]},
-    ]
-
-
-def write_suite(path, cases):
-    path.write_text("# test suite\n" + "\n".join(json.dumps(c) for c in cases) + "\n")
-    return path
-
-
-class ErringBrain:
-    name = "erring"
-
-    def decide(self, ctx):
-        raise RuntimeError("the brain is on fire")
-
-
-class FlakyBrain(RulesBrain):
-    """The rules brain, failing every trial 1 (seeded per trial through ``reseed``)."""
-
-    name = "flaky"
-
-    def __init__(self):
-        self.trial = 0
-        self.trials_run = 0
-
-    def reseed(self, case_id, trial):
-        self.trial = trial
-        self.trials_run += 1
-
-    def decide(self, ctx):
-        if self.trial == 1:
-            raise RuntimeError("flake")
-        return super().decide(ctx)
-
-
-def run(tmp_path, suite, brain, k=3, name="run", **kw):
-    return run_agent_eval(suite, brain=brain, out=tmp_path / name, k=k, tools=dict(FAKES), progress=False,
-                          index_root=tmp_path / "idx", **kw)
-
+from helpers.agent_eval import ErringBrain, FlakyBrain, ScriptedChat, run, small_suite, suite_turn, write_suite
 
 # ============================================================================ exact metrics
 def test_rules_brain_on_the_small_suite_gives_the_exact_metrics(tmp_path, ref):
@@ -236,7 +129,7 @@ def test_a_malformed_suite_line_is_named(tmp_path, ref, capsys):
     p.write_text(json.dumps(good) + "\n" + json.dumps({"id": "c2", "tags": ["counting"], "event": ref}) + "\n")
     with pytest.raises(SuiteError, match=r"bad\.jsonl:2 \(case 'c2'\): turns: Field required"):
         load_suite(p)
-    bad_tool = dict(good, id="c3", turns=[_turn("Where?", {}, ["find_vertexx"])])
+    bad_tool = dict(good, id="c3", turns=[suite_turn("Where?", {}, ["find_vertexx"])])
     p.write_text(json.dumps(bad_tool) + "\n")
     with pytest.raises(SuiteError, match=r"bad\.jsonl:1 .*unknown tool"):
         load_suite(p)
@@ -282,7 +175,7 @@ def test_trajectory_match_modes():
     assert not trajectory_match(["reconstruct"], t(["classify_event"], "superset"))
     from larsight.evals.agent_eval.suite import Case
 
-    plain = {"id": "x", "tags": ["counting"], "turns": [_turn("How many muons?", {}, ["reconstruct"])]}
+    plain = {"id": "x", "tags": ["counting"], "turns": [suite_turn("How many muons?", {}, ["reconstruct"])]}
     explicit = json.loads(json.dumps(plain))
     explicit["turns"][0]["trajectory"]["alternatives"] = []
     explicit["source"] = "hand"
@@ -297,7 +190,7 @@ def test_trajectory_match_modes():
 
 
 def test_score_turn_counts_args_and_causes():
-    turn = Turn.model_validate(_turn("What is the topology?", {"counts": {"muon": 1, "photon": 0}}, ["reconstruct"],
+    turn = Turn.model_validate(suite_turn("What is the topology?", {"counts": {"muon": 1, "photon": 0}}, ["reconstruct"],
                                      args={"find_similar": {"query": "*"}}))
     rec = {"trajectory": ["reconstruct"], "calls": [{"tool": "reconstruct", "arguments": {}, "ok": True}],
            "values": {"counts": {"muon": 1, "proton": 2}}, "claims": [], "n_contradicted": 0}
@@ -319,20 +212,9 @@ def test_score_turn_counts_args_and_causes():
 
 
 # ============================================================================ brains by name
-class ScriptedChat:
-    """An OpenAI-compatible chat model stand-in: calls find_vertex, then answers from its result."""
-
-    def invoke(self, messages):
-        done = [m for m in messages if isinstance(m, ToolMessage)]
-        if not done:
-            return AIMessage(content="", tool_calls=[{"name": "find_vertex", "args": {}, "id": "c1"}])
-        v = json.loads(done[-1].content)["vertex_cm"]
-        return AIMessage(content=f"The vertex is at ({v[0]:.1f}, {v[1]:.1f}, {v[2]:.1f}) cm.")
-
-
 def test_openai_brain_by_import_path_with_a_scripted_model(tmp_path, ref, monkeypatch):
     mod = tmp_path / "fake_llm_brains.py"
-    mod.write_text("from agent import OpenAIBrain\nfrom test_eval_agent import ScriptedChat\n"
+    mod.write_text("from larsight.agent import OpenAIBrain\nfrom helpers.agent_eval import ScriptedChat\n"
                    "def make():\n    return OpenAIBrain(model=ScriptedChat())\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
@@ -350,11 +232,11 @@ def test_two_worker_processes_give_the_same_metrics(tmp_path):
     import os
 
     cases = [{"id": f"w{i}", "tags": ["irrelevant"], "event": f"sim:nu:seed=2:voxel=0.6:index={i}",
-              "turns": [_turn(q, {"no_tools": True}, [])]}
+              "turns": [suite_turn(q, {"no_tools": True}, [])]}
              for i, q in enumerate(["What is a Michel electron?", "What's the capital of France?",
                                     "What is dE/dx?", "Tell me a joke."])]
     cases.append({"id": "bad", "tags": ["adversarial"], "event": "does/not/exist.h5:0",
-                  "turns": [_turn("Where is the vertex?", {"no_claims": True})]})
+                  "turns": [suite_turn("Where is the vertex?", {"no_claims": True})]})
     suite = write_suite(tmp_path / "s.jsonl", cases)
     one = run_agent_eval(suite, brain="rules", out=tmp_path / "one", k=2, progress=False)
     two = run_agent_eval(suite, brain="rules", out=tmp_path / "two", k=2, workers=2, progress=False)

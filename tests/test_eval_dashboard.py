@@ -2,13 +2,15 @@
 two agent runs or two report JSONs), and their `larsight eval` verbs."""
 import json
 
-import pytest
-from test_eval_agent import ErringBrain, FlakyBrain, ref, run, small_suite, write_suite  # noqa: F401
 
 from larsight.agent import RulesBrain
 from larsight.evals import dashboard
+from larsight.evals.agent_eval.report import write_side_by_side
+from larsight.evals.agent_eval.runner import rescored_runs
 from larsight.evals.compare import compare
 from larsight.ui.cli import main as larsight
+
+from helpers.agent_eval import ErringBrain, FlakyBrain, run, small_suite, write_suite
 
 
 def test_index_page_lists_headlines_commands_and_seeds(tmp_path):
@@ -43,14 +45,14 @@ def test_eval_all_selects_reports_and_dry_runs(capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0] == "python -m larsight.evals.simulator_report --seed 2026 --n 200"
     assert out[1].startswith("python -m larsight.evals.agent_eval --brain vlm,rules --k 3")
-    assert larsight(["eval", "all", "--skip", "encoder,encoder_speed,classification,tools,retrieval,agent,agent_heldout",
-                     "--dry-run"]) == 0
+    others = ",".join(n for n in dashboard.NAMES if n != "simulator")   # every report but one
+    assert larsight(["eval", "all", "--skip", others, "--dry-run"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == ["python -m larsight.evals.simulator_report --seed 2026 --n 200"]
     assert larsight(["eval", "all", "--only", "nonsense", "--dry-run"]) == 2
     assert "unknown report(s) ['nonsense']" in capsys.readouterr().err
 
 
-def test_compare_two_agent_runs_names_the_changed_cases(tmp_path, ref, capsys):  # noqa: F811
+def test_compare_two_agent_runs_names_the_changed_cases(tmp_path, ref, capsys):
     suite = write_suite(tmp_path / "s.jsonl", small_suite(ref))
     run(tmp_path, suite, RulesBrain(), k=3, name="a")
     run(tmp_path, suite, FlakyBrain(), k=3, name="b")
@@ -73,7 +75,7 @@ def test_compare_generic_reports_and_errors(tmp_path, capsys):
     assert "2 numeric values differ; 0 only in A, 1 only in B." in text
     assert "| list[1] | 2 | 4 | +2 (100.0%) |" in text and "| acc.x | 0.5 | 0.75 | +0.25 (50.0%) |" in text
     assert text.index("list[1]") < text.index("acc.x")   # largest relative change first
-    assert larsight(["eval", "compare", str(a), str(tmp_path / "missing.json")]) == 2
+    assert larsight(["eval", "compare", str(a), str(tmp_path / "missing.json")]) == 3   # an unreadable input
     assert "missing.json" in capsys.readouterr().err
 
 
@@ -85,13 +87,12 @@ def test_larsight_eval_agent_reports_a_bad_suite_line(tmp_path, capsys):
     assert f"{p}:2: not valid JSON" in capsys.readouterr().err
 
 
-def test_side_by_side_report(tmp_path, ref):  # noqa: F811
-    from larsight.evals.agent_eval.report import write_side_by_side
-
+def test_side_by_side_report(tmp_path, ref):
     suite = write_suite(tmp_path / "s.jsonl", small_suite(ref))
     run(tmp_path, suite, RulesBrain(), k=2, name="r")
     run(tmp_path, suite, ErringBrain(), k=2, name="e")
-    md = write_side_by_side([tmp_path / "r", tmp_path / "e"], tmp_path / "rep" / "agent", commands=["cmd"])
+    dirs = [tmp_path / "r", tmp_path / "e"]
+    md = write_side_by_side(rescored_runs(dirs), dirs, tmp_path / "rep" / "agent", commands=["cmd"])
     text = md.read_text()
     assert "| metric | rules | erring |" in text
     assert "| answer accuracy, all cases | 0.833 | 0.000 |" in text

@@ -2,15 +2,10 @@
 import numpy as np
 import pytest
 
+from larsight.events.formats import count, read, write
+from larsight.events.inspect import inspect
 from larsight.events.model import Event, EventMeta, Interaction
-
-
-def _formats_or_skip():
-    try:
-        from larsight.events.formats import count, read, write
-    except Exception as err:  # pragma: no cover - formats under construction
-        pytest.skip(f"events.formats read/write/count not available yet: {err}")
-    return read, write, count
+from larsight.ui.cli import main
 
 
 def hand_events():
@@ -32,21 +27,15 @@ def hand_events():
 
 @pytest.fixture
 def small_file(tmp_path):
-    read, write, count = _formats_or_skip()
     path = tmp_path / "small.h5"
-    try:
-        assert write(path, hand_events()) == 3
-        assert count(path) == 3
-        back = read(path, index=0)
-        assert len(back) == 4 and back.event_class == "nue_cc"
-    except Exception as err:  # pragma: no cover - formats under construction
-        pytest.skip(f"events.write / read do not round-trip yet: {err}")
+    assert write(path, hand_events()) == 3
+    assert count(path) == 3
+    back = read(path, index=0)
+    assert len(back) == 4 and back.event_class == "nue_cc"
     return path
 
 
 def test_inspect_counts_fractions_and_plots(small_file, tmp_path):
-    from larsight.events.inspect import inspect
-
     out = tmp_path / "plots"
     rep = inspect(small_file, out_dir=out, progress=False)
     assert rep.n_events == 3 and rep.n_events_in_file == 3
@@ -69,8 +58,6 @@ def test_inspect_counts_fractions_and_plots(small_file, tmp_path):
 
 
 def test_inspect_default_dir_and_max_events(small_file):
-    from larsight.events.inspect import inspect
-
     rep = inspect(small_file, max_events=2, progress=False)
     assert rep.n_events == 2 and rep.n_points_total == 10
     assert "of 3 in the file" in str(rep)
@@ -79,16 +66,11 @@ def test_inspect_default_dir_and_max_events(small_file):
 
 
 def test_cli_inspect(small_file, tmp_path, capsys):
-    from larsight.ui.cli import main
-
     assert main(["inspect", str(small_file), "--plots", str(tmp_path / "cli")]) == 0
     assert "3 events" in capsys.readouterr().out
     assert (tmp_path / "cli" / "class_fractions.png").exists()
 
 
 def test_inspect_missing_file(tmp_path):
-    _formats_or_skip()
-    from larsight.events.inspect import inspect
-
     with pytest.raises(FileNotFoundError):
         inspect(tmp_path / "nope.h5")

@@ -4,6 +4,7 @@ import pytest
 
 from larsight.events.model import PILARNET_VOLUME, Event, EventError, EventMeta, Particle, Volume
 from larsight.events.projections import SEMANTIC_PRECEDENCE, coarsen, pixel_maps, view_extents
+from larsight.events.sim import simulate
 
 SIZE_CM = float(PILARNET_VOLUME.size_cm[0])  # 230.4
 
@@ -164,11 +165,7 @@ def test_coarsen_offset_volume_and_detector_columns():
 
 
 def test_coarsen_simulated_event_semantic_is_strongest_fine_label():
-    sim = pytest.importorskip("larsight.events.sim")
-    try:
-        ev = next(iter(sim.simulate("nu", 1, seed=11)))
-    except Exception as err:  # pragma: no cover - simulator under construction
-        pytest.skip(f"larsight.events.sim.simulate does not work yet: {err}")
+    ev = next(iter(simulate("nu", 1, seed=11)))
     c = coarsen(ev, 2)
     assert c.total_energy_mev == pytest.approx(ev.total_energy_mev, rel=1e-5)
     rank = {lab: r for r, lab in enumerate(SEMANTIC_PRECEDENCE)}

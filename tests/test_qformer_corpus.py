@@ -227,6 +227,29 @@ def test_vlm_scores_the_corpus_class_strings():
     assert set(C.CLASS_TEXT) == set(events.EVENT_CLASSES)
 
 
+def test_one_physics_vocabulary_for_every_layer():
+    """The class names, the MIP and the definitions have one home (events.vocabulary, the
+    corpus's definitions): the tools, the agent, the UI and the suites use those very objects,
+    not copies that could drift."""
+    from importlib import import_module
+
+    from larsight.events import vocabulary as V
+    from larsight.events.sim import medium
+
+    # by module path: the packages export functions named like some of their modules
+    compose, validate, generate, classification, reconstruction, app_chat = (
+        import_module(f"larsight.{m}") for m in ("agent.compose", "agent.validate", "evals.suites.generate",
+                                                 "tools.classification", "tools.reconstruction", "ui.app_chat"))
+
+    for mod in (C, compose, validate, generate, classification, app_chat):
+        assert mod.CLASS_TEXT is V.CLASS_TEXT, mod.__name__
+    assert compose.MIP_DEDX == validate.MIP_DEDX == medium.MIP_DEDX
+    assert reconstruction.DEDX_MIN_SHOWER_MEV == V.DEDX_MIN_SHOWER_MEV
+    assert reconstruction.finish_counts is V.finish_counts and reconstruction.is_visible is V.is_visible
+    assert compose.DEFINITIONS is C.DEFINITIONS
+    assert compose.general_answer("What is a Michel electron?").startswith("The electron (or positron)")
+
+
 # ---------------------------------------------------------------------------- tools
 def test_tool_traces(nu_facts):
     used = set()

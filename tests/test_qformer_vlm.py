@@ -9,23 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from larsight.encoder import load_model
 from larsight.encoder.backbone import PointEncoder
 from larsight.encoder.checkpoint import save_weights
 from larsight.encoder.config import EncoderConfig
 from larsight.encoder.data import DataSpec, take
 from larsight.events.model import EVENT_CLASSES
 from larsight.qformer.corpus import CLASS_TEXT, CLASSIFY_PROMPT
-from larsight.qformer.projector import EventProjector, EventProjectorConfig
-from larsight.qformer.vlm import VLM, load_vlm
+from larsight.qformer.vlm import load_vlm
+
+from helpers.vlm import MICRO, make_vlm
 
 torch.set_num_threads(1)
-
-MICRO = dict(enc_depths=(1, 1, 1), enc_channels=(16, 24, 32), enc_num_heads=(2, 2, 4),
-             enc_patch_size=(32, 32, 32), strides=(2, 2), dec_depths=(1, 1),
-             dec_channels=(16, 24), dec_num_heads=(2, 2), dec_patch_size=(32, 32),
-             n_event_tokens=8, drop_path=0.0)
-
 
 @pytest.fixture(scope="module")
 def tiny_lm_dir(tmp_path_factory, smollm2_dir):
@@ -56,19 +50,6 @@ def encoder_ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def events():
     return take(DataSpec(modes="nu", seed=5), "eval", 4, min_points=8)
-
-
-def make_vlm(lm_dir, encoder_ckpt, quantization="none", lora=False, lm_dim=64):
-    from larsight.qformer.lm import load_lm
-
-    enc = load_model(encoder_ckpt, device="cpu")
-    lm, tok = load_lm(str(lm_dir), quantization=quantization, lora=lora, device="cpu")
-    torch.manual_seed(1)
-    proj = EventProjector(EventProjectorConfig(encoder_dim=enc.embedding_dim, lm_dim=lm_dim,
-                                               n_queries=4, hidden_size=32, num_heads=4,
-                                               intermediate_size=64, embed_dim=16))
-    return VLM(enc, proj, lm, tok, manifest={"lm": str(lm_dir), "quantization": quantization,
-                                             "encoder_checkpoint": str(encoder_ckpt)})
 
 
 def test_prompt_assembly_puts_events_and_labels_in_place(tiny_lm_dir, encoder_ckpt, events):

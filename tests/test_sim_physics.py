@@ -5,7 +5,7 @@ import pytest
 from larsight.events import Volume
 from larsight.events import sim
 from larsight.events.sim import medium as M
-from larsight.events.sim.transport import sample_michel_x, longitudinal_params
+from larsight.events.sim.samplers import longitudinal_params, sample_michel_x
 
 # PHYSICS.md CSDA range table (cm): T -> (muon, pion, kaon, proton)
 RANGE_TABLE = {

@@ -25,13 +25,11 @@ from larsight import events
 from larsight.events import sim
 
 from larsight import tools
+from larsight.qformer.corpus import TOOL_NAMES   # the tools the VLM was trained to call: each must exist
 from larsight.tools import (EventFileNotFoundError, ToolInputError, build_index, classify_event,
                    describe, find_similar, find_vertex, reconstruct, render, segment)
 
 torch.set_num_threads(1)
-
-TOOL_NAMES = ("segment", "find_vertex", "reconstruct", "classify_event", "find_similar",
-              "describe", "render")
 
 
 def _event(points, energy) -> events.Event:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from larsight.encoder.data import DataSpec, take
-from larsight.evals import tools_report as T
+from larsight.evals.tools_metrics import RETRIEVAL_JSON, summarise
+from larsight.evals.tools_records import COUNT_KEYS, RecoParticle, RecoView, compare, match
+from larsight.evals.tools_report import run
 from larsight.qformer.corpus import event_facts
 
 
@@ -17,7 +19,7 @@ def events():
     return take(DataSpec(modes="nu", seed=0), "eval", 4)
 
 
-def _perfect_view(ev) -> T.RecoView:
+def _perfect_view(ev) -> RecoView:
     """A fake reconstruction that is the truth itself: every visible truth particle's points,
     PID, length, energy and Michel flag, the truth counts, topology and vertex."""
     main = event_facts(ev).main
@@ -26,17 +28,17 @@ def _perfect_view(ev) -> T.RecoView:
         idx = np.flatnonzero(ev.particle == p.id)
         if len(idx) == 0:
             continue
-        parts.append(T.RecoParticle(pid=p.type, kind=p.kind, point_index=idx, visible=p.visible,
+        parts.append(RecoParticle(pid=p.type, kind=p.kind, point_index=idx, visible=p.visible,
                                     length_cm=p.length_cm, kinetic_energy_mev=p.kinetic_energy_mev,
                                     energy_method="range", start_dedx_mev_cm=None, pid_method="truth",
                                     michel=p.michel))
-    return T.RecoView(particles=parts, counts=dict(main.counts), topology=main.topology,
+    return RecoView(particles=parts, counts=dict(main.counts), topology=main.topology,
                       vertex_cm=main.vertex_cm, vertex_status="ok")
 
 
 def test_perfect_reconstruction_scores_one(events):
-    recs = [T.compare(i, ev, event_facts(ev), _perfect_view(ev)) for i, ev in enumerate(events)]
-    m = T.summarise(recs, dedx_cut=3.0)
+    recs = [compare(i, ev, event_facts(ev), _perfect_view(ev)) for i, ev in enumerate(events)]
+    m = summarise(recs, dedx_cut=3.0)
     assert m["n_events"] == len(events)
     assert m["pid"]["accuracy"] == 1.0 and m["pid"]["reco_unmatched"] == 0
     assert m["pid"]["truth_matched_fraction"] == 1.0
@@ -59,22 +61,22 @@ def test_confusion_sums_to_matched_and_mistakes_show(events):
         p.pid = swap[p.pid]
     view.counts = {k: 0 for k in view.counts}
     view.vertex_cm = tuple(np.add(event_facts(ev).main.vertex_cm, (4.0, 0.0, 0.0)))
-    rec = T.compare(0, ev, event_facts(ev), view)
-    m = T.summarise([rec], dedx_cut=3.0)
+    rec = compare(0, ev, event_facts(ev), view)
+    m = summarise([rec], dedx_cut=3.0)
     conf = np.asarray(m["pid"]["confusion"])
     assert conf.sum() == m["pid"]["n_matched"] == len(rec.pairs) > 0
     assert m["pid"]["accuracy"] == 0.0
     assert m["vertex"]["within_3cm"] == 0.0 and m["vertex"]["within_5cm"] == 1.0
-    truth_total = sum(event_facts(ev).main.counts[k] for k in T.COUNT_KEYS)
+    truth_total = sum(event_facts(ev).main.counts[k] for k in COUNT_KEYS)
     assert (m["counts"]["all_five_exact"] == 0.0) == (truth_total > 0)
 
 
 def test_match_is_one_to_one_and_needs_a_majority():
     labels = np.array([1, 1, 1, 1, 2, 2, 2, 3, 3, 3])
-    reco = [T.RecoParticle(pid="muon", kind="track", point_index=np.array([0, 1, 2])),     # all of 1
-            T.RecoParticle(pid="muon", kind="track", point_index=np.array([3, 4])),        # 1 and 2: tie
-            T.RecoParticle(pid="proton", kind="track", point_index=np.array([4, 5, 6, 7, 8, 9]))]
-    pairs, shared = T.match([1, 2, 3], labels, reco)
+    reco = [RecoParticle(pid="muon", kind="track", point_index=np.array([0, 1, 2])),     # all of 1
+            RecoParticle(pid="muon", kind="track", point_index=np.array([3, 4])),        # 1 and 2: tie
+            RecoParticle(pid="proton", kind="track", point_index=np.array([4, 5, 6, 7, 8, 9]))]
+    pairs, shared = match([1, 2, 3], labels, reco)
     assert shared.sum() == 11 and shared[:, 0].tolist() == [3, 0, 0]
     got = {(i, j) for i, j, _ in pairs}
     assert (0, 0) in got and len({i for i, _ in got}) == len(got) == len({j for _, j in got})
@@ -83,7 +85,7 @@ def test_match_is_one_to_one_and_needs_a_majority():
 
 
 def test_tiny_run_writes_the_report(tmp_path):
-    res = T.run(n=3, seed=0, out=tmp_path, progress=False, command="python -m larsight.evals.tools_report --n 3")
+    res = run(n=3, seed=0, out=tmp_path, progress=False, command="python -m larsight.evals.tools_report --n 3")
     md = (tmp_path / "tools.md").read_text()
     doc = json.loads((tmp_path / "tools.json").read_text())
     assert "python -m larsight.evals.tools_report --n 3" in md and "DataSpec(modes='nu', seed=0)" in md
@@ -96,5 +98,5 @@ def test_tiny_run_writes_the_report(tmp_path):
     assert 0.0 <= m["vertex"]["within_3cm"] <= m["vertex"]["within_10cm"] <= 1.0
     for name in ("vertex_distance.png", "pid_confusion.png", "energy_resolution.png", "start_dedx.png"):
         assert (tmp_path / "tools" / name).stat().st_size > 0
-    if (T.RETRIEVAL_JSON).exists():
+    if RETRIEVAL_JSON.exists():
         assert "## Retrieval" in md and doc["retrieval"]["command"]

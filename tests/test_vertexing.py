@@ -1,5 +1,5 @@
-"""The physics ``tools.find_vertex`` relies on (tools.vertexing: ``locate``, ``score_candidates``,
-``_pointing``, ``_crossings``), on synthetic events on the 0.6 cm grid the agent's events use,
+"""The physics ``tools.find_vertex`` relies on (``tools.vertexing.locate``; ``score_candidates``,
+``pointing_back``, ``crossings`` of ``tools.vertex_candidates``), on synthetic events on the 0.6 cm grid the agent's events use,
 with the encoder's labels given (no network): particles meeting at a point, a proton's Bragg
 peak, the beam direction, photons pointing back at the vertex, an event without particles."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from larsight.encoder.data import volume_for
 from larsight.events.model import Event, EventMeta
 from larsight.tools.clusters import SEM_LE, SEM_SHOWER, SEM_TRACK, build_clusters, significant
-from larsight.tools.vertexing import _crossings, _pointing, beam_event, locate
+from larsight.tools.vertex_candidates import beam_event, crossings, pointing_back
+from larsight.tools.vertexing import locate
 
 VOL = volume_for(0.6)
 VS = VOL.voxel_size_cm
@@ -127,9 +128,9 @@ def test_a_photon_points_back_at_the_vertex_across_its_gap():
     ev, clusters = _event([(*_shower(V + 15.0 * d, d, 30.0, 150.0, rng), SEM_SHOWER)])
     sig = [c for c in clusters if significant(c, VS)]
     assert len(sig) == 1 and sig[0].kind == "shower"
-    assert _pointing(sig, V, VS) == 1
+    assert pointing_back(sig, V, VS) == 1
     side = V + 15.0 * d + 12.0 * np.cross(d, [0.0, 1.0, 0.0]) / np.linalg.norm(np.cross(d, [0.0, 1.0, 0.0]))
-    assert _pointing(sig, side, VS) == 0
+    assert pointing_back(sig, side, VS) == 0
 
 
 def test_tracks_whose_starts_are_lost_cross_at_the_vertex():
@@ -139,8 +140,8 @@ def test_tracks_whose_starts_are_lost_cross_at_the_vertex():
     ev, clusters = _event([(*_line(V + 5.0 * d1, d1, 30.0, _mip), SEM_TRACK),
                            (*_line(V + 5.0 * d2, d2, 20.0, _mip), SEM_TRACK)])
     sig = [c for c in clusters if significant(c, VS)]
-    crossings = _crossings(sig, VS)
-    assert crossings and min(float(np.linalg.norm(q - V)) for q in crossings) < 1.5
+    found = crossings(sig, VS)
+    assert found and min(float(np.linalg.norm(q - V)) for q in found) < 1.5
 
 
 def test_an_event_without_particles_has_no_vertex():

@@ -26,14 +26,13 @@ import numpy as np
 from pydantic import Field
 
 from larsight.events.model import EVENT_CLASSES
+from larsight.events.vocabulary import CLASS_TEXT
 
 from . import engine
 from .inputs import EventLike, describe_ref, load_event
 from .results import ToolResult
 
-__all__ = ["classify_event", "Classification", "CLASS_LABELS", "get_vlm"]
-
-CLASS_LABELS = {"nue_cc": "nu_e CC", "numu_cc": "nu_mu CC", "nc": "NC"}
+__all__ = ["classify_event", "Classification", "get_vlm"]
 
 _VLMS: dict[str, Any] = {}
 _VLM_ERRORS: dict[str, str] = {}
@@ -73,7 +72,7 @@ class Classification(ToolResult):
     def _sections(self):
         rows = []
         for c in EVENT_CLASSES:
-            rows.append((CLASS_LABELS[c],
+            rows.append((CLASS_TEXT[c],
                          "-" if self.vlm_probabilities is None else f"{self.vlm_probabilities[c]:.3f}",
                          "-" if self.encoder_probabilities is None else f"{self.encoder_probabilities[c]:.3f}"))
         return [("Class probabilities", ["class", "VLM probability", "encoder probability"], rows)]
@@ -88,7 +87,7 @@ def get_vlm(vlm: VLMLike = None):
         if not hasattr(vlm, "classify"):
             return None, f"vlm must be a folder or a qformer.VLM, got {type(vlm).__name__}"
         return vlm, ""
-    from larsight.qformer.vlm import DEFAULT_VLM_DIR
+    from larsight.qformer.vlm import DEFAULT_VLM_DIR   # imports torch (seconds): only with a VLM
 
     folder = Path(vlm) if isinstance(vlm, (str, Path)) else DEFAULT_VLM_DIR
     key = str(folder.resolve())
@@ -103,7 +102,7 @@ def get_vlm(vlm: VLMLike = None):
         if key in _VLMS:
             return _VLMS[key], ""
         try:
-            from larsight.qformer import load_vlm
+            from larsight.qformer import load_vlm   # torch, as above
 
             _VLMS[key] = load_vlm(folder)
         except Exception as exc:  # a broken VLM must not break the tool
@@ -153,7 +152,7 @@ def classify_event(event: EventLike, vlm: VLMLike = None, model: engine.ModelLik
     if vlm_probs is not None and enc is not None:
         agree = max(vlm_probs, key=vlm_probs.get) == max(enc, key=enc.get)
     return Classification(
-        source=describe_ref(ev), predicted_class=best, predicted_label=CLASS_LABELS[best],
+        source=describe_ref(ev), predicted_class=best, predicted_label=CLASS_TEXT[best],
         probabilities=probs, method=method, vlm_probabilities=vlm_probs, encoder_probabilities=enc,
         vlm=vlm_name, encoder=engine.model_name(m), agree=agree, truth_class=ev.event_class,
         note="; ".join(notes))

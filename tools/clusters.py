@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from larsight.events.model import PID_CLASSES, Event
 
@@ -113,10 +116,6 @@ def _vote(probs: Optional[np.ndarray], energy: np.ndarray) -> np.ndarray:
 
 
 def _components(points: np.ndarray, radius: float) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     n = len(points)
     if n <= 1:
         return np.zeros(n, dtype=np.int64)
@@ -133,8 +132,6 @@ def _pieces(points: np.ndarray, radius: float, min_points: int) -> list[np.ndarr
     big = ids[cnt >= min_points]
     if len(big) <= 1:
         return [np.arange(len(points))]
-    from scipy.spatial import cKDTree
-
     in_big = np.isin(lab, big)
     small = np.flatnonzero(~in_big)
     if len(small):
@@ -179,8 +176,6 @@ def build_clusters(event: Event, semantic: np.ndarray, particle: np.ndarray,
         delta = members[sem == SEM_DELTA]
         if len(delta) and track_clusters:
             # delta rays belong to the nearest track piece of their instance
-            from scipy.spatial import cKDTree
-
             owner = np.concatenate([np.full(c.n, k) for k, c in enumerate(track_clusters)])
             tree = cKDTree(np.vstack([c.centres for c in track_clusters]))
             _, j = tree.query(centres[delta])
@@ -249,8 +244,6 @@ def split_at_vertex(clusters: list[Cluster], vertex: np.ndarray, voxel_cm: float
     ``require_kink``: split two branches only where they meet at an angle (more than
     ``KINK_DEG`` from a straight line): used when the vertex is a guess that may lie in the
     middle of a single track."""
-    from scipy.spatial import cKDTree
-
     out: list[Cluster] = []
     v = np.asarray(vertex, dtype=np.float64)
     for c in clusters:

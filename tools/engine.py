@@ -38,6 +38,7 @@ def get_model(model: ModelLike = None):
             raise TypeError(f"model must be a checkpoint path or an encoder.EncoderModel, "
                             f"got {type(model).__name__}")
         return model
+    # the encoder imports torch (seconds): only a tool that runs the model loads it
     from larsight.encoder.inference import DEFAULT_CHECKPOINT
 
     key = str(Path(model).resolve() if model is not None else DEFAULT_CHECKPOINT)

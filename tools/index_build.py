@@ -17,7 +17,7 @@ through ``encoder.data.split_seed`` so ``split=eval`` gives the held-out evaluat
 only) ``events.Event`` objects whose ``meta`` says where they come from. Events without
 points cannot be embedded and are skipped (counted in the report).
 
-Atomicity and appends: see ``tools.retrieval``. A rebuild writes a new table and commits it by
+Atomicity and appends: see ``tools.index_store``. A rebuild writes a new table and commits it by
 replacing ``index.json``; an exception anywhere (a bad file, a crash in a batch, Ctrl-C)
 drops the new table and leaves the previous index untouched.
 
@@ -31,44 +31,42 @@ driver (fingerprint), so a cluster node with a different checkpoint fails loudly
 """
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 import html
 import itertools
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
 
+from larsight.events.formats import count, read
 from larsight.events.model import Event
+from larsight.events.sim import MODES
 
-from .retrieval import (
-    ANN_MIN_ROWS, DB_DIR, DEFAULT_SIM_VOXEL_CM, ENCODER_VECTOR, INDEX_FORMAT,
-    INDEX_FORMAT_VERSION, MANIFEST_NAME, TABLE_PREFIX, VECTOR, EventEmbedder, EventRef,
-    IndexModelMismatchError, _parse_sim_fields, _read_manifest, default_index_path,
-    event_metadata, index_schema, parse_event_ref, rows_table, write_manifest,
+from .embedder import EventEmbedder
+from .event_keys import DEFAULT_SIM_VOXEL_CM, EventRef, parse_event_ref, parse_sim_fields
+from .index_store import (
+    ENCODER_VECTOR, MANIFEST_NAME, WRITE_ROWS, IndexModelMismatchError, IndexWrite,
+    default_index_path, event_metadata, index_schema, read_manifest, rows_table,
 )
+from .inputs import parse_ref
+from .results import html_table
 
 __all__ = ["build_index", "append_rows", "IndexBuildReport", "expand_sources",
            "parse_sim_spec", "iter_events", "RayEmbedBatch", "embed_rows"]
 
-WRITE_ROWS = 4096
-"""Rows buffered before each table append (few, large fragments keep searches fast)."""
 SourceLike = Union[str, os.PathLike, EventRef, Event]
 
 
 # ============================================================================ sources
 def parse_sim_spec(spec: str) -> list[EventRef]:
     """``sim:MODES[:seed=S][:n=N][:start=I][:voxel=CM][:split=SPLIT]`` -> references."""
-    from larsight.events.sim import MODES
-
     if not spec.startswith("sim:"):
         raise ValueError(f"simulation spec {spec!r} must start with 'sim:'")
-    modes_txt, f = _parse_sim_fields(spec[4:], f"simulation spec {spec!r}")
+    modes_txt, f = parse_sim_fields(spec[4:], f"simulation spec {spec!r}")
     unknown = set(f) - {"seed", "n", "start", "voxel", "split", "index"}
     if unknown:
         raise ValueError(f"simulation spec {spec!r}: unknown field(s) {sorted(unknown)}; "
@@ -89,12 +87,11 @@ def parse_sim_spec(spec: str) -> list[EventRef]:
                          f"voxel a number") from None
     if n < 0 or start < 0 or seed < 0:
         raise ValueError(f"simulation spec {spec!r}: seed, n and start must be >= 0")
+    # encoder.data imports torch (seconds): only a simulation spec needs it
+    from larsight.encoder.data import split_seed, volume_for
+
     if "split" in f:
-        from larsight.encoder.data import split_seed
-
         seed = split_seed(seed, f["split"])
-    from larsight.encoder.data import volume_for
-
     volume_for(voxel)  # a voxel size that does not divide the volume fails here
     return [EventRef(f"sim:{modes[i % len(modes)]}", i, seed, voxel)
             for i in range(start, start + n)]
@@ -103,8 +100,7 @@ def parse_sim_spec(spec: str) -> list[EventRef]:
 def expand_sources(sources: Union[SourceLike, Sequence[SourceLike]],
                    limit: Optional[int] = None) -> list[Union[EventRef, Event]]:
     """Event references (and in-memory events) of files, globs, ``file:index``, simulation specs."""
-    from larsight.events.dataset import expand_paths
-    from larsight.events.formats import count
+    from larsight.events.dataset import expand_paths   # events.dataset imports torch (seconds)
 
     if isinstance(sources, (str, os.PathLike, EventRef, Event)):
         sources = [sources]
@@ -119,8 +115,8 @@ def expand_sources(sources: Union[SourceLike, Sequence[SourceLike]],
         if s.startswith("sim:"):
             out.extend(parse_sim_spec(s))
             continue
-        head, sep, tail = s.rpartition(":")
-        if sep and tail.lstrip("-").isdigit() and Path(head).exists():
+        path, index = parse_ref(s)
+        if index is not None and path.exists():
             out.append(parse_event_ref(s))
             continue
         files = expand_paths([s])
@@ -138,8 +134,6 @@ def expand_sources(sources: Union[SourceLike, Sequence[SourceLike]],
 def iter_events(refs: Sequence[Union[EventRef, Event]]) -> Iterator[tuple[Optional[EventRef], Event]]:
     """``(ref, event)`` in order; a file's run of consecutive indices from 0 is streamed
     (one open), other events are read by index or simulated one by one."""
-    from larsight.events.formats import read
-
     i = 0
     while i < len(refs):
         r = refs[i]
@@ -200,7 +194,7 @@ class RayEmbedBatch:
     def __init__(self, vlm_dir: str, fingerprint: str, embed_dim: int, encoder_dim: int,
                  batch_size: int = 8, min_points: int = 1, store_encoder: bool = True,
                  threads: int = 1, device: Any = None):
-        import torch
+        import torch   # seconds to import: only the Ray worker that builds this needs it
 
         torch.set_num_threads(max(1, int(threads)))
         self.embedder = EventEmbedder.load(vlm_dir, device=device)
@@ -281,8 +275,6 @@ class IndexBuildReport(BaseModel):
                 + (f", {self.n_skipped_duplicate} already indexed" if self.n_skipped_duplicate else ""))
 
     def _repr_html_(self) -> str:
-        from .results import html_table
-
         rows = [("index", self.path), ("events in the index", self.n_events),
                 ("events added", self.n_added), ("skipped (too few points)", self.n_skipped_empty),
                 ("skipped (already indexed)", self.n_skipped_duplicate),
@@ -292,205 +284,6 @@ class IndexBuildReport(BaseModel):
                 ("vector index", self.vector_index), ("model fingerprint", self.model_fingerprint)]
         return (f"<div style='font-family:monospace'><b>{html.escape(str(self))}</b>"
                 f"{html_table('', ['', 'value'], rows)}</div>")
-
-
-@contextlib.contextmanager
-def _writer_lock(path: Path):
-    import fcntl
-
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RuntimeError(f"{path}: another build is writing this index (lock file "
-                               f"{path / '.lock'})") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-class _TableWriter:
-    """Buffers rows and appends them to a LanceDB table in large chunks; assigns ids; skips
-    keys already written."""
-
-    def __init__(self, db, name: str, schema, *, table=None, next_id: int = 0,
-                 skip_keys: Optional[set] = None):
-        self.db, self.name, self.schema = db, name, schema
-        self.table = table
-        self.next_id = next_id
-        self.skip_keys = skip_keys if skip_keys is not None else set()
-        self.buffer: list = []
-        self.buffered = 0
-        self.written = 0
-        self.duplicates = 0
-
-    def add(self, tbl) -> int:
-        import pyarrow as pa
-
-        if tbl.num_rows == 0:
-            return 0
-        keys = tbl.column("key").to_pylist()
-        keep = []
-        for i, k in enumerate(keys):
-            if k not in self.skip_keys:
-                self.skip_keys.add(k)
-                keep.append(i)
-        self.duplicates += tbl.num_rows - len(keep)
-        if len(keep) < tbl.num_rows:
-            tbl = tbl.take(pa.array(keep, type=pa.int64()))
-        if tbl.num_rows == 0:
-            return 0
-        ids = pa.array(np.arange(self.next_id, self.next_id + tbl.num_rows), type=pa.int64())
-        tbl = tbl.set_column(tbl.schema.get_field_index("id"), "id", ids)
-        self.next_id += tbl.num_rows
-        self.buffer.append(tbl)
-        self.buffered += tbl.num_rows
-        if self.buffered >= WRITE_ROWS:
-            self.flush()
-        return tbl.num_rows
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if not self.buffer:
-            return
-        data = pa.concat_tables(self.buffer).cast(self.schema)
-        if self.table is None:
-            self.table = self.db.create_table(self.name, data=data, schema=self.schema)
-        else:
-            self.table.add(data)
-        self.written += data.num_rows
-        self.buffer, self.buffered = [], 0
-
-
-def _drop_table(db, name: str) -> None:
-    with contextlib.suppress(Exception):
-        db.drop_table(name)
-
-
-def _table_names(db) -> list[str]:
-    names, token = [], None
-    while True:  # list_tables pages its answer
-        resp = db.list_tables(page_token=token)
-        names += list(getattr(resp, "tables", resp) or [])
-        token = getattr(resp, "page_token", None)
-        if not token:
-            return names
-
-
-def _vector_index(table, n_rows: int, mode: str) -> str:
-    """Create the HNSW vector index when asked (``mode`` 'hnsw') or for large tables ('auto')."""
-    if mode == "none" or (mode == "auto" and n_rows < ANN_MIN_ROWS) or n_rows < 256:
-        return "none"
-    from lancedb.index import BTree, Bitmap, HnswSq
-
-    parts = max(1, int(round(n_rows / 50_000)))  # IVF partitions of ~50k rows, HNSW inside
-    table.create_index(VECTOR, config=HnswSq(distance_type="cosine", num_partitions=parts))
-    # scalar indexes for the by-key lookup of find_similar and the commonest filters
-    table.create_index("key", config=BTree())
-    table.create_index("event_class", config=Bitmap())
-    table.create_index("visible_energy_mev", config=BTree())
-    return "IVF_HNSW_SQ"
-
-
-class _IndexWrite:
-    """One write to an index folder: holds the lock; a rebuild writes a new table, an append
-    adds versions to the live table; ``commit`` replaces ``index.json`` (the only step that
-    readers see). Leaving the block with an exception drops the new table / rolls the live
-    table back to its committed version, so the previous index stays as it was."""
-
-    def __init__(self, path: Path, model: dict, schema, *, append: bool, has_encoder_vector: bool):
-        self.path, self.model, self.schema = Path(path), model, schema
-        self.want_append, self.has_encoder_vector = append, has_encoder_vector
-        self.committed = False
-
-    def __enter__(self) -> "_IndexWrite":
-        import lancedb
-
-        self._lock = _writer_lock(self.path)
-        self._lock.__enter__()
-        try:
-            self._open(lancedb)
-        except BaseException:
-            self._lock.__exit__(None, None, None)
-            raise
-        return self
-
-    def _open(self, lancedb) -> None:
-        path = self.path
-        self.old = _read_manifest(path) if (path / MANIFEST_NAME).exists() else None
-        self.db = lancedb.connect(str(path / DB_DIR))
-        live = self.old["table"] if self.old else None
-        for name in _table_names(self.db):
-            if name.startswith(TABLE_PREFIX) and name != live:
-                _drop_table(self.db, name)  # left by a crashed build
-        self.append = bool(self.want_append and self.old is not None)
-        if self.append:
-            old = self.old
-            if old["model"].get("fingerprint") != self.model.get("fingerprint"):
-                raise IndexModelMismatchError(
-                    f"append to {path}: the index was built with model "
-                    f"{old['model'].get('fingerprint')} (VLM {old['model'].get('vlm_dir')}), this "
-                    f"build uses {self.model.get('fingerprint')}; rebuild without --append instead")
-            if bool(old.get("has_encoder_vector", True)) != self.has_encoder_vector:
-                raise ValueError(f"append to {path}: store_encoder must match the index "
-                                 f"({old.get('has_encoder_vector', True)})")
-            table = self.db.open_table(old["table"])
-            if table.version != old["table_version"]:
-                table.restore(int(old["table_version"]))  # roll back a crashed append
-            known = table.search().select(["key", "id"]).limit(None).to_arrow()
-            ids = known.column("id").to_numpy()
-            self.writer = _TableWriter(self.db, old["table"], self.schema, table=table,
-                                       next_id=int(ids.max()) + 1 if len(ids) else 0,
-                                       skip_keys=set(known.column("key").to_pylist()))
-            self.new_table = None
-        else:
-            stamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
-            self.new_table = f"{TABLE_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
-            self.writer = _TableWriter(self.db, self.new_table, self.schema)
-
-    def commit(self, *, vector_index: str, build: dict) -> tuple[int, str]:
-        """Flush, index the vectors, write the manifest. Returns (rows, vector index kind)."""
-        w = self.writer
-        w.flush()
-        if w.table is None:
-            raise ValueError("build_index: no event to index (all empty or filtered out)")
-        n_total = int(w.table.count_rows())
-        vindex = self.old.get("vector_index", "none") if self.append else "none"
-        if vindex != "none":
-            if w.written:
-                w.table.optimize()  # adds the new rows to the existing vector index
-        else:
-            vindex = _vector_index(w.table, n_total, vector_index)
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        build = dict(build, time=now, append=self.append)
-        old = self.old if self.append else None
-        manifest = {
-            "format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION,
-            "created": old["created"] if old else now, "updated": now,
-            "table": w.name, "table_version": int(w.table.version), "n_events": n_total,
-            "has_encoder_vector": self.has_encoder_vector, "vector_index": vindex,
-            "model": self.model, "builds": ((old.get("builds", []) if old else []) + [build])[-100:],
-        }
-        write_manifest(self.path, manifest)  # the commit point
-        self.committed = True
-        return n_total, vindex
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        try:
-            if not self.committed:
-                if self.new_table is not None:
-                    _drop_table(self.db, self.new_table)
-                elif self.writer.table is not None:  # append: back to the committed version
-                    with contextlib.suppress(Exception):
-                        self.writer.table.restore(int(self.old["table_version"]))
-            elif self.new_table is not None and self.old is not None:
-                _drop_table(self.db, self.old["table"])
-        finally:
-            self._lock.__exit__(None, None, None)
-        return False
 
 
 def _source_names(sources) -> list[str]:
@@ -519,14 +312,7 @@ def build_index(sources: Union[SourceLike, Sequence[SourceLike]],
     'none'. ``ray``: embed on Ray Data with ``ray_actors`` actors of ``ray_threads`` CPUs.
     Returns an ``IndexBuildReport``; on any error the previous index is left intact.
     """
-    from tqdm.auto import tqdm
-
-    if vector_index not in ("auto", "hnsw", "none"):
-        raise ValueError(f"vector_index must be 'auto', 'hnsw' or 'none', got {vector_index!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if limit is not None and int(limit) < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    _check_build_args(vector_index, batch_size, limit)
     path = Path(out).expanduser() if out is not None else default_index_path()
     refs = expand_sources(sources, limit)
     if not refs:
@@ -538,31 +324,19 @@ def build_index(sources: Union[SourceLike, Sequence[SourceLike]],
     t_start = time.perf_counter()
     t_first, n_first = None, 0
     dropped = 0
-    with _IndexWrite(path, embedder.model_info(), schema, append=append,
-                     has_encoder_vector=store_encoder) as tx:
+    with IndexWrite(path, embedder.model_info(), schema, append=append,
+                    has_encoder_vector=store_encoder) as tx:
         writer = tx.writer
         with tqdm(total=len(refs), desc="index" + (" (ray)" if ray else ""), unit="ev",
                   disable=not progress, dynamic_ncols=True) as bar:
-            if ray:
-                for tbl in _ray_tables(refs, embedder, schema, batch_size, min_points,
-                                       store_encoder, ray_actors, ray_threads):
-                    if t_first is None and tbl.num_rows:
-                        t_first, n_first = time.perf_counter(), tbl.num_rows
-                    writer.add(tbl)
-                    bar.update(tbl.num_rows)
-            else:
-                stream = iter_events(refs)
-                while True:
-                    chunk = list(itertools.islice(stream, batch_size))
-                    if not chunk:
-                        break
-                    tbl, d = embed_rows(embedder, chunk, schema, batch_size, min_points,
-                                        store_encoder)
-                    dropped += d
-                    if t_first is None and tbl.num_rows:
-                        t_first, n_first = time.perf_counter(), tbl.num_rows
-                    writer.add(tbl)
-                    bar.update(len(chunk))
+            for tbl, n_in, n_dropped in _embedded_tables(
+                    refs, embedder, schema, batch_size, min_points, store_encoder,
+                    ray, ray_actors, ray_threads):
+                dropped += n_dropped
+                if t_first is None and tbl.num_rows:
+                    t_first, n_first = time.perf_counter(), tbl.num_rows
+                writer.add(tbl)
+                bar.update(n_in)
         writer.flush()
         added = writer.written
         if ray:  # the workers drop empty events without telling: count them here
@@ -570,11 +344,11 @@ def build_index(sources: Union[SourceLike, Sequence[SourceLike]],
         if writer.table is None:
             raise ValueError(f"build_index: none of the {len(refs)} events has at least "
                              f"{max(1, min_points)} point(s); nothing to index")
-        seconds = time.perf_counter() - t_start
         n_total, vindex = tx.commit(vector_index=vector_index, build={
             "sources": _source_names(sources), "n_added": added, "n_skipped_empty": dropped,
-            "n_skipped_duplicate": writer.duplicates, "seconds": round(seconds, 3),
-            "ray": bool(ray), "command": command})
+            "n_skipped_duplicate": writer.duplicates,
+            "seconds": round(time.perf_counter() - t_start, 3), "ray": bool(ray),
+            "command": command})
         appended = tx.append
     t_end = time.perf_counter()
     seconds = t_end - t_start
@@ -593,6 +367,34 @@ def build_index(sources: Union[SourceLike, Sequence[SourceLike]],
         steady_events_per_s=steady)
 
 
+def _check_build_args(vector_index: str, batch_size: int, limit: Optional[int]) -> None:
+    if vector_index not in ("auto", "hnsw", "none"):
+        raise ValueError(f"vector_index must be 'auto', 'hnsw' or 'none', got {vector_index!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and int(limit) < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
+
+def _embedded_tables(refs: Sequence[Union[EventRef, Event]], embedder: EventEmbedder, schema,
+                     batch_size: int, min_points: int, store_encoder: bool, ray: bool,
+                     ray_actors: int, ray_threads: int) -> Iterator[tuple[Any, int, int]]:
+    """Per batch: (index rows, events the batch covered, events dropped as too small),
+    embedded in this process or on Ray Data (whose workers do not report drops)."""
+    if ray:
+        for tbl in _ray_tables(refs, embedder, schema, batch_size, min_points, store_encoder,
+                               ray_actors, ray_threads):
+            yield tbl, tbl.num_rows, 0
+        return
+    stream = iter_events(refs)
+    while True:
+        chunk = list(itertools.islice(stream, batch_size))
+        if not chunk:
+            return
+        tbl, dropped = embed_rows(embedder, chunk, schema, batch_size, min_points, store_encoder)
+        yield tbl, len(chunk), dropped
+
+
 def append_rows(out: Union[str, os.PathLike], rows, model: dict, *,
                 vector_index: str = "auto", create: bool = False) -> int:
     """Append precomputed rows (a pyarrow table in the index schema, e.g. vectors embedded
@@ -601,10 +403,10 @@ def append_rows(out: Union[str, os.PathLike], rows, model: dict, *,
     number of rows in the index."""
     path = Path(out).expanduser()
     if not create and not (path / MANIFEST_NAME).exists():
-        _read_manifest(path)  # raises IndexNotFoundError with the build hint
+        read_manifest(path)  # raises IndexNotFoundError with the build hint
     has_enc = ENCODER_VECTOR in rows.schema.names
     schema = index_schema(int(model["embed_dim"]), int(model["encoder_dim"]) if has_enc else None)
-    with _IndexWrite(path, model, schema, append=True, has_encoder_vector=has_enc) as tx:
+    with IndexWrite(path, model, schema, append=True, has_encoder_vector=has_enc) as tx:
         step = max(1, WRITE_ROWS)
         for s in range(0, rows.num_rows, step):
             tx.writer.add(rows.slice(s, step).cast(schema))

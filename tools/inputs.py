@@ -21,10 +21,11 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 
+from larsight.events import formats
 from larsight.events.model import Event, EventError
 
 __all__ = ["ToolInputError", "EventFileNotFoundError", "EventLike", "EventInput", "load_event",
-           "parse_ref", "describe_ref", "MIN_POINTS"]
+           "parse_ref", "split_index", "checked_index", "describe_ref", "MIN_POINTS"]
 
 MIN_POINTS = 2
 """Fewest points an event may have: one point has no extent, direction or structure."""
@@ -51,6 +52,13 @@ class EventInput(BaseModel):
                                    "indices count from the end); a path alone for a one-event file")
 
 
+def split_index(text: str) -> tuple[str, Optional[int]]:
+    """``"path:index"`` -> ("path", index) by the syntax alone (an integer after the last
+    colon); any other text -> (text, None). ``parse_ref`` adds the checks against the disk."""
+    m = _REF.match(text)
+    return (m["path"], int(m["index"])) if m else (text, None)
+
+
 def parse_ref(ref: Union[str, os.PathLike]) -> tuple[Path, Optional[int]]:
     """``"path:index"`` -> (path, index); a plain path -> (path, None).
 
@@ -62,9 +70,9 @@ def parse_ref(ref: Union[str, os.PathLike]) -> tuple[Path, Optional[int]]:
     text = text.strip()
     if not text:
         raise ToolInputError("empty event reference: give an events.Event, a file path or 'path:index'")
-    m = _REF.match(text)
-    if m and not Path(text).exists():
-        return Path(m["path"]).expanduser(), int(m["index"])
+    head, index = split_index(text)
+    if index is not None and not Path(text).exists():
+        return Path(head).expanduser(), index
     head, sep, tail = text.rpartition(":")
     if sep and head and not Path(text).exists() and Path(head).expanduser().is_file():
         raise ToolInputError(f"bad event index {tail!r} in {text!r}: after the file name give "
@@ -84,8 +92,6 @@ def checked_index(path: Path, index: Optional[int]) -> tuple[int, int]:
     """(index counted from the start, number of events) for ``path:index`` after checking the
     file exists, is an event file and holds that event; ``index=None`` is allowed only for a
     one-event file. Negative indices count from the end."""
-    from larsight.events import formats
-
     if not path.exists():
         hint = ""
         if path.suffix.lower() not in formats.FORMATS:
@@ -112,8 +118,6 @@ def checked_index(path: Path, index: Optional[int]) -> tuple[int, int]:
 
 
 def _read(path: Path, index: Optional[int]) -> Event:
-    from larsight.events import formats
-
     index, _ = checked_index(path, index)
     try:
         return formats.read(path, index=index)

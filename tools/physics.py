@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, dijkstra
+from scipy.spatial import cKDTree
 
 from larsight.events.sim import medium as M
 
@@ -68,10 +71,6 @@ class TrackGeometry:
 
 
 def _graph_components(points: np.ndarray, radius: float):
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     tree = cKDTree(points)
     pairs = tree.query_pairs(radius, output_type="ndarray")
     n = len(points)
@@ -93,8 +92,6 @@ def track_geometry(points: np.ndarray, voxel_cm: float) -> TrackGeometry:
     track bent by multiple scattering keeps its true ends and its path length. Gaps wider
     than the radius are bridged by widening it; a cluster that stays broken falls back to its
     principal axis."""
-    from scipy.sparse.csgraph import dijkstra
-
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     n = len(p)
     if n == 1:

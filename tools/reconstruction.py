@@ -2,7 +2,7 @@
 
     from larsight.tools import reconstruct
     reco = reconstruct("run.h5:3")
-    reco.topology                      # '1mu 2p 0pi' (the convention of qformer.corpus)
+    reco.topology                      # '1mu 2p 0pi' (the convention of events.vocabulary)
     mu = reco.particles[0]
     mu.pid, mu.pid_scores              # 'muon', {'muon': 0.83, ...}
     mu.length_cm, mu.kinetic_energy_mev, mu.energy_method   # 112.4, 281.0, 'range'
@@ -53,29 +53,30 @@ How a particle is measured (numbers: shared/PHYSICS.md via ``tools.physics``):
   worse than the encoder) the encoder's vote (``pid_method`` says which);
 - interactions: the interaction head's groups (groups whose vertices lie within 20 cm of the
   main vertex are one interaction), counts and topology with the corpus's visibility rules
-  (``qformer.corpus``: 5 voxels; protons 40 MeV; tracks 2 cm; showers 10 MeV) plus the
+  (``events.vocabulary``: 5 voxels; protons 40 MeV; tracks 2 cm; showers 10 MeV) plus the
   reconstruction's fragment thresholds: a pion shorter than ``PION_COUNT_MIN_CM`` and a shower
   under ``SHOWER_COUNT_MIN_MEV`` are not counted (``visible`` False, ``not_counted`` says why).
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Optional
 
 import numpy as np
-from pydantic import Field
 
 from larsight.events.model import PID_CLASSES, Event
-from larsight.qformer.corpus import (InteractionFacts, ParticleFacts, _finish_counts, _is_visible,
-                            MICHEL_MIN_VOXELS, MIN_VOXELS)
+from larsight.events.vocabulary import (DEDX_MIN_SHOWER_MEV, MICHEL_EMAX_MEV, MICHEL_MIN_VOXELS, MIN_VOXELS,
+                                        InteractionFacts, ParticleFacts, event_facts, finish_counts,
+                                        is_visible)
 
 from . import engine
-from .clusters import Cluster
+from .clusters import Cluster, endpoints, shower_start_end
 from .inputs import EventLike, describe_ref, load_event
 from .physics import (RANGE_SPECIES, bragg_ratio, charge_energy_mev, dedx_profile, pca_axis,
                       range_energy_mev, shower_start_dedx)
-from .results import ToolResult, Vec3, vec
-from .vertexing import (BOUNDARY_CM, SEPARATE_CM, VertexResult, _at_boundary, analyse,
-                        in_context, orient_single)
+from .reco_results import InteractionReco, MichelReco, ParticleReco, Reconstruction
+from .results import vec
+from .vertex_candidates import BOUNDARY_CM, at_boundary
+from .vertexing import SEPARATE_CM, VertexResult, analyse, in_context, orient_single
 
 __all__ = ["reconstruct", "Reconstruction", "ParticleReco", "MichelReco", "InteractionReco",
            "BRAGG_MIN_RATIO", "MICHEL_ATTACH_CM", "DIRECTION_CM"]
@@ -85,7 +86,6 @@ SHOWER_PIDS = ("photon", "electron")
 DIRECTION_CM = 10.0        # a track's direction: principal axis of its first 10 cm
 BRAGG_MIN_RATIO = 1.5      # last 3 cm over the median dE/dx of the rest
 MICHEL_ATTACH_CM = 5.0     # a Michel cluster this close to a track's end belongs to it
-MICHEL_EMAX_MEV = 52.83    # Michel spectrum end point (PHYSICS.md)
 MICHEL_MIN_MEV = 10.0      # a "Michel" cluster below this is not attached: on the 0.6 cm grid such blips
                            # at track ends were mostly not Michel electrons (tuning slice seed 7)
 MICHEL_MAX_MEV = 60.0      # a "Michel" cluster above this (end point + clustering slack) is something else
@@ -93,7 +93,6 @@ AT_VERTEX_CM = 3.0
 GAP_CM = 3.0               # a shower starting this far from the vertex is a photon
 PHOTON_DEDX_MEV_CM = 3.0   # trunk dE/dx between 1 MIP (2.1, electron) and 2 MIPs (4.2, photon)
 EGAMMA_PHYSICS_MAX_VOXEL_CM = 0.35  # gap and trunk dE/dx decide e/gamma only on grids this fine
-DEDX_MIN_SHOWER_MEV = 40.0 # below this the trunk is too short to measure (qformer.corpus)
 HEAVY_DEDX_MEV_CM = 2.8    # a track whose median dE/dx (1 cm bins) is above 1.3 MIP is not minimum ionising ...
 PIDA_PROTON = 10.0         # ... and is a proton when its PIDA (median dE/dx * R^0.42 within 30 cm of the end)
                            # is proton-like (17 from PHYSICS.md's fit; muons and pions 5-8) ...
@@ -113,187 +112,6 @@ SHOWER_VISIBLE_FRACTION = 0.82  # reconstructed shower deposit / true kinetic en
                                 # 24 simulated single e / gamma showers of 100-1000 MeV (0.84 e, 0.78 gamma):
                                 # energy under the voxel threshold, in low-energy blips and in
                                 # pieces not clustered with the shower
-
-
-class ParticleReco(ToolResult):
-    """One reconstructed particle (a track or a shower)."""
-
-    id: int = Field(description="particle number in this reconstruction (0 = most energetic)")
-    interaction: int = Field(description="interaction it belongs to (InteractionReco.id)")
-    kind: Literal["track", "shower"] = Field(description="track (muon, pion, proton, kaon) or shower (electron, photon)")
-    pid: str = Field(description="particle type: photon, electron, muon, pion, proton or kaon")
-    pid_method: Literal["encoder", "dE/dx", "gap", "length"] = Field(
-        "encoder", description="what decided pid: the encoder's PID vote; for tracks the dE/dx "
-                               "(proton or minimum ionising), then the length (the longest minimum-"
-                               "ionising track is the muon); for showers the trunk dE/dx or a gap "
-                               "to the vertex (photons)")
-    pid_scores: dict[str, float] = Field(description="encoder: energy-weighted mean PID probability per class (sums to 1)")
-    n_points: int = Field(description="number of points (voxels)")
-    start_cm: Vec3 = Field(description="start point (x, y, z), cm")
-    end_cm: Vec3 = Field(description="end point (x, y, z), cm; for a shower the far end of 95% of its points")
-    direction: Vec3 = Field(description="unit vector of the initial direction")
-    angle_to_beam_deg: float = Field(description="angle between the direction and the beam axis (+z), degrees")
-    length_cm: float = Field(description="track: straight start-to-end distance; shower: extent of 95% "
-                                         "of its points along the axis from its start, cm")
-    path_length_cm: Optional[float] = Field(None, description="tracks: length along the (scattered) track, cm")
-    distance_to_vertex_cm: Optional[float] = Field(None, description="start point to the event vertex, cm")
-    deposited_energy_mev: float = Field(description="energy deposited in its points (and its delta rays), MeV")
-    charge_energy_mev: Optional[float] = Field(None, description="the same from collected charge, corrected "
-                                               "for recombination (modified box), MeV")
-    range_energy_mev: Optional[float] = Field(None, description="tracks: kinetic energy from the CSDA range "
-                                              "of the PID species at path_length_cm, MeV")
-    kinetic_energy_mev: float = Field(description="best kinetic-energy estimate, MeV")
-    energy_method: Literal["range", "calorimetry"] = Field(description="how kinetic_energy_mev was measured")
-    energy_is_lower_bound: bool = Field(False, description="the particle leaves the volume or may have interacted")
-    mean_dedx_mev_cm: Optional[float] = Field(None, description="tracks: deposited energy / path length, MeV/cm")
-    start_dedx_mev_cm: Optional[float] = Field(None, description="median dE/dx of the first 4 cm (shower trunk "
-                                               "within 1 cm of the axis; track start), MeV/cm")
-    end_dedx_mev_cm: Optional[float] = Field(None, description="tracks: mean dE/dx of the last 3 cm, MeV/cm")
-    bragg_ratio: Optional[float] = Field(None, description="tracks: last-3-cm dE/dx over the median of the rest")
-    has_bragg_peak: bool = Field(False, description="tracks: bragg_ratio >= 1.5")
-    stops: Optional[bool] = Field(None, description="tracks: the end lies inside the volume (not at a wall)")
-    conversion_gap_cm: Optional[float] = Field(None, description="photons: vertex to shower start, cm")
-    michel: bool = Field(False, description="tracks: a Michel electron is attached to its end")
-    michel_energy_mev: Optional[float] = Field(None, description="deposited energy of that Michel electron, MeV")
-    visible: bool = Field(True, description="counted in the topology: passes the corpus visibility thresholds "
-                                            "and the reconstruction's own (see not_counted)")
-    not_counted: Optional[str] = Field(None, description="why a particle is not counted, when it is not")
-    dedx_residual_range_cm: Optional[np.ndarray] = Field(None, exclude=True, repr=False,
-                                                         description="tracks: residual range of 1 cm bins, cm")
-    dedx_profile_mev_cm: Optional[np.ndarray] = Field(None, exclude=True, repr=False,
-                                                      description="tracks: dE/dx in those bins, MeV/cm")
-    point_index: Optional[np.ndarray] = Field(None, exclude=True, repr=False,
-                                              description="indices of its points in the event")
-
-    @property
-    def label(self) -> str:
-        return f"{self.pid} {self.id}"
-
-    def _headline(self) -> str:
-        return (f"{self.pid} ({self.kind}) {self.length_cm:.1f} cm, {self.kinetic_energy_mev:.0f} MeV "
-                f"({self.energy_method}), from {self.start_cm} cm")
-
-    def _sections(self):
-        rows = [(k, v) for k, v in self.model_dump().items() if k not in ("pid_scores",)]
-        rows.append(("pid_scores", ", ".join(f"{k} {v:.2f}" for k, v in self.pid_scores.items())))
-        return [("", ["field", "value"], rows)]
-
-
-class MichelReco(ToolResult):
-    """A Michel-electron candidate (points called Michel by the segmentation)."""
-
-    n_points: int = Field(description="number of points")
-    energy_mev: float = Field(description="deposited energy, MeV (a Michel electron has at most 52.8 MeV)")
-    position_cm: Vec3 = Field(description="its point nearest the track end it is attached to (else its centroid), cm")
-    attached_to: Optional[int] = Field(None, description="ParticleReco.id of the track whose end it sits at")
-    distance_to_track_end_cm: Optional[float] = Field(None, description="distance to that track's end, cm")
-
-
-class InteractionReco(ToolResult):
-    """One interaction: its vertex, particles, visible energy and topology."""
-
-    id: int = Field(description="interaction number (0 = main)")
-    vertex_cm: Optional[Vec3] = Field(None, description="vertex (x, y, z), cm")
-    particles: list[int] = Field(default_factory=list, description="ParticleReco ids")
-    visible_energy_mev: float = Field(description="deposited energy of all its points, MeV")
-    n_points: int = Field(description="number of points")
-    counts: dict[str, int] = Field(default_factory=dict, description="visible particles by type, plus "
-                                   "track / shower / michel totals (the corpus's keys)")
-    topology: str = Field(description="visible primary-level particle counts, e.g. '1mu 2p 0pi'")
-
-
-class Reconstruction(ToolResult):
-    """The reconstructed event."""
-
-    source: Optional[str] = Field(None, description="'file:index' the event came from, if any")
-    model: str = Field(description="encoder checkpoint used")
-    vertex: VertexResult = Field(description="the find_vertex result used to orient particles")
-    particles: list[ParticleReco] = Field(default_factory=list, description="tracks and showers, most energetic first")
-    michels: list[MichelReco] = Field(default_factory=list, description="Michel-electron candidates")
-    interactions: list[InteractionReco] = Field(default_factory=list, description="main interaction first")
-    topology: str = Field(description="topology of the main interaction (qformer.corpus convention)")
-    visible_energy_mev: float = Field(description="deposited energy of the whole event, MeV")
-    unassigned_energy_mev: float = Field(description="deposited energy in no particle (low-energy "
-                                         "deposits, fragments under 5 points, Michel electrons), MeV")
-    truth_topology: Optional[str] = Field(None, description="topology from the simulator truth, when known")
-    notes: list[str] = Field(default_factory=list, description="caveats found while reconstructing")
-    event: Optional[Any] = Field(None, exclude=True, repr=False, description="the input events.Event")
-
-    @property
-    def main(self) -> Optional[InteractionReco]:
-        return self.interactions[0] if self.interactions else None
-
-    def visible_particles(self) -> list[ParticleReco]:
-        return [p for p in self.particles if p.visible]
-
-    def of_type(self, pid: str) -> list[ParticleReco]:
-        return [p for p in self.particles if p.visible and p.pid == pid]
-
-    def overlays(self, directions: bool = True, max_particles: int = 20) -> list[dict]:
-        """Overlay items for ``events.display.plot_event`` (vertex, particle starts, directions,
-        Michel electrons)."""
-        out: list[dict] = []
-        v = self.vertex
-        if v.vertex_cm is not None:
-            out.append({"kind": "points", "points": [v.vertex_cm], "name": "reco vertex",
-                        "text": [f"vertex ({v.status}, confidence {v.confidence:.2f})"],
-                        "color": "black", "size": 7, "symbol": "x"})
-        parts = [p for p in self.particles if p.visible][:max_particles]
-        if parts:
-            out.append({"kind": "points", "points": [p.start_cm for p in parts], "name": "particle starts",
-                        "text": [f"{p.pid} {p.id}: {p.length_cm:.1f} cm, {p.kinetic_energy_mev:.0f} MeV"
-                                 for p in parts], "color": "#444444", "size": 4, "symbol": "circle"})
-        if directions:
-            for p in parts:
-                if p.kind == "track":
-                    out.append({"kind": "segments", "start": p.start_cm, "end": p.end_cm,
-                                "name": f"{p.pid} {p.id}", "color": _PID_LINE.get(p.pid, "#555555"),
-                                "width": 4})
-                else:
-                    out.append({"kind": "segments", "start": p.start_cm, "direction": p.direction,
-                                "length_cm": max(5.0, min(p.length_cm, 30.0)), "name": f"{p.pid} {p.id} axis",
-                                "color": _PID_LINE.get(p.pid, "#555555"), "width": 4})
-        mich = [m for m in self.michels if m.attached_to is not None]
-        if mich:
-            out.append({"kind": "points", "points": [m.position_cm for m in mich], "name": "Michel electrons",
-                        "text": [f"Michel {m.energy_mev:.0f} MeV" for m in mich], "color": "#2ca02c",
-                        "size": 5, "symbol": "diamond"})
-        return out
-
-    def _headline(self) -> str:
-        src = f" of {self.source}" if self.source else ""
-        # no truth here: the headline is what the language model reads (truth_topology stays a field)
-        return (f"Reconstruction{src}: {self.topology}, {len(self.visible_particles())} visible "
-                f"particles, {self.visible_energy_mev:.0f} MeV; vertex {self.vertex.status}")
-
-    def _sections(self):
-        parts = [(p.id, p.pid, f"{max(p.pid_scores.values()):.2f}", p.length_cm, p.kinetic_energy_mev,
-                  p.energy_method + (" (>=)" if p.energy_is_lower_bound else ""),
-                  p.start_dedx_mev_cm if p.kind == "shower" else p.mean_dedx_mev_cm,
-                  "yes" if p.has_bragg_peak else "-", "yes" if p.michel else "-",
-                  p.distance_to_vertex_cm, "yes" if p.visible else "no")
-                 for p in self.particles[:15]]
-        v = self.vertex
-        out = [("Vertex", ["status", "(x, y, z) cm", "confidence", "particles there"],
-                [(v.status, v.vertex_cm, v.confidence, v.n_particles_at_vertex)]),
-               ("Particles" + (f" (15 of {len(self.particles)})" if len(self.particles) > 15 else ""),
-                ["id", "PID", "score", "length [cm]", "KE [MeV]", "energy by",
-                 "dE/dx [MeV/cm] (shower: trunk, track: mean)", "Bragg", "Michel", "from vertex [cm]",
-                 "visible"], parts)]
-        if self.michels:
-            out.append(("Michel candidates", ["points", "energy [MeV]", "attached to", "to track end [cm]"],
-                        [(m.n_points, m.energy_mev, m.attached_to if m.attached_to is not None else "-",
-                          m.distance_to_track_end_cm) for m in self.michels]))
-        out.append(("Interactions", ["id", "vertex (x, y, z) cm", "particles", "visible energy [MeV]", "topology"],
-                    [(i.id, i.vertex_cm, len(i.particles), i.visible_energy_mev, i.topology)
-                     for i in self.interactions]))
-        if self.notes:
-            out.append(("Notes", ["note"], [(n,) for n in self.notes]))
-        return out
-
-
-_PID_LINE = {"muon": "#d62728", "proton": "#2ca02c", "pion": "#ff7f0e", "kaon": "#8c564b",
-             "electron": "#1f77b4", "photon": "#17becf"}
 
 
 # ============================================================================ measurement
@@ -365,8 +183,6 @@ def _track(c: Cluster, ev: Event, vertex: Optional[np.ndarray], vs: float) -> di
 
 
 def _shower(c: Cluster, vertex: Optional[np.ndarray], vs: float) -> dict:
-    from .clusters import endpoints, shower_start_end
-
     if vertex is not None:
         start = c.centres[int(np.argmin(np.linalg.norm(c.centres - vertex, axis=1)))]
     else:
@@ -438,7 +254,7 @@ def _flip_track(p: ParticleReco, ev: Event, vertex) -> None:
     p.angle_to_beam_deg = round(float(np.degrees(np.arccos(np.clip(p.direction[2], -1, 1)))), 1)
     if vertex is not None:
         p.distance_to_vertex_cm = round(float(np.linalg.norm(np.asarray(p.start_cm) - vertex)), 2)
-    p.stops = not _at_boundary(np.asarray(p.end_cm), ev, BOUNDARY_CM)
+    p.stops = not at_boundary(np.asarray(p.end_cm), ev, BOUNDARY_CM)
     if p.dedx_residual_range_cm is not None and len(p.dedx_residual_range_cm):
         total = float(p.path_length_cm or p.length_cm)
         p.dedx_residual_range_cm = (total - p.dedx_residual_range_cm)[::-1].copy()
@@ -485,7 +301,7 @@ def _particle(c: Cluster, ev: Event, vertex: Optional[np.ndarray], vs: float, k:
         pid = "proton" if species == "proton" else "muon"
         common["pid"], common["pid_method"] = pid, "dE/dx"
         length = float(np.linalg.norm(m["end"] - m["start"])) + vs
-        stops = not _at_boundary(m["end"], ev, BOUNDARY_CM)
+        stops = not at_boundary(m["end"], ev, BOUNDARY_CM)
         bragg = bool(m["ratio"] is not None and m["ratio"] >= BRAGG_MIN_RATIO)
         e_range = range_energy_mev(pid, g.path_length_cm) if pid in RANGE_SPECIES else None
         charge = None
@@ -525,7 +341,7 @@ def _particle(c: Cluster, ev: Event, vertex: Optional[np.ndarray], vs: float, k:
         length_cm=round(m["length"], 2), distance_to_vertex_cm=None if dist is None else round(dist, 2),
         charge_energy_mev=None if charge is None else round(charge, 2),
         kinetic_energy_mev=round(deposited / SHOWER_VISIBLE_FRACTION, 2),
-        energy_method="calorimetry", energy_is_lower_bound=bool(_at_boundary(m["end"], ev, 2 * BOUNDARY_CM)),
+        energy_method="calorimetry", energy_is_lower_bound=bool(at_boundary(m["end"], ev, 2 * BOUNDARY_CM)),
         start_dedx_mev_cm=None if m["start_dedx"] is None else round(m["start_dedx"], 3),
         conversion_gap_cm=round(dist, 2) if (dist is not None and pid == "photon") else None, **common)
 
@@ -563,8 +379,8 @@ def _count_or_not(p: ParticleReco) -> None:
     thresholds, then the reconstruction's fragment thresholds (PION_COUNT_MIN_CM,
     SHOWER_COUNT_MIN_MEV)."""
     why = None
-    if not _is_visible(_facts(p)):
-        why = "below the visibility thresholds (qformer.corpus)"
+    if not is_visible(_facts(p)):
+        why = "below the visibility thresholds (events.vocabulary)"
     elif p.kind == "track" and p.pid == "pion" and p.length_cm < PION_COUNT_MIN_CM:
         why = f"a minimum-ionising piece shorter than {PION_COUNT_MIN_CM:g} cm (likely a fragment)"
     elif p.kind == "shower" and p.deposited_energy_mev < SHOWER_COUNT_MIN_MEV:
@@ -577,7 +393,7 @@ def _recount(interactions: list[InteractionReco], parts: list[ParticleReco]) -> 
     for it in interactions:
         f = InteractionFacts(id=0)
         f.particles = [_facts(by_id[i]) for i in it.particles]
-        _finish_counts(f, 0)
+        finish_counts(f, 0)
         it.counts, it.topology = f.counts, f.topology
 
 
@@ -624,7 +440,7 @@ def _interactions(parts: list[ParticleReco], ev: Event, pred, vtx: VertexResult)
             continue
         it = InteractionFacts(id=0)
         it.particles = [_facts(p) for p in mine]
-        _finish_counts(it, 0)
+        finish_counts(it, 0)
         v = vtx.vertex_cm if key == MAIN else group_vertex.get(key)
         rows.append((key, InteractionReco(id=0, vertex_cm=v, particles=[p.id for p in mine],
                                           visible_energy_mev=round(float(energy[mask].sum()), 2),
@@ -677,8 +493,6 @@ def reconstruct(event: EventLike, model: engine.ModelLike = None) -> Reconstruct
     truth_topo = None
     if ev.particles or ev.particle is not None:
         try:
-            from larsight.qformer.corpus import event_facts
-
             facts = event_facts(ev)
             truth_topo = facts.main.topology if facts.main is not None else None
         except Exception:  # no usable truth (or a foreign table): nothing to compare with

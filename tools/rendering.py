@@ -33,6 +33,9 @@ from typing import Literal, Optional, Union
 
 import numpy as np
 
+# plotly (about a second to import) is imported where a figure is drawn, so that importing the
+# tools never loads it (tests/test_tools_core.py checks `import larsight.tools`)
+from larsight.events.display import _overlay_geometry, _vertices, plot_event, plot_projections, save_html
 from larsight.events.model import PID_CLASSES, Event, Particle
 
 from . import engine
@@ -84,8 +87,6 @@ def save_figure(fig, out: Union[str, os.PathLike], *, width: Optional[int] = Non
     fmt = _out_format(out)
     path = Path(out).expanduser()
     if fmt == "html":
-        from larsight.events.display import save_html
-
         return save_html(fig, path)
     try:
         data = fig.to_image(format="jpg" if fmt == "jpeg" else fmt, width=width,
@@ -143,9 +144,7 @@ def _title(ev: Event, reco: Optional[Reconstruction]) -> str:
 
 
 def _add_2d_overlays(fig, overlays: list[dict], views: list[str]) -> None:
-    import plotly.graph_objects as go
-
-    from larsight.events.display import _overlay_geometry
+    import plotly.graph_objects as go   # plotly: see the module's import note
 
     for col, view in enumerate(views, start=1):
         a, b = _AXES[view[0]], _AXES[view[1]]
@@ -200,8 +199,6 @@ def render(event: EventLike, color_by: str = "energy", overlay: bool = True,
 
 def _figure(ev: Event, color_by: str, overlay: bool, view: str, labels: str, height: int,
             max_points: Optional[int], model: engine.ModelLike):
-    from larsight.events.display import plot_event, plot_projections
-
     need_reco = overlay or (labels == "reco" and color_by != "energy")
     reco = reconstruct(ev, model=model) if need_reco else None
     overlays = reco.overlays() if (overlay and reco is not None) else []
@@ -222,9 +219,7 @@ def _figure(ev: Event, color_by: str, overlay: bool, view: str, labels: str, hei
                      overlays=overlays, title=title, show_vertices=True)
     if shown is not ev and ev.interactions:
         # plot_event draws truth vertices from the event's table: keep them on the reco view
-        from larsight.events.display import _vertices
-
-        import plotly.graph_objects as go
+        import plotly.graph_objects as go   # plotly: see the module's import note
 
         vtx, text = _vertices(ev)
         fig.add_trace(go.Scatter3d(x=vtx[:, 0], y=vtx[:, 1], z=vtx[:, 2], mode="markers",

@@ -58,7 +58,7 @@ figures are in ``evals/reports/tools.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -66,14 +66,15 @@ from pydantic import Field
 from larsight.events.model import Event
 
 from . import engine
-from .clusters import (Cluster, bragg_end, build_clusters, end_direction, endpoints, shower_start_end,
+from .clusters import (Cluster, bragg_end, build_clusters, endpoints, shower_start_end,
                        significant, split_at_vertex, split_kinks, stitch)
 from .inputs import EventLike, describe_ref, load_event
 from .results import ToolResult, Vec3, fmt_vec, vec
+from .vertex_candidates import (BOUNDARY_CM, MEET_CM, at_boundary, beam_event, nearest_start,
+                                particle_vertex, score_candidates, support)
 
 __all__ = ["find_vertex", "VertexResult", "GroupVertex", "MEET_CM", "AGREE_CM"]
 
-MEET_CM = 3.0              # particles whose starts lie this close meet at a vertex
 AGREE_CM = 5.0             # head and particle vertices further apart than this disagree
 HEAD_ALONE_CONFIDENCE = 0.3
 HEAD_TRUST = 0.1           # a head this confident, with a particle start near it, beats a far meeting point
@@ -85,19 +86,6 @@ GROUP_MIN_FRACTION = 0.1   # an interaction group with this share of the energy 
 GROUP_MIN_MEV = 20.0
 SEPARATE_CM = 20.0         # groups whose vertices are this far apart are separate interactions
 NEAR_END_CM = 10.0         # a head vertex this close to one end of a lone particle picks that end
-BOUNDARY_CM = 1.0          # a point this close to a wall of the volume is at the boundary
-BEAM_DIR = np.array([0.0, 0.0, 1.0])  # neutrino beam direction (the simulator's +z)
-BEAM_GENERATORS = ("(nu)",)  # provenance of simulated events from the neutrino beam
-# the score of a vertex candidate (``score_candidates``): the particles that start there, ...
-W_POINTING = 1.0           # ... plus this per particle pointing straight back at it from a gap
-W_UPSTREAM = 12.0          # ... minus this times the share of the energy upstream of it (beam events)
-W_Z = 1.0                  # ... minus this times its position along the beam in the event (beam events)
-W_HEAD = 3.0               # ... minus this times its distance to the head vertex / HEAD_SCALE_CM,
-HEAD_SCALE_CM = 30.0       #     scaled by the head's confidence (full weight at 1/3)
-W_BOUNDARY = 1.0           # ... minus this at a wall of the volume (particles leave there)
-POINT_COS = 0.9            # a particle points back at a candidate when this aligned with the gap,
-POINT_MAX_CM = 60.0        # a photon shower starting at most this far from it (conversion gap),
-TRACK_GAP_CM = 12.0        # a track at most this far (its first centimetres lost or mislabelled)
 
 Status = Literal["ok", "disagree", "single_particle", "weak", "no_vertex"]
 
@@ -172,69 +160,6 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
 
 
-def _nearest(c: Cluster, p: np.ndarray, vs: float) -> tuple[float, Optional[np.ndarray]]:
-    """Distance from ``p`` to where cluster ``c`` could start: a track's ends (not the end with
-    a clear Bragg peak: a track ends there), a shower's points near either end of its axis."""
-    if c.kind == "track":
-        ends = endpoints(c, vs)
-        stop = bragg_end(c, vs)
-        d = np.linalg.norm(ends - p, axis=1)
-        if stop is not None:
-            d[stop] = np.inf
-        k = int(np.argmin(d))
-        return float(d[k]), ends[k]
-    d = np.linalg.norm(c.centres - p, axis=1)
-    k = int(np.argmin(d))
-    ax = c.axis()
-    t = (c.centres - c.centres.mean(0)) @ ax
-    lo, hi = float(t.min()), float(t.max())
-    margin = max(3.0, 0.2 * (hi - lo))
-    if not (t[k] <= lo + margin or t[k] >= hi - margin):
-        return float("inf"), None
-    return float(d[k]), c.centres[k]
-
-
-def _support(clusters: list[Cluster], p: np.ndarray, vs: float, radius: float = MEET_CM):
-    near = []
-    for c in clusters:
-        d, q = _nearest(c, p, vs)
-        if d <= radius:
-            near.append((c, q))
-    return near
-
-
-def particle_vertex(clusters: list[Cluster], vs: float, hint: Optional[np.ndarray] = None):
-    """(vertex or None, number of particles meeting there) from significant clusters."""
-    sig = [c for c in clusters if significant(c, vs)]
-    if len(sig) < 2:
-        return None, len(sig)
-    best, best_key = None, None
-    for c in sig:
-        for p in endpoints(c, vs):
-            near = _support(sig, p, vs)
-            e = sum(cc.energy_mev for cc, _ in near)
-            dh = float(np.linalg.norm(p - hint)) if hint is not None else 0.0
-            key = (len(near), -dh, e)
-            if best_key is None or key > best_key:
-                best, best_key = (p, near), key
-    p, near = best
-    if len(near) < 2:
-        return None, 1
-    for _ in range(2):  # refine: the mean of the meeting points, then re-collect support
-        v = np.mean([q for _, q in near], axis=0)
-        again = _support(sig, v, vs)
-        if len(again) < len(near):
-            break
-        near = again
-    v = np.mean([q for _, q in near], axis=0)
-    return v, len(near)
-
-
-def _at_boundary(p: np.ndarray, ev: Event, margin: float) -> bool:
-    v = ev.meta.volume
-    return bool(np.any(p < v.lower_cm + margin) or np.any(p > v.upper_cm - margin))
-
-
 def orient_single(c: Cluster, ev: Event, hint: Optional[np.ndarray], hint_conf: float, vs: float
                   ) -> np.ndarray:
     """The start of a lone particle. A track leaving the volume starts at its inside end; a
@@ -250,7 +175,7 @@ def orient_single(c: Cluster, ev: Event, hint: Optional[np.ndarray], hint_conf: 
         if d[k] <= NEAR_END_CM and d[1 - k] > 2.0 * d[k]:
             near_hint = k
     if c.kind == "track":
-        out = [_at_boundary(e, ev, BOUNDARY_CM) for e in ends]
+        out = [at_boundary(e, ev, BOUNDARY_CM) for e in ends]
         if out[0] != out[1]:
             return ends[1] if out[0] else ends[0]
         stop = bragg_end(c, vs)
@@ -301,124 +226,6 @@ def _refine(head: np.ndarray, near: list) -> np.ndarray:
     return np.mean([q for _, q in near], axis=0) if near else head
 
 
-def beam_event(ev: Event) -> bool:
-    """Whether the event is known to come from a neutrino beam along ``BEAM_DIR`` (its products
-    go forward): events whose provenance names the simulator's neutrino mode ('(nu)'). Events of
-    other or unknown provenance get no beam term: PILArNet-M itself is isotropic (multi-particle
-    vertices and rain), so a forward prior would bias its vertices."""
-    gen = (ev.meta.generator or "").lower()
-    return any(k in gen for k in BEAM_GENERATORS)
-
-
-def _pointing(sig: list[Cluster], p: np.ndarray, vs: float) -> int:
-    """Particles that start a gap away from ``p`` and point straight away from it: photon
-    showers converting MEET_CM .. POINT_MAX_CM away (axis from the near end to the far end), and
-    tracks whose first few cm were lost MEET_CM .. TRACK_GAP_CM away (direction at the near end)."""
-    n = 0
-    for c in sig:
-        ends = endpoints(c, vs)
-        d = np.linalg.norm(ends - p, axis=1)
-        k = int(np.argmin(d))
-        far = POINT_MAX_CM if c.kind == "shower" else TRACK_GAP_CM
-        if d[k] < MEET_CM or d[k] > far:
-            continue
-        if c.kind == "shower":
-            ax = ends[1 - k] - ends[k]
-            ax = ax / (np.linalg.norm(ax) + 1e-9)
-        else:
-            ax = -end_direction(c, k, vs)
-        if float(np.dot((ends[k] - p) / d[k], ax)) > POINT_COS:
-            n += 1
-    return n
-
-
-def _crossings(sig: list[Cluster], vs: float) -> list[np.ndarray]:
-    """Points where two particles, extended backwards out of one of their ends, cross (closest
-    approach within MEET_CM, at most TRACK_GAP_CM back from both ends): a vertex whose own
-    deposits are hidden (neutral particles, lost track starts)."""
-    rays = []
-    for i, c in enumerate(sig):
-        ends = endpoints(c, vs)
-        for k in (0, 1):
-            if c.kind == "track":
-                d = end_direction(c, k, vs)
-            else:
-                d = ends[k] - ends[1 - k]
-                d = d / (np.linalg.norm(d) + 1e-9)
-            rays.append((i, ends[k], d))
-    out = []
-    for a in range(len(rays)):
-        for b in range(a + 1, len(rays)):
-            ia, pa, da = rays[a]
-            ib, pb, db = rays[b]
-            if ia == ib:
-                continue
-            w0 = pa - pb
-            bb = float(da @ db)
-            den = 1.0 - bb * bb
-            if den < 1e-3:
-                continue
-            ta = (bb * float(db @ w0) - float(da @ w0)) / den
-            tb = (float(db @ w0) - bb * float(da @ w0)) / den
-            if not (0.0 < ta <= TRACK_GAP_CM and 0.0 < tb <= TRACK_GAP_CM):
-                continue
-            qa, qb = pa + ta * da, pb + tb * db
-            if np.linalg.norm(qa - qb) <= MEET_CM:
-                out.append(0.5 * (qa + qb))
-    return out
-
-
-def score_candidates(ev: Event, clusters: list[Cluster], sig: list[Cluster], head: Optional[np.ndarray],
-                     hconf: float, vs: float):
-    """The best vertex among the places a particle could start, as (vertex, particles starting
-    there, score), or None without significant particles.
-
-    Candidates: both ends of every significant particle (a track's ends, a shower's extremes
-    along its axis) and of small track pieces, each particle's point nearest the head vertex
-    and, on beam events, its most upstream point (an electron shower starts at its upstream
-    end), and the points where two particles extended backwards cross (``_crossings``).
-    Score: the number of particles that could start there (``_support``; not at a track's
-    clear Bragg-peak end), plus ``W_POINTING`` per particle pointing back at it from a gap
-    (``_pointing``), minus ``W_HEAD`` times its distance to the head vertex (scaled by the
-    head's confidence), minus ``W_BOUNDARY`` at a wall; on beam events (``beam_event``) also
-    minus ``W_UPSTREAM`` times the share of the event's energy more than 1 cm upstream of it
-    and ``W_Z`` times its position along the beam: a neutrino's products go forward, so the
-    vertex is the upstream end of the activity, which orients a lone muon or a proton and
-    electron pair. The winner is moved to the mean of the particle starts near it."""
-    if not sig:
-        return None
-    cen = ev.points.astype(np.float64) + 0.5 * vs
-    w = ev.energy.astype(np.float64)
-    wsum = max(float(w.sum()), 1e-9)
-    along = cen @ BEAM_DIR
-    lo, hi = float(along.min()), float(along.max())
-    beam = 1.0 if beam_event(ev) else 0.0
-    cands = [p for c in sig for p in endpoints(c, vs)]
-    if head is not None:
-        cands += [c.centres[int(np.argmin(np.linalg.norm(c.centres - head, axis=1)))] for c in sig]
-    if beam:
-        cands += [c.centres[int(np.argmin(c.centres @ BEAM_DIR))] for c in sig]
-    cands += [p for c in clusters if c.kind == "track" and c.n >= 2 and not significant(c, vs)
-              for p in endpoints(c, vs)]
-    cands += _crossings(sig, vs)
-    hweight = min(3.0 * hconf, 1.0)
-    best = None
-    for p in cands:
-        near = _support(sig, p, vs)
-        a = float(p @ BEAM_DIR)
-        score = (len(near) + W_POINTING * _pointing(sig, p, vs)
-                 - beam * W_UPSTREAM * float(w[along < a - 1.0].sum()) / wsum
-                 - beam * W_Z * (a - lo) / max(hi - lo, 1.0)
-                 - (W_BOUNDARY if _at_boundary(p, ev, BOUNDARY_CM) else 0.0))
-        if head is not None:
-            score -= W_HEAD * min(float(np.linalg.norm(p - head)), HEAD_SCALE_CM) / HEAD_SCALE_CM * hweight
-        if best is None or score > best[2]:
-            best = (p, near, score)
-    p, near, score = best
-    v = np.mean([q for _, q in near], axis=0) if near else p
-    return v, len(near), score
-
-
 def locate(ev: Event, pred, clusters: list[Cluster]) -> VertexResult:
     """The vertex decision (see the module docstring) on already built clusters."""
     vs = ev.meta.volume.voxel_size_cm
@@ -428,21 +235,69 @@ def locate(ev: Event, pred, clusters: list[Cluster]) -> VertexResult:
     hconf = float(pred.vertex_confidence or 0.0) if head is not None else 0.0
     sig = [c for c in clusters if significant(c, vs)]
     pv, n_meet = particle_vertex(clusters, vs, head)
-    head_near = _support(sig, head, vs) if head is not None else []
+    head_near = support(sig, head, vs) if head is not None else []
     nearest = None
     if head is not None and sig:
-        nearest = min(_nearest(c, head, vs)[0] for c in sig)
+        nearest = min(nearest_start(c, head, vs)[0] for c in sig)
         nearest = None if not np.isfinite(nearest) else nearest
     d_hp = float(np.linalg.norm(pv - head)) if (pv is not None and head is not None) else None
     inter = pred.interaction if pred.interaction is not None else np.zeros(len(ev), np.int64)
     groups = _groups(clusters, ev, inter, vs, head, hconf)
-    total = max(ev.total_energy_mev, 1e-9)
-    big = [g for g in groups if g.vertex_cm is not None and g.energy_mev >= GROUP_MIN_MEV
-           and g.energy_mev >= GROUP_MIN_FRACTION * total]
-    separate = len(big) >= 2 and hconf < HEAD_ALONE_CONFIDENCE and max(
-        float(np.linalg.norm(np.subtract(a.vertex_cm, b.vertex_cm))) for a in big for b in big) > SEPARATE_CM
+    x = _Found(ev=ev, vs=vs, head=head, hconf=hconf, sig=sig, pv=pv, n_meet=n_meet,
+               head_near=head_near, nearest=nearest, d_hp=d_hp, groups=groups,
+               scored=score_candidates(ev, clusters, sig, head, hconf, vs))
+    status, method, vertex, conf, note = _decide(x)
+    if vertex is not None and x.scored is not None:
+        vertex, method, note = _prefer_scored(x, vertex, method, note)
+    n_at = len(support(sig, vertex, vs)) if vertex is not None else 0
+    spread = pred.vertex_spread_cm
+    return VertexResult(
+        status=status, vertex_cm=vec(vertex) if vertex is not None else None,
+        confidence=round(float(np.clip(conf, 0, 1)), 3), method=method,
+        head_vertex_cm=vec(head) if head is not None else None, head_confidence=round(hconf, 3),
+        head_spread_cm=None if spread is None or not np.isfinite(spread) else round(float(spread), 2),
+        particle_vertex_cm=vec(pv) if pv is not None else None, n_particles_at_vertex=int(n_at),
+        n_particles=len(sig), head_to_particles_cm=None if d_hp is None else round(d_hp, 2),
+        nearest_start_cm=None if nearest is None else round(float(nearest), 2),
+        disagreement=bool(d_hp is not None and d_hp > AGREE_CM), interactions=groups, note=note)
 
-    scored = score_candidates(ev, clusters, sig, head, hconf, vs)
+
+@dataclass
+class _Found:
+    """What ``locate`` measured before deciding: the vertex head's point and confidence, the
+    significant clusters, where particles meet, the activity groups, the best-scored start."""
+
+    ev: Event
+    vs: float
+    head: Optional[np.ndarray]
+    hconf: float
+    sig: list
+    pv: Optional[np.ndarray]
+    n_meet: int
+    head_near: list
+    nearest: Optional[float]
+    d_hp: Optional[float]
+    groups: list
+    scored: Any
+
+
+def _separate_groups(x: _Found) -> list:
+    """The big activity groups, when there are two or more far apart and the head is not
+    confident (cosmic-like or particle rain); else an empty list."""
+    total = max(x.ev.total_energy_mev, 1e-9)
+    big = [g for g in x.groups if g.vertex_cm is not None and g.energy_mev >= GROUP_MIN_MEV
+           and g.energy_mev >= GROUP_MIN_FRACTION * total]
+    separate = len(big) >= 2 and x.hconf < HEAD_ALONE_CONFIDENCE and max(
+        float(np.linalg.norm(np.subtract(a.vertex_cm, b.vertex_cm))) for a in big for b in big) > SEPARATE_CM
+    return big if separate else []
+
+
+def _decide(x: _Found) -> tuple[str, str, Optional[np.ndarray], float, str]:
+    """(status, method, vertex, confidence, note): how the head and the particles agree."""
+    ev, vs, head, hconf, sig, pv = x.ev, x.vs, x.head, x.hconf, x.sig, x.pv
+    n_meet, head_near, nearest, d_hp, scored = x.n_meet, x.head_near, x.nearest, x.d_hp, x.scored
+    big = _separate_groups(x)
+    separate = bool(big)
     vertex, method, conf, note = None, "none", 0.0, ""
     if not sig:
         status = "no_vertex"
@@ -494,27 +349,19 @@ def locate(ev: Event, pred, clusters: list[Cluster]) -> VertexResult:
         note = f"no two particles meet; vertex head (confidence {hconf:.2f}), {where}"
     else:
         status, note = "no_vertex", "no vertex head and no two particles meet"
+    return status, method, vertex, conf, note
 
-    if vertex is not None and scored is not None:
-        # the place is the best-scoring particle start (score_candidates); the status above
-        # still says how the head and the particles agree
-        moved = float(np.linalg.norm(scored[0] - vertex))
-        if moved > 0.5:
-            beam = " (upstream along the beam)" if beam_event(ev) else ""
-            note += (f"; chosen instead: the best-scoring place where {scored[1]} particle(s) start"
-                     f"{beam}, {moved:.1f} cm from the {method} estimate")
-            vertex, method = scored[0], "scored particle starts"
-    n_at = len(_support(sig, vertex, vs)) if vertex is not None else 0
-    spread = pred.vertex_spread_cm
-    return VertexResult(
-        status=status, vertex_cm=vec(vertex) if vertex is not None else None,
-        confidence=round(float(np.clip(conf, 0, 1)), 3), method=method,
-        head_vertex_cm=vec(head) if head is not None else None, head_confidence=round(hconf, 3),
-        head_spread_cm=None if spread is None or not np.isfinite(spread) else round(float(spread), 2),
-        particle_vertex_cm=vec(pv) if pv is not None else None, n_particles_at_vertex=int(n_at),
-        n_particles=len(sig), head_to_particles_cm=None if d_hp is None else round(d_hp, 2),
-        nearest_start_cm=None if nearest is None else round(float(nearest), 2),
-        disagreement=bool(d_hp is not None and d_hp > AGREE_CM), interactions=groups, note=note)
+
+def _prefer_scored(x: _Found, vertex: np.ndarray, method: str, note: str) -> tuple[np.ndarray, str, str]:
+    """The place is the best-scoring particle start (``score_candidates``); the status
+    still says how the head and the particles agree."""
+    moved = float(np.linalg.norm(x.scored[0] - vertex))
+    if moved > 0.5:
+        beam = " (upstream along the beam)" if beam_event(x.ev) else ""
+        note += (f"; chosen instead: the best-scoring place where {x.scored[1]} particle(s) start"
+                 f"{beam}, {moved:.1f} cm from the {method} estimate")
+        vertex, method = x.scored[0], "scored particle starts"
+    return vertex, method, note
 
 
 def in_context(vtx: VertexResult, ev: Event) -> VertexResult:

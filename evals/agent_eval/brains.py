@@ -19,12 +19,16 @@ evaluation; the agent itself is unchanged.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import math
 import random
 from typing import Any
+
+# agent.brains loads no model at import (torch comes with the VLM, on first use); tool_args is
+# the rule brain's argument reader, which the sampled brain must share to call tools alike
+from larsight.agent.brains import TOOL_NAMES, Decision, VLMBrain, make_brain
+from larsight.agent.context import tool_args
 
 __all__ = ["make_eval_brain", "SampledVLMBrain", "brain_label", "reseed"]
 
@@ -41,8 +45,6 @@ def _import(spec: str) -> Any:
 
 def make_eval_brain(spec: Any, temperature: float = 0.0, **kw) -> Any:
     """A brain for the runner (see the module docstring)."""
-    from larsight.agent.brains import make_brain
-
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not isinstance(spec, str):
@@ -66,42 +68,32 @@ def brain_label(spec: Any, temperature: float = 0.0) -> str:
     return f"{name} (T={temperature:g})" if temperature > 0 else str(name)
 
 
-@functools.lru_cache(maxsize=1)
-def _make_sampled():
-    from larsight.agent.brains import TOOL_NAMES, Decision, VLMBrain, _tool_args
+class SampledVLMBrain(VLMBrain):
+    """The vlm brain drawing its tool from the VLM's tool probabilities at ``temperature`` (see
+    the module docstring)."""
 
-    class _Sampled(VLMBrain):
-        """The VLM brain drawing its tool from the VLM's tool probabilities at a temperature."""
+    name = "vlm"
 
-        name = "vlm"
+    def __init__(self, temperature: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.temperature = float(temperature)
+        self.rng = random.Random(0)
 
-        def __init__(self, temperature: float = 1.0, **kw):
-            super().__init__(**kw)
-            self.temperature = float(temperature)
-            self.rng = random.Random(0)
+    def reseed(self, *key: Any) -> None:
+        h = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+        self.rng = random.Random(int.from_bytes(h, "little"))
 
-        def reseed(self, *key: Any) -> None:
-            h = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-            self.rng = random.Random(int.from_bytes(h, "little"))
-
-        def choose(self, event, question: str):
-            d = super().choose(event, question)
-            if d.action != "tool" or not d.scores:
-                return d
-            probs = {t: d.scores.get(t, 0.0) for t in TOOL_NAMES}
-            logw = {t: math.log(max(p, 1e-300)) / self.temperature for t, p in probs.items()}
-            m = max(logw.values())
-            w = [math.exp(logw[t] - m) for t in TOOL_NAMES]
-            tool = self.rng.choices(list(TOOL_NAMES), weights=w)[0]
-            return Decision(action="tool", tool=tool, arguments=_tool_args(tool, question), scores=d.scores,
-                            thought=f"VLM, sampled at T={self.temperature:g}: {tool} (p = {probs[tool]:.2f})")
-
-    return _Sampled
-
-
-def SampledVLMBrain(temperature: float = 1.0, **kw):  # noqa: N802 - a class built lazily (torch imports)
-    """The vlm brain sampling its tool at ``temperature`` (see the module docstring)."""
-    return _make_sampled()(temperature=temperature, **kw)
+    def choose(self, event, question: str):
+        d = super().choose(event, question)
+        if d.action != "tool" or not d.scores:
+            return d
+        probs = {t: d.scores.get(t, 0.0) for t in TOOL_NAMES}
+        logw = {t: math.log(max(p, 1e-300)) / self.temperature for t, p in probs.items()}
+        m = max(logw.values())
+        w = [math.exp(logw[t] - m) for t in TOOL_NAMES]
+        tool = self.rng.choices(list(TOOL_NAMES), weights=w)[0]
+        return Decision(action="tool", tool=tool, arguments=tool_args(tool, question), scores=d.scores,
+                        thought=f"VLM, sampled at T={self.temperature:g}: {tool} (p = {probs[tool]:.2f})")
 
 
 def reseed(brain: Any, case_id: str, trial: int) -> None:

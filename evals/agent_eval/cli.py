@@ -69,8 +69,10 @@ def run_dir_for(args, brain: str) -> Path:
 
 
 def run(args) -> int:
+    # imported here, not at the top: `larsight --help` builds this parser and must not pay for
+    # the agent's imports (langgraph, the tools: seconds)
     from .report import write_side_by_side
-    from .runner import run_agent_eval
+    from .runner import rescored_runs, run_agent_eval
 
     brains = [b.strip() for b in args.brain.split(",") if b.strip()]
     if not brains:
@@ -113,7 +115,7 @@ def run(args) -> int:
         cmds += [f"larsight eval agent{suite_opt} --brain {b} --k {args.k} --no-report --out {d}"
                  for b, d in zip(brains, dirs)]
         cmds += [f"larsight eval agent --brain {','.join(brains)} --report-only{suite_opt}{where}"]
-        path = write_side_by_side(dirs, args.report, commands=cmds, notes=NOTES)
+        path = write_side_by_side(rescored_runs(dirs), dirs, args.report, commands=cmds, notes=NOTES)
         print(f"report: {path}")
     return 0
 

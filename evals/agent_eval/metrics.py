@@ -64,38 +64,56 @@ def summarize(records: list[dict], k: int) -> dict:
     for r in records:
         by_case[r["case"]].append(r)
     tags_of = {cid: rs[0].get("tags") or [] for cid, rs in by_case.items()}
-
-    def pass_k_of(cids: list[str]) -> dict[str, Optional[float]]:
-        out = {}
-        for j in range(1, k + 1):
-            vals = [pass_hat_k(len(by_case[c]), sum(bool(r["score"]["passed"]) for r in by_case[c]), j)
-                    for c in cids]
-            out[f"pass^{j}"] = _round(_mean([v for v in vals if v is not None]))
-        return out
-
-    def turn_rows(rs: list[dict]) -> list[tuple[dict, dict]]:
-        return [(t, s) for r in rs for t, s in zip(r.get("turns") or [], r["score"]["turns"])]
-
-    def block(cids: list[str]) -> dict:
-        rs = [r for c in cids for r in by_case[c]]
-        rows = turn_rows(rs)
-        return {
-            "cases": len(cids), "trials": len(rs),
-            "answer_accuracy": _round(_mean([r["score"]["answer_ok"] for r in rs])),
-            "faithful_accuracy": _round(_mean([r["score"]["answer_ok"] or _tool_caused(r) for r in rs])),
-            **pass_k_of(cids),
-            "tool_selection": _round(_mean([s["tool_ok"] for _, s in rows if s["tool_ok"] is not None])),
-            "trajectory_match": _round(_mean([s["traj_ok"] for _, s in rows if s["traj_ok"] is not None])),
-            "latency_p50_s": _round(percentile([t.get("latency_s", 0) for r in rs if r["trial"] == 0
-                                                for t in r.get("turns") or []], 0.5), 3),
-            "failure_causes": dict(Counter(r["score"].get("cause") or "?" for r in rs
-                                           if not r["score"]["passed"]).most_common()),
-        }
-
     all_ids = sorted(by_case)
     tags = sorted({t for ts in tags_of.values() for t in ts})
-    per_tag = {t: block([c for c in all_ids if t in tags_of[c]]) for t in tags}
-    rows = turn_rows(records)
+    per_tag = {t: _block(by_case, [c for c in all_ids if t in tags_of[c]], k) for t in tags}
+    rows = _turn_rows(records)
+    overall = _block(by_case, all_ids, k)
+    overall.update(_turn_metrics(records, rows))
+    p_tool = _p_tool_call(rows)
+    if p_tool:
+        overall["p_tool_call"] = p_tool
+    overall["selection_misses"] = _selection_misses(records)
+    complete = sum(len(by_case[c]) >= k for c in all_ids)
+    return {"k": k, "overall": overall, "per_tag": per_tag, "per_kind": _per_kind(rows),
+            "failures": _failures(records), "complete_cases": complete}
+
+
+def _turn_rows(rs: list[dict]) -> list[tuple[dict, dict]]:
+    """(turn record, turn score) of every turn of the records."""
+    return [(t, s) for r in rs for t, s in zip(r.get("turns") or [], r["score"]["turns"])]
+
+
+def _pass_k(by_case: dict[str, list[dict]], cids: list[str], k: int) -> dict[str, Optional[float]]:
+    out = {}
+    for j in range(1, k + 1):
+        vals = [pass_hat_k(len(by_case[c]), sum(bool(r["score"]["passed"]) for r in by_case[c]), j)
+                for c in cids]
+        out[f"pass^{j}"] = _round(_mean([v for v in vals if v is not None]))
+    return out
+
+
+def _block(by_case: dict[str, list[dict]], cids: list[str], k: int) -> dict:
+    """Accuracy, pass^k, tool selection, latency and failure causes of the cases ``cids``."""
+    rs = [r for c in cids for r in by_case[c]]
+    rows = _turn_rows(rs)
+    return {
+        "cases": len(cids), "trials": len(rs),
+        "answer_accuracy": _round(_mean([r["score"]["answer_ok"] for r in rs])),
+        "faithful_accuracy": _round(_mean([r["score"]["answer_ok"] or _tool_caused(r) for r in rs])),
+        **_pass_k(by_case, cids, k),
+        "tool_selection": _round(_mean([s["tool_ok"] for _, s in rows if s["tool_ok"] is not None])),
+        "trajectory_match": _round(_mean([s["traj_ok"] for _, s in rows if s["traj_ok"] is not None])),
+        "latency_p50_s": _round(percentile([t.get("latency_s", 0) for r in rs if r["trial"] == 0
+                                            for t in r.get("turns") or []], 0.5), 3),
+        "failure_causes": dict(Counter(r["score"].get("cause") or "?" for r in rs
+                                       if not r["score"]["passed"]).most_common()),
+    }
+
+
+def _turn_metrics(records: list[dict], rows: list[tuple[dict, dict]]) -> dict:
+    """The whole run's per-turn numbers: arguments, claims, irrelevant questions, steps, tool
+    calls, latency, revisions and errors."""
     claims = Counter()
     for t, _ in rows:
         claims["supported"] += int(t.get("n_supported") or 0)
@@ -104,13 +122,7 @@ def summarize(records: list[dict], k: int) -> dict:
     n_claims = sum(claims.values())
     irr = [not (t.get("trajectory") or []) for t, s in rows if s["checks"].get("no_tools") is not None]
     first = [t for r in records if r["trial"] == 0 for t in r.get("turns") or []]
-    causes: dict[str, list[str]] = defaultdict(list)
-    for r in records:
-        cause = r["score"].get("cause")
-        if not r["score"]["passed"] and cause:
-            causes[cause].append(f"{r['case']}#{r['trial']}")
-    overall = block(all_ids)
-    overall.update({
+    return {
         "turns": len(rows),
         "argument_correctness": _round(_mean([s["args_ok"] for _, s in rows if s["args_ok"] is not None])),
         "args_turns": sum(s["args_ok"] is not None for _, s in rows),
@@ -129,17 +141,26 @@ def summarize(records: list[dict], k: int) -> dict:
         "latency_all_trials_p95_s": _round(percentile([t.get("latency_s", 0) for t, _ in rows], 0.95), 3),
         "revised_answers": sum(int(t.get("revisions") or 0) > 0 for t, _ in rows),
         "errors": sum(bool(t.get("error")) for t, _ in rows),
-    })
-    # the VLM brain's probability that its reply starts a tool call (its tool threshold's margin)
+    }
+
+
+def _p_tool_call(rows: list[tuple[dict, dict]]) -> Optional[dict]:
+    """The VLM brain's probability that its reply starts a tool call (its tool threshold's
+    margin), on event questions and on irrelevant ones; None for brains that do not report it."""
     p_event = [t["p_tool"] for t, s in rows if t.get("p_tool") is not None and s["checks"].get("no_tools") is None
                and s["tool_ok"] is not None]
     p_irr = [t["p_tool"] for t, s in rows if t.get("p_tool") is not None and s["checks"].get("no_tools") is not None]
-    if p_event or p_irr:
-        overall["p_tool_call"] = {"event_questions_min": min(p_event) if p_event else None,
-                                  "event_questions_p05": percentile(p_event, 0.05),
-                                  "irrelevant_max": max(p_irr) if p_irr else None,
-                                  "irrelevant_p95": percentile(p_irr, 0.95),
-                                  "n_event": len(p_event), "n_irrelevant": len(p_irr)}
+    if not (p_event or p_irr):
+        return None
+    return {"event_questions_min": min(p_event) if p_event else None,
+            "event_questions_p05": percentile(p_event, 0.05),
+            "irrelevant_max": max(p_irr) if p_irr else None,
+            "irrelevant_p95": percentile(p_irr, 0.95),
+            "n_event": len(p_event), "n_irrelevant": len(p_irr)}
+
+
+def _selection_misses(records: list[dict]) -> list[dict]:
+    """The most frequent (question, expected first tool, tools called) of wrong first choices."""
     misses: Counter = Counter()
     for r in records:
         if r["trial"] != 0:
@@ -148,15 +169,23 @@ def summarize(records: list[dict], k: int) -> dict:
             if s.get("tool_ok") is False:
                 misses[(t.get("question", "?"), s.get("expected_tool") or "?",
                         " > ".join(t.get("trajectory") or []) or "(none)")] += 1
-    overall["selection_misses"] = [{"question": q, "expected": e, "chosen": c, "cases": n}
-                                   for (q, e, c), n in misses.most_common(15)]
+    return [{"question": q, "expected": e, "chosen": c, "cases": n} for (q, e, c), n in misses.most_common(15)]
+
+
+def _per_kind(rows: list[tuple[dict, dict]]) -> dict:
     kinds: dict[str, list[bool]] = defaultdict(list)
     for _, s in rows:
         for kind, ok in s["checks"].items():
             kinds[kind].append(ok is True)
-    per_kind = {kind: {"turns": len(v), "accuracy": _round(sum(v) / len(v))} for kind, v in sorted(kinds.items())}
-    failures = {c: {"n": len(ids), "examples": ids[:6]}
-                for c, ids in sorted(causes.items(), key=lambda kv: (-len(kv[1]), kv[0]))}
-    complete = sum(len(by_case[c]) >= k for c in all_ids)
-    return {"k": k, "overall": overall, "per_tag": per_tag, "per_kind": per_kind, "failures": failures,
-            "complete_cases": complete}
+    return {kind: {"turns": len(v), "accuracy": _round(sum(v) / len(v))} for kind, v in sorted(kinds.items())}
+
+
+def _failures(records: list[dict]) -> dict:
+    """Failed trials by cause, most frequent first, with up to six ``case#trial`` examples."""
+    causes: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        cause = r["score"].get("cause")
+        if not r["score"]["passed"] and cause:
+            causes[cause].append(f"{r['case']}#{r['trial']}")
+    return {c: {"n": len(ids), "examples": ids[:6]}
+            for c, ids in sorted(causes.items(), key=lambda kv: (-len(kv[1]), kv[0]))}

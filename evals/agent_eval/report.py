@@ -7,7 +7,13 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from larsight.events.formats.atomic import atomic_open
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from larsight.events.formats.atomic import atomic_open  # noqa: E402
 
 __all__ = ["write_run_report", "write_side_by_side", "render_md", "TARGETS", "load_run_summary"]
 
@@ -20,6 +26,19 @@ TARGETS = [  # (label, getter, comparison, target, where the failures that expla
     ("answers with a contradicted claim", ("overall", "answers_with_contradiction"), "<=", 0.0, ("contradicted_claim",)),
     ("irrelevant questions answered without tools", ("overall", "irrelevant_without_tools"), ">=", 0.90, "irrelevant"),
 ]
+HOW_MEASURED = (
+    "Suites: `evals/suites/*.jsonl` (schema in `evals/agent_eval/suite.py`; generated cases by "
+    "`python -m larsight.evals.suites.generate`, expected values from the simulator truth, "
+    "`qformer.corpus.event_facts`). Each case names its event (`sim:MODE:seed=S:voxel=CM:index=I` re-simulates "
+    "it), its questions, the expected answer as checkable values, the reference tool trajectory with a match "
+    "mode (strict / unordered / subset / superset) and expected arguments. Scoring (`evals/agent_eval/scoring.py`): "
+    "deterministic checks of the values the answer states (`Answer.values`, read from its validated claims) "
+    "against the expected ones (vertex within 3 cm; counts exact); tool selection = the first tool chosen is the "
+    "reference's first (none for irrelevant questions); a trial passes when the answer is right, the trajectory "
+    "matches and no claim is contradicted; pass^k = C(c,k)/C(n,k) per case (tau-bench), averaged. "
+    "Claim support and contradiction come from the agent's own validator (claims checked against the tool "
+    "measurements, not against truth). Failure causes: `measurement:<tool>` means the agent stated exactly "
+    "what the tool measured (its claims are supported) and the tool's measurement is off the truth.")
 TAG_ORDER = ("classification", "vertexing", "counting", "retrieval", "multi-turn", "irrelevant", "adversarial")
 CAUSE_TEXT = {
     "measurement:classify_event": "the classifier's class differs from the truth (the answer reports it faithfully)",
@@ -115,12 +134,29 @@ def _target_rows(name: str, s: dict) -> list[str]:
 def render_md(runs: list[tuple[str, dict]], title: str = "Agent evaluation", plots: Optional[dict] = None,
               commands: Optional[list[str]] = None, notes: Optional[list[str]] = None) -> str:
     """Markdown for one or more runs (``(name, summary)``), brains as columns."""
-    names = [n for n, _ in runs]
     sums = [s for _, s in runs]
     k = max(s.get("k", 1) for s in sums)
+    tags = _ordered_tags(sums)
     lines = [f"# {title}", ""]
     if commands:
         lines += ["Regenerate:", "", "```"] + commands + ["```", ""]
+    lines += _provenance(runs) + _suite_section(sums, tags) + _headline(runs, tags, k)
+    if plots:
+        lines += [f"![{k_}]({v})" for k_, v in plots.items()] + [""]
+    lines += ["## Targets", "", "| brain | target | wanted | value | status |", "| --- | --- | --- | ---: | --- |"]
+    for n, s in runs:
+        lines += _target_rows(n, s)
+    lines += [""]
+    lines += _per_tag_section(runs, tags, k) + _failures_section(runs) + _misses_section(runs)
+    if notes:
+        lines += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
+    lines += ["## How it is measured", "", HOW_MEASURED, ""]
+    return "\n".join(lines) + "\n"
+
+
+def _provenance(runs: list[tuple[str, dict]]) -> list[str]:
+    """One line per run: its suite, k, machine and the sessions that ran its trials."""
+    lines = []
     for n, s in runs:
         m = s.get("meta", {})
         ses = [x for x in m.get("sessions", []) if x.get("trials")]
@@ -132,21 +168,32 @@ def render_md(runs: list[tuple[str, dict]], title: str = "Agent evaluation", plo
                      f"{s.get('complete_cases', '?')}/{m.get('n_cases', '?')} cases have all {s.get('k')} trials. "
                      f"Trials were run by: {work}.")
     lines.append("")
-    tags = _ordered_tags(sums)
+    return lines
+
+
+def _suite_section(sums: list[dict], tags: list[str]) -> list[str]:
     comp = _composition(sums[0])
-    lines += ["## Suite", ""]
+    lines = ["## Suite", ""]
     for f in sums[0].get("meta", {}).get("suite", []):
         lines.append(f"- `{f}`: {_suite_header(f)}")
     lines += ["", "Cases per tag (a case may carry several tags; multi-turn cases count once):", "",
               "| tag | cases |", "| --- | ---: |"] + [f"| {t} | {comp.get(t, 0)} |" for t in tags]
     lines += [f"| **all** | {sums[0]['overall']['cases']} |", ""]
+    return lines
+
+
+def _headline(runs: list[tuple[str, dict]], tags: list[str], k: int) -> list[str]:
+    """The headline metrics table (brains as columns), the VLM's tool-call probabilities, the
+    checks by expected kind and the claim counts."""
+    names = [n for n, _ in runs]
+    sums = [s for _, s in runs]
     head = "| metric | " + " | ".join(names) + " |"
     sep = "| --- | " + " | ".join("---:" for _ in names) + " |"
 
     def row(label: str, path: tuple, nd: int = 3) -> str:
         return f"| {label} | " + " | ".join(_f(_get(s, path), nd) for s in sums) + " |"
 
-    lines += ["## Headline", "", head, sep, row("answer accuracy, all cases", ("overall", "answer_accuracy"))]
+    lines = ["## Headline", "", head, sep, row("answer accuracy, all cases", ("overall", "answer_accuracy"))]
     lines += [row(f"answer accuracy, {t}", ("per_tag", t, "answer_accuracy")) for t in tags]
     lines += [row("faithful accuracy, all cases (right, or stating exactly what an erring tool measured)",
                   ("overall", "faithful_accuracy"))]
@@ -187,13 +234,11 @@ def render_md(runs: list[tuple[str, dict]], title: str = "Agent evaluation", plo
     claims = " | ".join(f"{s['overall']['claims'].get('supported', 0)} / {s['overall']['claims'].get('contradicted', 0)}"
                         f" / {s['overall']['claims'].get('unverifiable', 0)}" for s in sums)
     lines += [f"Claims supported / contradicted / unverifiable: {claims} ({', '.join(names)}).", ""]
-    if plots:
-        lines += [f"![{k_}]({v})" for k_, v in plots.items()] + [""]
-    lines += ["## Targets", "", "| brain | target | wanted | value | status |", "| --- | --- | --- | ---: | --- |"]
-    for n, s in runs:
-        lines += _target_rows(n, s)
-    lines += [""]
-    lines += ["## Per tag", ""]
+    return lines
+
+
+def _per_tag_section(runs: list[tuple[str, dict]], tags: list[str], k: int) -> list[str]:
+    lines = ["## Per tag", ""]
     for n, s in runs:
         lines += [f"**{n}**", "", "| tag | cases | trials | answer acc. | faithful acc. | "
                   + " | ".join(f"pass^{j}" for j in range(1, k + 1))
@@ -210,7 +255,11 @@ def render_md(runs: list[tuple[str, dict]], title: str = "Agent evaluation", plo
                          + " | ".join(_f(v.get(f"pass^{j}")) for j in range(1, k + 1))
                          + f" | {_f(v['tool_selection'])} | {_f(v['trajectory_match'])} | {_f(v['latency_p50_s'], 2)} | {causes} |")
         lines.append("")
-    lines += ["## Failures by cause", ""]
+    return lines
+
+
+def _failures_section(runs: list[tuple[str, dict]]) -> list[str]:
+    lines = ["## Failures by cause", ""]
     for n, s in runs:
         lines += [f"**{n}** (failed trials; examples are `case#trial`)", "", "| cause | trials | meaning | examples |",
                   "| --- | ---: | --- | --- |"]
@@ -219,7 +268,11 @@ def render_md(runs: list[tuple[str, dict]], title: str = "Agent evaluation", plo
         if not s.get("failures"):
             lines.append("| - | 0 | no failures | |")
         lines.append("")
-    lines += ["## Tool-selection misses", "", "The questions whose first tool call was not the expected one (first "
+    return lines
+
+
+def _misses_section(runs: list[tuple[str, dict]]) -> list[str]:
+    lines = ["## Tool-selection misses", "", "The questions whose first tool call was not the expected one (first "
               "trial; the most frequent question / choice pairs):", ""]
     for n, s in runs:
         miss = s["overall"].get("selection_misses") or []
@@ -230,33 +283,10 @@ def render_md(runs: list[tuple[str, dict]], title: str = "Agent evaluation", plo
         lines += ["| question | expected first tool | tools called | cases |", "| --- | --- | --- | ---: |"]
         lines += [f"| {m['question'][:90]} | {m['expected']} | {m['chosen']} | {m['cases']} |" for m in miss]
         lines.append("")
-    if notes:
-        lines += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
-    lines += ["## How it is measured", "",
-              "Suites: `evals/suites/*.jsonl` (schema in `evals/agent_eval/suite.py`; generated cases by "
-              "`python -m larsight.evals.suites.generate`, expected values from the simulator truth, "
-              "`qformer.corpus.event_facts`). Each case names its event (`sim:MODE:seed=S:voxel=CM:index=I` re-simulates "
-              "it), its questions, the expected answer as checkable values, the reference tool trajectory with a match "
-              "mode (strict / unordered / subset / superset) and expected arguments. Scoring (`evals/agent_eval/scoring.py`): "
-              "deterministic checks of the values the answer states (`Answer.values`, read from its validated claims) "
-              "against the expected ones (vertex within 3 cm; counts exact); tool selection = the first tool chosen is the "
-              "reference's first (none for irrelevant questions); a trial passes when the answer is right, the trajectory "
-              "matches and no claim is contradicted; pass^k = C(c,k)/C(n,k) per case (tau-bench), averaged. "
-              "Claim support and contradiction come from the agent's own validator (claims checked against the tool "
-              "measurements, not against truth). Failure causes: `measurement:<tool>` means the agent stated exactly "
-              "what the tool measured (its claims are supported) and the tool's measurement is off the truth.", ""]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _plots(runs: list[tuple[str, dict]], folder: Path, rel: str) -> dict[str, str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-    except ImportError:
-        return {}
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     tags = _ordered_tags([s for _, s in runs])
@@ -305,15 +335,11 @@ def write_run_report(out_dir: Union[str, os.PathLike], summary: dict) -> None:
         f.write(render_md([(name, summary)], title=f"Agent evaluation: {name}"))
 
 
-def write_side_by_side(run_dirs: list[Union[str, os.PathLike]], stem: Union[str, os.PathLike] = "evals/reports/agent",
+def write_side_by_side(runs: list[tuple[str, dict]], run_dirs: list[Union[str, os.PathLike]],
+                       stem: Union[str, os.PathLike] = "evals/reports/agent",
                        commands: Optional[list[str]] = None, notes: Optional[list[str]] = None) -> Path:
-    """``STEM.md``, ``STEM.json`` and plots in ``STEM/`` from finished run folders."""
-    from .runner import rescore_run
-
-    runs = []
-    for d in run_dirs:
-        s = rescore_run(d)
-        runs.append((s.get("meta", {}).get("brain", Path(d).name), s))
+    """``STEM.md``, ``STEM.json`` and plots in ``STEM/`` from the summaries of finished runs
+    (``(brain, summary)``, e.g. ``runner.rescored_runs(run_dirs)``)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     plots = _plots(runs, stem.parent / stem.name, stem.name)

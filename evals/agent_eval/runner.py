@@ -27,6 +27,7 @@ VLM); ``workers=1`` runs in this process.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -39,16 +40,24 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
+from tqdm.auto import tqdm
+
+from larsight.agent import Agent
+from larsight.agent.brains import SYSTEM_PROMPT
+from larsight.agent.safety import guard_leak
+from larsight.agent.toolset import ToolSet
 from larsight.events.formats.atomic import atomic_open
+from larsight.tools.index_build import build_index
 
 from .brains import brain_label, make_eval_brain, reseed
 from .metrics import summarize
+from .report import write_run_report
 from .scoring import score_case
 from .suite import Case, load_suite, suite_files, suite_hash
 
-__all__ = ["run_agent_eval", "rescore_run", "finalize", "Worker", "turn_record", "load_records", "CachingToolSet", "DEFAULT_INDEX_ROOT"]
+__all__ = ["run_agent_eval", "rescore_run", "rescored_runs", "finalize", "Worker", "turn_record", "load_records", "CachingToolSet", "DEFAULT_INDEX_ROOT"]
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_INDEX_ROOT = Path("runs") / "eval_index"
@@ -56,36 +65,36 @@ RECORDS = "records.jsonl"
 
 
 # ============================================================================ tools
-def _caching_toolset(base):
-    """A copy of the agent's ``ToolSet`` whose results are cached per (tool, arguments, event)."""
-    from larsight.agent.toolset import ToolSet
+class CachingToolSet(ToolSet):
+    """The agent's ``ToolSet`` with results cached per (tool, arguments, event); ``render``
+    writes a file per call and is never cached."""
 
-    class CachingToolSet(ToolSet):
-        SIZE = 512
+    SIZE = 512
 
-        def call(self, tool, args, event_ref_):
-            if tool == "render":
-                return super().call(tool, args, event_ref_)
-            key = (tool, json.dumps(args.model_dump(mode="json"), sort_keys=True, default=str), event_ref_)
-            with self._cache_lock:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-                    return self._cache[key]
-            result = super().call(tool, args, event_ref_)
-            with self._cache_lock:
-                self._cache[key] = result
-                while len(self._cache) > self.SIZE:
-                    self._cache.popitem(last=False)
-            return result
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_lock = threading.Lock()
 
-    ts = CachingToolSet.__new__(CachingToolSet)
-    ts.__dict__.update(base.__dict__)
-    ts._cache = OrderedDict()
-    ts._cache_lock = threading.Lock()
-    return ts
+    @classmethod
+    def like(cls, base: ToolSet) -> "CachingToolSet":
+        """A caching tool set with the settings of ``base`` (an agent's own tool set)."""
+        return cls(base.overrides, run_dir=base.run_dir, index=base.index, tool_kwargs=base.tool_kwargs)
 
-
-CachingToolSet = _caching_toolset   # the factory (the class needs agent.toolset, imported lazily)
+    def call(self, tool, args, event_ref_):
+        if tool == "render":
+            return super().call(tool, args, event_ref_)
+        key = (tool, json.dumps(args.model_dump(mode="json"), sort_keys=True, default=str), event_ref_)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        result = super().call(tool, args, event_ref_)
+        with self._cache_lock:
+            self._cache[key] = result
+            while len(self._cache) > self.SIZE:
+                self._cache.popitem(last=False)
+        return result
 
 
 def _secrets(brain) -> list[str]:
@@ -95,20 +104,13 @@ def _secrets(brain) -> list[str]:
     f = getattr(brain, "secrets", None)
     if callable(f):
         out += list(f())
-    try:
-        from larsight.agent.brains import SYSTEM_PROMPT
-
-        out.append(SYSTEM_PROMPT)
-    except ImportError:
-        pass
+    out.append(SYSTEM_PROMPT)
     return list(dict.fromkeys(s for s in out if s))
 
 
 # ============================================================================ records
 def turn_record(answer, question: str, secrets: list[str]) -> dict:
     """The JSON record of one answered turn (what scoring and reports read)."""
-    from larsight.agent.safety import guard_leak
-
     calls = [{"tool": c.tool, "arguments": c.arguments, "ok": c.ok, "error": c.error,
               "error_kind": c.error_kind, "seconds": round(c.seconds, 4)} for c in answer.tool_calls]
     verify = [{"tool": s.call.tool, "ok": s.call.ok} for s in answer.steps
@@ -197,14 +199,12 @@ class Worker:
 
     def agent(self, index: Optional[str]):
         if index not in self.agents:
-            from larsight.agent import Agent
-
             db = self.run_dir / "threads" / f"{os.getpid()}.sqlite"
             db.parent.mkdir(parents=True, exist_ok=True)
             folder = self.index_map.get(index, index) if index else None
             bot = Agent(self.brain, tools=self.tools, run_dir=self.run_dir / "tool_files", db=db, index=folder)
             if self.tool_cache:
-                bot.toolset = _caching_toolset(bot.toolset)
+                bot.toolset = CachingToolSet.like(bot.toolset)
             self.agents[index] = bot
         return self.agents[index]
 
@@ -256,7 +256,7 @@ def _init_worker(kw: dict) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        import torch
+        import torch  # heavy: only worker processes set its thread count, and only if it is installed
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     except ImportError:
@@ -274,8 +274,6 @@ def resolve_indexes(cases: list[Case], root: Union[str, os.PathLike] = DEFAULT_I
                     progress: bool = True, vlm: Optional[str] = None) -> dict[str, str]:
     """Folder of each index the cases name; a ``sim:...`` spec is built once under ``root``
     (``tools.index_build.build_index``) and reused by later runs."""
-    import hashlib
-
     out = {}
     for spec in sorted({c.index for c in cases if c.index}):
         if not spec.startswith("sim:"):
@@ -285,8 +283,6 @@ def resolve_indexes(cases: list[Case], root: Union[str, os.PathLike] = DEFAULT_I
         folder = Path(root) / f"{spec.split(':')[1]}-{slug}"
         marker = folder / "larsight_eval_index.json"
         if not marker.exists():
-            from larsight.tools.index_build import build_index
-
             print(f"building the event index {spec} -> {folder} (once)", file=sys.stderr)
             build_index(spec, folder, embedder=vlm, progress=progress)
             with atomic_open(marker, "w") as f:
@@ -325,32 +321,15 @@ def run_agent_eval(suite: Union[str, os.PathLike, list], brain: Any = "rules",
     """Run the suite (see the module docstring); returns the summary (``metrics.summarize``)
     with the run's metadata under ``meta``. ``stop_after``: stop after that many new trials
     (tests of the resume path)."""
-    from tqdm.auto import tqdm
-
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers > 1 and not isinstance(brain, str):
-        raise ValueError("workers > 1 needs the brain by name ('rules', 'vlm', 'openai' or 'module:attr')")
-    if workers > 1 and tools:
-        raise ValueError("workers > 1 cannot take replacement tool functions")
+    _check_options(k, workers, brain, tools)
     cases = load_suite(suite, tags=tags, limit=limit)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     label = brain_label(brain, temperature)
-    run_json = out / "run.json"
-    sessions: list[dict] = []
-    if run_json.exists() and not fresh:
-        prev = json.loads(run_json.read_text())
-        sessions = list(prev.get("sessions") or [])
-        if prev.get("brain") != label:
-            raise ValueError(f"{out} holds a run of brain {prev.get('brain')!r}, not {label!r}: "
-                             f"use another --out or --fresh")
+    sessions = _earlier_sessions(out, label, fresh)
     if fresh and (out / RECORDS).exists():
         (out / RECORDS).unlink()
-    by_id = {c.id: c for c in cases}
-    done = load_records(out / RECORDS, by_id, repair=True)
+    done = load_records(out / RECORDS, {c.id: c for c in cases}, repair=True)
     index_map = resolve_indexes(cases, index_root, progress=progress,
                                 vlm=(brain_kw or {}).get("vlm")) if any(c.index for c in cases) else {}
     meta = {"brain": label, "brain_kw": {k_: str(v) for k_, v in (brain_kw or {}).items() if v is not None},
@@ -360,7 +339,7 @@ def run_agent_eval(suite: Union[str, os.PathLike, list], brain: Any = "rules",
             "command": command or "python -m larsight.evals.agent_eval " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "commit": _git(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sessions": sessions}
-    with atomic_open(run_json, "w") as f:
+    with atomic_open(out / "run.json", "w") as f:
         json.dump(meta, f, indent=1)
     todo = [(c, [t for t in range(k) if (c.id, t) not in done]) for c in _event_order(cases)]
     todo = [(c, ts) for c, ts in todo if ts]
@@ -370,45 +349,18 @@ def run_agent_eval(suite: Union[str, os.PathLike, list], brain: Any = "rules",
     writer = _Writer(out / RECORDS)
     bar = tqdm(total=len(cases) * k, initial=len(cases) * k - total, desc=f"agent eval ({label})",
                unit="trial", disable=not progress)
+
+    def finished(rec: dict) -> None:
+        writer.write(rec)
+        done[(rec["case"], rec["trial"])] = rec
+        bar.update(1)
+
     t0 = time.time()
-    n_new = 0
     try:
         if workers == 1:
-            worker = Worker(**wkw)
-            for case, trials in todo:
-                for t in trials:
-                    if stop_after is not None and n_new >= stop_after:
-                        raise _Stop()
-                    rec = worker.run_trial(case, t)
-                    writer.write(rec)
-                    done[(case.id, t)] = rec
-                    n_new += 1
-                    bar.update(1)
+            n_new = _run_here(Worker(**wkw), todo, finished, stop_after)
         else:
-            ctx = mp.get_context("spawn")
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(wkw,)) as pool:
-                pending: set = set()
-                it = iter(todo)
-                exhausted = False
-                while True:
-                    while not exhausted and len(pending) < 2 * workers:
-                        nxt = next(it, None)
-                        if nxt is None:
-                            exhausted = True
-                            break
-                        pending.add(pool.submit(_task, nxt[0].model_dump(mode="json", by_alias=True), nxt[1]))
-                    if not pending:
-                        break
-                    finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for fut in finished:
-                        for rec in fut.result():
-                            writer.write(rec)
-                            done[(rec["case"], rec["trial"])] = rec
-                            n_new += 1
-                            bar.update(1)
-    except _Stop:
-        pass
+            n_new = _run_in_pool(wkw, workers, todo, finished)
     finally:
         writer.close()
         bar.close()
@@ -416,9 +368,70 @@ def run_agent_eval(suite: Union[str, os.PathLike, list], brain: Any = "rules",
     meta["sessions"] = sessions + [{"command": meta["command"], "workers": workers, "started": meta["started"],
                                     "finished": meta["finished"], "wall_s": round(time.time() - t0, 1),
                                     "trials": n_new, "commit": meta["commit"]}]
-    with atomic_open(run_json, "w") as f:
+    with atomic_open(out / "run.json", "w") as f:
         json.dump(meta, f, indent=1)
     return finalize(out, cases, done, k, meta)
+
+
+def _check_options(k: int, workers: int, brain: Any, tools: Optional[dict]) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and not isinstance(brain, str):
+        raise ValueError("workers > 1 needs the brain by name ('rules', 'vlm', 'openai' or 'module:attr')")
+    if workers > 1 and tools:
+        raise ValueError("workers > 1 cannot take replacement tool functions")
+
+
+def _earlier_sessions(out: Path, label: str, fresh: bool) -> list[dict]:
+    """The sessions recorded in ``out/run.json`` by earlier runs of the same brain (a resumed
+    run adds to them); another brain's run folder is refused."""
+    run_json = out / "run.json"
+    if not run_json.exists() or fresh:
+        return []
+    prev = json.loads(run_json.read_text())
+    if prev.get("brain") != label:
+        raise ValueError(f"{out} holds a run of brain {prev.get('brain')!r}, not {label!r}: "
+                         f"use another --out or --fresh")
+    return list(prev.get("sessions") or [])
+
+
+def _run_here(worker: Worker, todo: list, finished: Callable[[dict], None], stop_after: Optional[int]) -> int:
+    """The trials in this process, in order; returns how many ran."""
+    n_new = 0
+    for case, trials in todo:
+        for t in trials:
+            if stop_after is not None and n_new >= stop_after:
+                return n_new
+            finished(worker.run_trial(case, t))
+            n_new += 1
+    return n_new
+
+
+def _run_in_pool(wkw: dict, workers: int, todo: list, finished: Callable[[dict], None]) -> int:
+    """The trials in ``workers`` spawned processes, at most two cases in flight per worker;
+    returns how many ran."""
+    n_new = 0
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(wkw,)) as pool:
+        pending: set = set()
+        it = iter(todo)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < 2 * workers:
+                nxt = next(it, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                pending.add(pool.submit(_task, nxt[0].model_dump(mode="json", by_alias=True), nxt[1]))
+            if not pending:
+                return n_new
+            done_now, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in done_now:
+                for rec in fut.result():
+                    finished(rec)
+                    n_new += 1
 
 
 def finalize(out: Path, cases: list[Case], done: dict[tuple[str, int], dict], k: int, meta: dict) -> dict:
@@ -436,8 +449,6 @@ def finalize(out: Path, cases: list[Case], done: dict[tuple[str, int], dict], k:
         cases_out[c.id] = {"tags": c.tags, "passes": [int(r["score"]["passed"]) for r in rs],
                            "cause": next((r["score"]["cause"] for r in rs if not r["score"]["passed"]), None)}
     summary["cases"] = cases_out
-    from .report import write_run_report
-
     write_run_report(out, summary)
     return summary
 
@@ -455,5 +466,10 @@ def rescore_run(run_dir: Union[str, os.PathLike], suite: Optional[Union[str, os.
     return finalize(out, cases, done, int(meta["k"]), meta)
 
 
-class _Stop(Exception):
-    pass
+def rescored_runs(run_dirs: list[Union[str, os.PathLike]]) -> list[tuple[str, dict]]:
+    """``(brain, summary)`` of each run folder, scored again (what the side-by-side report reads)."""
+    runs = []
+    for d in run_dirs:
+        s = rescore_run(d)
+        runs.append((s.get("meta", {}).get("brain", Path(d).name), s))
+    return runs

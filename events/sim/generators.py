@@ -128,8 +128,29 @@ def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
     beam = np.array([0.0, 0.0, 1.0])
     lep_pdg = (11 if nu_pdg == 12 else 13) if cc else nu_pdg
     m_l = M.pdg_info(lep_pdg)[0] if cc else 0.0
+    y, Q2, El, pl, cos = _lepton_kinematics(rng, ch, E, m_l)
+    phi = rng.uniform(0, 2 * np.pi)
+    ldir = rotate_about(beam, [cos], [phi])[0]
+    nu_h = y * E                              # energy transfer
+    q = E * beam - pl * ldir                  # momentum transfer
+    inter = Interaction(id=0, vertex_cm=tuple(map(float, vtx)), nu_pdg=nu_pdg,
+                        current="CC" if cc else "NC", channel=ch, nu_energy_mev=E,
+                        event_class=flavour)
+    if cc:
+        b.add(lep_pdg, El - m_l, vtx, ldir, interaction=0)
+    else:
+        b.add(nu_pdg, El, vtx, ldir, interaction=0)   # outgoing neutrino: recorded, invisible
+    hadrons = _hadron_species(rng, ch, cc, nu_h, Q2)
+    energies = _hadron_energies(rng, ch, hadrons, nu_h)   # draws before the directions
+    dirs = _hadron_dirs(rng, unit(q), len(hadrons))
+    for h, T, d in zip(hadrons, energies, dirs):
+        b.add(h, float(T), vtx, d, interaction=0)
+    return _finish(b, [inter], _meta(volume, seed, index, "nu"))
 
-    # inelasticity, hadronic energy nu = y E and Q^2
+
+def _lepton_kinematics(rng, ch: str, E: float, m_l: float):
+    """Inelasticity y, Q^2, lepton energy, momentum and cos(angle to the beam) for channel
+    ``ch`` (redrawn until kinematically allowed, 50 tries, then a fixed forward lepton)."""
     for _ in range(50):
         if ch in ("QE", "MEC"):
             y = rng.beta(1.2, 4.8)                        # mean 0.2
@@ -152,21 +173,12 @@ def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
     else:
         y, El, cos = 0.2, 0.8 * E, 0.9
         pl = np.sqrt(max(El**2 - m_l**2, 1.0))
-    phi = rng.uniform(0, 2 * np.pi)
-    ldir = rotate_about(beam, [cos], [phi])[0]
-    nu_h = y * E                              # energy transfer
-    q = E * beam - pl * ldir                  # momentum transfer
-    qhat = unit(q)
-    inter = Interaction(id=0, vertex_cm=tuple(map(float, vtx)), nu_pdg=nu_pdg,
-                        current="CC" if cc else "NC", channel=ch, nu_energy_mev=E,
-                        event_class=flavour)
-    if cc:
-        b.add(lep_pdg, El - m_l, vtx, ldir, interaction=0)
-    else:
-        b.add(nu_pdg, El, vtx, ldir, interaction=0)   # outgoing neutrino: recorded, invisible
+    return y, Q2, El, pl, cos
 
+
+def _hadron_species(rng, ch: str, cc: bool, nu_h: float, Q2: float) -> list[int]:
+    """PDG codes of the final-state hadrons of channel ``ch``."""
     hadrons: list[int] = []
-    binding = 30.0
     if ch == "QE":
         hadrons = [2212] * int(rng.choice(4, p=[0.2, 0.5, 0.2, 0.1]))
         if not hadrons:
@@ -193,7 +205,13 @@ def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
             else:
                 hadrons.append(int(rng.choice([321, -321])))
         hadrons.append(2212 if rng.random() < 0.6 else 2112)
-    # share the available kinetic energy (nu - binding - pion masses) among the hadrons
+    return hadrons
+
+
+def _hadron_energies(rng, ch: str, hadrons: list[int], nu_h: float) -> np.ndarray:
+    """Kinetic energies: the available energy (nu - binding - meson masses) shared among the
+    hadrons."""
+    binding = 30.0
     masses = np.array([M.pdg_info(h)[0] if h in (111, 211, -211, 321, -321) else 0.0 for h in hadrons])
     avail = max(nu_h - binding - masses.sum(), 10.0 * len(hadrons))
     # mesons carry most of the hadronic energy; nucleons (notably invisible neutrons) less
@@ -202,10 +220,7 @@ def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
     Tks = w * avail
     if ch == "QE":  # protons of 30-300 MeV
         Tks = np.clip(Tks, 30.0, 300.0) if hadrons[0] == 2212 else Tks
-    dirs = _hadron_dirs(rng, qhat, len(hadrons))
-    for h, T, d in zip(hadrons, Tks, dirs):
-        b.add(h, float(T), vtx, d, interaction=0)
-    return _finish(b, [inter], _meta(volume, seed, index, "nu"))
+    return Tks
 
 
 # ---------------------------------------------------------------------------- PILArNet modes

@@ -1,10 +1,14 @@
 """Event streams and files: ``simulate`` (a reproducible iterator) and ``simulate_file``."""
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from functools import partial
 from typing import Iterator
 
+from tqdm.auto import tqdm
+
+from larsight.events import formats
 from larsight.events.model import PILARNET_VOLUME, Event, Volume
 from larsight.events.sim.generators import mpr, mpv, neutrino
 
@@ -32,8 +36,6 @@ def simulate(mode: str, n: int, seed: int = 0, volume: Volume = PILARNET_VOLUME,
 
 
 def _pool_stream(mode, n, seed, volume, workers, chunksize):
-    import multiprocessing as mp
-
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers) as pool:
         yield from pool.imap(partial(_one, mode=mode, seed=seed, volume=volume), range(n),
@@ -45,8 +47,6 @@ def simulate_file(path, mode: str, n: int, seed: int = 0, volume: Volume = PILAR
     """Simulate ``n`` events and stream them into ``path`` (.h5 PILArNet-M schema or .root)
     through ``events.write``. Uses a process pool (ordered ``imap`` in chunks) over all cores
     when ``n`` is large enough to pay for it. Returns the number of events written."""
-    from larsight.events.formats import write
-
     _generator(mode)
     if n < 0:
         raise ValueError(f"simulate_file: n must be >= 0, got {n}")
@@ -57,7 +57,5 @@ def simulate_file(path, mode: str, n: int, seed: int = 0, volume: Volume = PILAR
     else:
         stream = simulate(mode, n, seed=seed, volume=volume)
     if progress:
-        from tqdm.auto import tqdm
-
         stream = tqdm(stream, total=n, desc=f"simulate {mode}", unit="ev")
-    return write(path, stream)
+    return formats.write(path, stream)

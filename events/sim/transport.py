@@ -25,14 +25,20 @@ below 20 MeV; the Landau tail is not modelled (Gamma-distributed step fluctuatio
 interactions use a constant interaction length and a toy final state (protons, a scattered pion,
 de-excitation photons; neutrons and binding energy invisible); radiative losses of muons above
 a few GeV are ignored.
+
+The electron, photon and shower transport is in ``events.sim.em`` (a mixin of ``Builder``), the
+spectra and shower profiles it draws from in ``events.sim.samplers``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from larsight.events.sim import medium as M
-from larsight.events.sim.kinematics import isotropic, momentum, perp_frame, rotate_about, two_body_p, unit, boost
+from larsight.events.sim.em import EMTransport
+from larsight.events.sim.kinematics import boost, isotropic, momentum, perp_frame, rotate_about, two_body_p, unit
+from larsight.events.sim.samplers import sample_michel_x
 
 TRACK_PDGS = (13, 211, 321, 2212)
 EM_PDGS = (11, 22)
@@ -62,7 +68,7 @@ _MU_CAPTURE = 0.75                                  # mu- at rest in argon (Suzu
 _MCS_CHUNK = 0.04                                   # rad^2 of accumulated theta0^2 per frame
 
 
-class Builder:
+class Builder(EMTransport):
     """Truth record and deposit store of one simulated event."""
 
     def __init__(self, rng: np.random.Generator, volume, options: SimOptions | None = None):
@@ -252,20 +258,26 @@ class Builder:
         mid = P[:-1] + 0.5 * dirs * dsi[:, None]
         self.deposit(pid, mid, local, local / np.maximum(dsi, 1e-4), dsi)
         if n_delta is not None and n_delta.any():
-            idx = np.repeat(np.arange(n_delta.shape[0]), n_delta)
-            tc = opt.delta_cut_mev
-            u = rng.random(idx.shape[0])
-            Td = 1 / (1 / tc - u * (1 / tc - 1 / wmax[idx]))
-            pd = momentum(Td, M.M_E)
-            pmax = momentum(wmax[idx], M.M_E)
-            cos = np.clip(Td / pd * pmax / wmax[idx], -1, 1)
-            dd = rotate_about(dirs[idx], cos, rng.uniform(0, 2 * np.pi, idx.shape[0]))
-            pos = P[idx] + dirs[idx] * (dsi[idx] * rng.random(idx.shape[0]))[:, None]
-            for j in range(idx.shape[0]):
-                self.add(11, Td[j], pos[j], dd[j], parent=pid, process="delta", kind="delta", queue="e")
+            self._emit_deltas(pid, n_delta, wmax, P, dirs, dsi)
         if sp == "electron":
             self._brem(pid, P, dirs, dE - dE * tab.collision_fraction(Tm))
         self._end(pid, reason, P[-1], dirs[-1], float(Tb[-1]))
+
+    def _emit_deltas(self, pid, n_delta, wmax, P, dirs, dsi) -> None:
+        """``n_delta[k]`` delta-ray electrons from step k (1/T^2 spectrum above the cut, at the
+        kinematic angle, from a random point of the step)."""
+        rng = self.rng
+        idx = np.repeat(np.arange(n_delta.shape[0]), n_delta)
+        tc = self.opt.delta_cut_mev
+        u = rng.random(idx.shape[0])
+        Td = 1 / (1 / tc - u * (1 / tc - 1 / wmax[idx]))
+        pd = momentum(Td, M.M_E)
+        pmax = momentum(wmax[idx], M.M_E)
+        cos = np.clip(Td / pd * pmax / wmax[idx], -1, 1)
+        dd = rotate_about(dirs[idx], cos, rng.uniform(0, 2 * np.pi, idx.shape[0]))
+        pos = P[idx] + dirs[idx] * (dsi[idx] * rng.random(idx.shape[0]))[:, None]
+        for j in range(idx.shape[0]):
+            self.add(11, Td[j], pos[j], dd[j], parent=pid, process="delta", kind="delta", queue="e")
 
     def _brem(self, pid, P, dirs, rad) -> None:
         """Radiative loss of a stepped electron as a few bremsstrahlung photons."""
@@ -410,273 +422,3 @@ class Builder:
         E2, p2 = boost(E, p, r["d"] * P / (r["T"] + m))
         for e, pv in zip(E2, p2):
             self.add(22, e, r["x"], pv, parent=pid, process="decay")
-
-    # ------------------------------------------------------------------ low-energy electrons
-    def _electrons(self, ids: np.ndarray) -> None:
-        """Step the queued low-energy electrons (delta rays, Compton electrons) in one batch;
-        those above 10 MeV radiate a few photons."""
-        parts = self.parts
-        T = np.array([parts[i]["T"] for i in ids])
-        keep = T > 1e-3
-        ids, T = ids[keep], T[keep]
-        if ids.size == 0:
-            return
-        x0 = np.stack([parts[i]["x"] for i in ids])
-        d0 = np.stack([parts[i]["d"] for i in ids])
-        end = self._step_electrons(T, x0, d0, ids, brem=True)
-        for k, i in enumerate(ids):
-            parts[i]["end"] = end[k]
-
-    def _step_electrons(self, T, x0, d0, owners, brem: bool, full: bool = False):
-        """Step a batch of electrons along their CSDA range with a small-angle random walk for
-        multiple scattering; deposits go to ``owners`` (one per electron). With ``brem``, the
-        radiative share of electrons above 10 MeV becomes photons. Returns the end points."""
-        rng, ds = self.rng, self.step
-        tab = M.range_table("electron")
-        R = tab.range_cm(T)
-        n = np.maximum(1, np.ceil(R / ds - 1e-9).astype(np.int64))
-        off = np.concatenate([[0], np.cumsum(n)])
-        tot = int(off[-1])
-        g = np.repeat(np.arange(T.size), n)
-        j = np.arange(tot) - off[g]
-        s0 = j * ds
-        Rg = R[g]
-        s1 = np.minimum(s0 + ds, Rg)
-        Ts = tab.energy_mev(Rg - s0)
-        Ts[off[:-1]] = T
-        Te = np.where(s1 >= Rg - 1e-12, 0.0, tab.energy_mev(Rg - s1))
-        dE = np.maximum(Ts - Te, 0.0)
-        dsi = s1 - s0
-        Tm = 0.5 * (Ts + Te)
-        if self.opt.mcs:
-            p = momentum(np.maximum(Tm, 1e-3), M.M_E)
-            th = M.highland_theta0(p, p / (Tm + M.M_E), np.maximum(dsi, 1e-4))
-            noise = rng.standard_normal((tot, 3)) * np.minimum(th, 1.5)[:, None]
-            c = np.cumsum(noise, axis=0)
-            start = np.concatenate([np.zeros((1, 3)), c[off[1:-1] - 1]])
-            c -= start[g]
-            dirs = unit(d0[g] + c)
-        else:
-            dirs = d0[g]
-        disp = dirs * dsi[:, None]
-        cp = np.cumsum(disp, axis=0)
-        base = np.concatenate([np.zeros((1, 3)), cp[off[1:-1] - 1]])
-        end = x0[g] + cp - base[g]
-        mid = end - 0.5 * disp
-        radiate = (T > 10.0)[g] if brem else np.zeros(tot, dtype=bool)
-        col = tab.collision_fraction(Tm) if brem else None
-        local = np.where(radiate, dE * col, dE) if brem else dE
-        if self.opt.fluctuations:
-            local = local * rng.gamma(8.0, 1 / 8.0, tot)
-        self.deposit(np.asarray(owners)[g], mid, local, local / np.maximum(dsi, 1e-4), dsi)
-        if brem:
-            for k in np.flatnonzero(T > 10.0):
-                sl = slice(off[k], off[k + 1])
-                self._brem(int(owners[k]), np.concatenate([x0[k:k + 1], end[sl]]), dirs[sl],
-                           dE[sl] * (1 - col[sl]))
-        if full:
-            return end[off[1:] - 1], mid, dirs
-        return end[off[1:] - 1]
-
-    # ------------------------------------------------------------------ low-energy photons
-    def _photons(self, ids: np.ndarray) -> None:
-        """Batched Compton / photoelectric chain of low-energy photons (no pair production)."""
-        rng, parts = self.rng, self.parts
-        E = np.array([parts[i]["T"] for i in ids], dtype=np.float64)
-        x = np.stack([parts[i]["x"] for i in ids]).astype(np.float64)
-        d = np.stack([parts[i]["d"] for i in ids]).astype(np.float64)
-        own = np.asarray(ids)
-        new_e = []   # (owner, T, pos, dir, process)
-        for _ in range(40):
-            if E.size == 0:
-                break
-            x = x + d * rng.exponential(M.photon_attenuation_cm(E))[:, None]
-            alive = self.inside(x)
-            E, x, d, own = E[alive], x[alive], d[alive], own[alive]
-            if E.size == 0:
-                break
-            photo = E < 0.1
-            for k in np.flatnonzero(photo):
-                new_e.append((own[k], E[k], x[k], isotropic(rng), "photoelectric"))
-                parts[own[k]]["end"] = x[k]
-            keep = ~photo
-            E, x, d, own = E[keep], x[keep], d[keep], own[keep]
-            if E.size == 0:
-                break
-            eps = sample_klein_nishina(rng, E / M.M_E)
-            cos = 1 - (1 / eps - 1) * M.M_E / E
-            dn = rotate_about(d, cos, rng.uniform(0, 2 * np.pi, E.size))
-            pe = E[:, None] * d - (E * eps)[:, None] * dn
-            Te = E * (1 - eps)
-            for k in range(E.size):
-                if Te[k] > 2e-3:
-                    new_e.append((own[k], Te[k], x[k], pe[k], "compton"))
-                parts[own[k]]["end"] = x[k]
-            E, d = E * eps, dn
-        for o, t, pos, dv, proc in new_e:
-            self.add(11, t, pos, dv, parent=int(o), process=proc, kind="compton", queue="e")
-
-    # ------------------------------------------------------------------ EM showers
-    def _shower(self, pid: int) -> None:
-        r = self.parts[pid]
-        rng, ds = self.rng, self.step
-        E = r["T"]
-        axis = r["d"]
-        start = r["x"]
-        if r["pdg"] == 22:
-            start = start + axis * rng.exponential(M.photon_attenuation_cm(E))
-            r["end"] = start
-            if not self.inside(start):
-                return
-            n_mip = 2
-        else:
-            n_mip = 1
-        u, v = perp_frame(axis)
-        # trunk: 2-4.5 cm at 1 MIP (electron) or 2 MIP (photon: the e+e- pair)
-        L_tr = rng.uniform(2.0, 4.5)
-        L_tr = min(L_tr, 0.25 * E / (n_mip * M.MIP_DEDX))
-        m = max(1, int(L_tr / ds))
-        t_tr = (np.arange(m) + 0.5) * ds
-        pts = [start + t_tr[:, None] * axis]
-        if n_mip == 2:  # second leg of the pair at a small opening angle
-            leg = unit(axis + rng.uniform(0.01, 0.04) * (u * np.cos(a := rng.uniform(0, 6.3)) + v * np.sin(a)))
-            pts = [start + t_tr[:, None] * axis, start + t_tr[:, None] * leg]
-        trunk = np.concatenate(pts)
-        e_tr = np.full(trunk.shape[0], M.MIP_DEDX * ds)
-        if self.opt.fluctuations:
-            e_tr = e_tr * rng.gamma(8.0, 1 / 8.0, e_tr.size)
-        self.deposit(pid, trunk, e_tr, e_tr / ds, ds)
-        E_left = max(E - float(e_tr.sum()), 0.0)
-        E_det = E_left * rng.uniform(0.06, 0.14)
-        E_body = E_left - E_det
-        a_gp, b_gp = longitudinal_params(E)
-        tmean = a_gp / b_gp * M.X0_CM
-        # branches: the shower's electrons, energies log-uniform between 1 MeV and
-        # min(E/4, 50 MeV), stepped like any electron (random-walk scattering, Bragg ends);
-        # their energy-weighted depth follows the longitudinal profile, their position the
-        # lateral one, and they point along the axis with a spread that grows with depth
-        e_hi = float(np.clip(0.25 * E, 2.0, 50.0))
-        n0 = int(E_body / ((e_hi - 1.0) / np.log(e_hi)) * 1.3) + 8
-        eb = np.exp(rng.uniform(0.0, np.log(e_hi), n0))
-        cumE = np.cumsum(eb)
-        k = min(int(np.searchsorted(cumE, E_body)) + 1, n0)
-        eb = eb[:k].copy()
-        if k:
-            eb[-1] = max(eb[-1] - (cumE[k - 1] - E_body), 0.05)
-        rng_e = M.range_table("electron").range_cm(eb)
-        depth = L_tr + rng.gamma(a_gp, 1 / b_gp, k) * M.X0_CM
-        rl = lateral_radius(rng, depth - L_tr, tmean)
-        phi = rng.uniform(0, 2 * np.pi, k)
-        er = np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v
-        spread = 0.25 + 0.35 * np.clip((depth - L_tr) / tmean, 0, 2)
-        sd = unit(axis + (rl / (depth + 2.0))[:, None] * er
-                  + spread[:, None] * rng.standard_normal((k, 3)))
-        centre = start + depth[:, None] * axis + rl[:, None] * er
-        x0 = centre - 0.35 * rng_e[:, None] * sd
-        # about half of the branches hang off earlier ones (a tree, not a cloud of sticks)
-        if k:
-            child = rng.random(k) < 0.5
-            child[np.argmax(eb)] = False
-            par = ~child
-            _, mid, dirs = self._step_electrons(eb[par], x0[par], sd[par], np.full(int(par.sum()), pid),
-                                               brem=False, full=True)
-            nc = int(child.sum())
-            if nc and mid.shape[0]:
-                at = rng.integers(0, mid.shape[0], nc)
-                cd = unit(dirs[at] + 0.6 * rng.standard_normal((nc, 3)))
-                x0[child] = mid[at]
-                sd[child] = cd
-                self._step_electrons(eb[child], x0[child], sd[child], np.full(nc, pid), brem=False)
-        # detached pieces: photons that travel away and leave a Compton electron
-        if E_det > 0.1:
-            ne = int(E_det / 1.5) + 4
-            pe = np.clip(0.1 + rng.exponential(1.5, ne), 0.1, 12.0)
-            kk = int(np.searchsorted(np.cumsum(pe), E_det)) + 1
-            pe = pe[:kk]
-            if pe.size:
-                pe[-1] = max(pe[-1] - (pe.sum() - E_det), 0.05)
-                dep = L_tr + rng.gamma(a_gp, 1 / b_gp, pe.size) * M.X0_CM
-                r0 = lateral_radius(rng, dep - L_tr, tmean) * 0.6
-                ph = rng.uniform(0, 2 * np.pi, pe.size)
-                o = start + dep[:, None] * axis + r0[:, None] * (np.cos(ph)[:, None] * u + np.sin(ph)[:, None] * v)
-                th = np.abs(rng.normal(0, 0.45, pe.size))
-                fly = rotate_about(axis, np.cos(th), rng.uniform(0, 2 * np.pi, pe.size))
-                pos = o + fly * rng.exponential(M.photon_attenuation_cm(pe * 4.0))[:, None]
-                ok = self.inside(pos)
-                for j in np.flatnonzero(ok):
-                    self.add(11, pe[j], pos[j], isotropic(rng), parent=pid, process="compton",
-                             kind="compton", queue="e")
-        deepest = float(depth.max()) if k else L_tr
-        r["end"] = start + axis * deepest if r["pdg"] != 22 else start
-        r["shower_start"] = start
-
-
-# ---------------------------------------------------------------------------- samplers
-def sample_michel_x(rng: np.random.Generator, n: int) -> np.ndarray:
-    """x = E/E_max from dN/dx = 2x^2(3-2x): solve the CDF x^3(2-x) = u by Newton iteration."""
-    u = rng.random(n)
-    x = np.cbrt(u / 2) * 1.0 + 0.3 * u  # starting point
-    x = np.clip(x, 0.05, 1.0)
-    for _ in range(30):
-        f = x**3 * (2 - x) - u
-        fp = 6 * x**2 - 4 * x**3
-        x = np.clip(x - f / np.maximum(fp, 1e-9), 1e-6, 1.0)
-    return x
-
-
-def sample_klein_nishina(rng: np.random.Generator, k: np.ndarray) -> np.ndarray:
-    """eps = E'/E of a Compton scatter (photon energy k in electron masses), by rejection from
-    a log-uniform proposal."""
-    k = np.asarray(k, dtype=np.float64)
-    out = np.empty_like(k)
-    todo = np.arange(k.size)
-    emin = 1 / (1 + 2 * k)
-    while todo.size:
-        e0 = emin[todo]
-        eps = e0 ** rng.random(todo.size)
-        one_m_cos = (1 / eps - 1) / k[todo]
-        sin2 = one_m_cos * (2 - one_m_cos)
-        acc = rng.random(todo.size) < (1 - eps * sin2 / (1 + eps**2))
-        out[todo[acc]] = eps[acc]
-        todo = todo[~acc]
-    return out
-
-
-def longitudinal_params(E: float) -> tuple[float, float]:
-    """Gamma-profile shape a and rate b (per X0) of an EM shower of energy E MeV.
-
-    Grindhammer-Peters above ~300 MeV (Tmax = ln y - 0.858, a = 0.21 + (0.492 + 2.38/Z) ln y),
-    the SPINE LAr fit below 80 MeV (tmax = 0.689 ln(1 + 0.305 y^1.68),
-    a = 1.4 + 0.083 ln(1 + 0.21 y^7.83)), interpolated linearly in ln E in between (the GP
-    parametrisation has a < 1 below ~120 MeV in argon, so it cannot be used there)."""
-    y = max(E, 1.0) / M.EC_ELECTRON
-    t_sp = 0.689 * np.log1p(0.305 * y**1.68)
-    a_sp = 1.4 + 0.083 * np.log1p(0.21 * y**7.83)
-    ly = np.log(y)
-    t_gp = ly - 0.858
-    a_gp = 0.21 + (0.492 + 2.38 / M.Z_AR) * ly
-    w = float(np.clip(np.log(max(E, 1.0) / 80.0) / np.log(300.0 / 80.0), 0.0, 1.0))
-    if w > 0:
-        tmax = (1 - w) * t_sp + w * max(t_gp, 1e-3)
-        a = (1 - w) * a_sp + w * max(a_gp, 1.01)
-    else:
-        tmax, a = t_sp, a_sp
-    tmax = max(tmax, 0.05)
-    a = max(a, 1.05)
-    return float(a), float((a - 1) / tmax)
-
-
-LATERAL_CORE = (0.2, 0.9)    # core radius / R_M and its energy share
-LATERAL_HALO = 1.2           # halo radius / R_M
-
-
-def lateral_radius(rng: np.random.Generator, depth_cm: np.ndarray, tmean_cm: float) -> np.ndarray:
-    """Distance from the shower axis: a core and a halo, each F(r) = r^2/(r^2 + R^2) (the
-    Grindhammer-Peters radial form), tuned so that with the branches' own spread about 90% of
-    the energy lies within one Moliere radius and 95% within two (PHYSICS.md); narrower early in
-    the shower and wider late."""
-    depth_cm = np.asarray(depth_cm, dtype=np.float64)
-    scale = np.clip(0.5 + 0.5 * depth_cm / max(tmean_cm, 1.0), 0.4, 1.6)
-    u = rng.uniform(0, 0.995, depth_cm.shape)
-    R = np.where(rng.random(depth_cm.shape) < LATERAL_CORE[1], LATERAL_CORE[0], LATERAL_HALO)
-    return M.MOLIERE_CM * R * scale * np.sqrt(u / (1 - u))

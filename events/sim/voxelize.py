@@ -31,60 +31,21 @@ def pid_of(pdg: int) -> int:
 
 
 def to_event(builder, interactions: list[Interaction], meta: EventMeta) -> Event:
+    """Voxelise the builder's deposits into an ``Event`` with truth labels and tables."""
     vol = builder.volume
     parts = builder.parts
-    xyz, e, dedx, ds, own = builder.deposits()
-    vs = vol.voxel_size_cm
     shape = np.asarray(vol.shape, dtype=np.int64)
-    idx = np.floor((xyz - vol.lower_cm) / vs).astype(np.int64)
-    ok = np.all((idx >= 0) & (idx < shape), axis=1) & (e > 0)
-    idx, e, dedx, ds, own = idx[ok], e[ok], dedx[ok], ds[ok], own[ok]
-    key = (idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2]
-    nel = e * M.recombination(dedx) / M.W_ION_MEV
-
-    npart = len(parts)
-    uk, inv = np.unique(key, return_inverse=True)
-    ev = np.bincount(inv, weights=e, minlength=uk.size)
-    keepv = ev >= builder.opt.threshold_mev
-    # re-index onto the kept voxels
-    newid = np.cumsum(keepv) - 1
-    dk = keepv[inv]
-    inv, e, nel, ds, own = newid[inv[dk]], e[dk], nel[dk], ds[dk], own[dk]
-    uk = uk[keepv]
+    inv, e, nel, ds, own, uk = _kept_deposits(builder, shape)
     nv = uk.size
 
     # per (voxel, owner) pairs
+    npart = len(parts)
     pk = inv * max(npart, 1) + own
     upk, pinv = np.unique(pk, return_inverse=True)
     pe = np.bincount(pinv, weights=e, minlength=upk.size)
     p_vox = upk // max(npart, 1)
     p_own = upk % max(npart, 1)
-    nvox_own = np.bincount(p_own, minlength=npart)
-
-    # owner -> semantic, group, fragment (after the Supera merging rules)
-    kind = [p["kind"] for p in parts]
-    sem = np.full(npart, -1, dtype=np.int64)
-    group = np.array([p["group"] for p in parts], dtype=np.int64) if npart else np.zeros(0, np.int64)
-    frag = np.arange(npart, dtype=np.int64)
-    for i, k in enumerate(kind):
-        if k == "track":
-            sem[i] = SEM_TRACK
-        elif k == "michel":
-            sem[i] = SEM_MICHEL
-        elif k == "shower":
-            sem[i] = SEM_SHOWER
-        elif k == "delta":
-            if nvox_own[i] >= DELTA_MIN_VOXELS:
-                sem[i] = SEM_DELTA
-            else:  # merged into the parent track
-                par = parts[i]["parent"]
-                sem[i] = SEM_TRACK
-                group[i] = group[par]
-                frag[i] = frag[par]
-        elif k == "compton":
-            sem[i] = SEM_SHOWER if nvox_own[i] > COMPTON_MAX_VOXELS else SEM_LE
-        else:
-            sem[i] = SEM_LE
+    sem, group, frag = _owner_labels(parts, np.bincount(p_own, minlength=npart))
     pids = np.array([pid_of(parts[g]["pdg"]) for g in range(npart)], dtype=np.int64)
     inter = np.array([p["interaction"] for p in parts], dtype=np.int64)
 
@@ -99,45 +60,106 @@ def to_event(builder, interactions: list[Interaction], meta: EventMeta) -> Event
     energy = np.bincount(inv, weights=e, minlength=nv)
     n_el = np.bincount(inv, weights=nel, minlength=nv)
     dx = np.bincount(inv, weights=ds, minlength=nv)
+    points = _voxel_corners(uk, shape, vol)
+    v_sem = sem[wo]
+    v_group = group[wo]
+    v_frag = frag[wo]
+    time_us = (points[:, 0] - vol.lower_cm[0]) / M.DRIFT_CM_PER_US
+    table = _particle_table(parts, group, v_group, v_frag, v_sem, energy)
+    return Event(points=points, energy=energy.astype(np.float32),
+                 semantic=v_sem, particle=v_group, fragment=v_frag, interaction=inter[wo],
+                 pid=pids[group[wo]], n_electrons=n_el.astype(np.float32),
+                 time_us=time_us.astype(np.float32), dx_cm=dx.astype(np.float32), particles=table,
+                 interactions=interactions, meta=meta)
+
+
+def _kept_deposits(builder, shape: np.ndarray):
+    """Deposits inside the volume, in voxels above the threshold: (voxel index of each deposit
+    into the kept voxels, energy, ionisation electrons, step length, owner, kept voxel keys)."""
+    vol = builder.volume
+    xyz, e, dedx, ds, own = builder.deposits()
+    idx = np.floor((xyz - vol.lower_cm) / vol.voxel_size_cm).astype(np.int64)
+    ok = np.all((idx >= 0) & (idx < shape), axis=1) & (e > 0)
+    idx, e, dedx, ds, own = idx[ok], e[ok], dedx[ok], ds[ok], own[ok]
+    key = (idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2]
+    nel = e * M.recombination(dedx) / M.W_ION_MEV
+    uk, inv = np.unique(key, return_inverse=True)
+    ev = np.bincount(inv, weights=e, minlength=uk.size)
+    keepv = ev >= builder.opt.threshold_mev
+    # re-index onto the kept voxels
+    newid = np.cumsum(keepv) - 1
+    dk = keepv[inv]
+    return newid[inv[dk]], e[dk], nel[dk], ds[dk], own[dk], uk[keepv]
+
+
+def _owner_labels(parts: list, nvox_own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Semantic class, group and fragment of every particle, after the Supera merging rules."""
+    npart = len(parts)
+    sem = np.full(npart, -1, dtype=np.int64)
+    group = np.array([p["group"] for p in parts], dtype=np.int64) if npart else np.zeros(0, np.int64)
+    frag = np.arange(npart, dtype=np.int64)
+    for i, p in enumerate(parts):
+        k = p["kind"]
+        if k == "track":
+            sem[i] = SEM_TRACK
+        elif k == "michel":
+            sem[i] = SEM_MICHEL
+        elif k == "shower":
+            sem[i] = SEM_SHOWER
+        elif k == "delta":
+            if nvox_own[i] >= DELTA_MIN_VOXELS:
+                sem[i] = SEM_DELTA
+            else:  # merged into the parent track
+                par = p["parent"]
+                sem[i] = SEM_TRACK
+                group[i] = group[par]
+                frag[i] = frag[par]
+        elif k == "compton":
+            sem[i] = SEM_SHOWER if nvox_own[i] > COMPTON_MAX_VOXELS else SEM_LE
+        else:
+            sem[i] = SEM_LE
+    return sem, group, frag
+
+
+def _voxel_corners(uk: np.ndarray, shape: np.ndarray, vol) -> np.ndarray:
+    """float32 lower corners of the voxels with keys ``uk``."""
     ijk = np.stack([uk // (shape[1] * shape[2]), (uk // shape[2]) % shape[1], uk % shape[2]], axis=1)
-    points = ijk * vs + vol.lower_cm
+    points = ijk * vol.voxel_size_cm + vol.lower_cm
     # float32 rounding must not push a point below the lower edge (negative origins)
     points = points.astype(np.float32)
     low = points.astype(np.float64) < vol.lower_cm
     points[low] = np.nextafter(points[low], np.float32(np.inf))
-    v_sem = sem[wo]
-    v_group = group[wo]
-    v_frag = frag[wo]
-    v_int = inter[wo]
-    v_pid = pids[group[wo]]
-    time_us = (points[:, 0] - vol.lower_cm[0]) / M.DRIFT_CM_PER_US
+    return points
 
-    # particle table
+
+def _particle_table(parts: list, group: np.ndarray, v_group: np.ndarray, v_frag: np.ndarray,
+                    v_sem: np.ndarray, energy: np.ndarray) -> list[Particle]:
+    """One ``Particle`` row per simulated particle: a group head counts its whole group's voxels,
+    any other particle its own fragment's."""
+    npart = len(parts)
+    if not npart:
+        return []
+    heads = np.zeros(npart, dtype=bool)
+    heads[np.unique(v_group)] = True
+    nvox_g = np.bincount(v_group, minlength=npart)
+    e_g = np.bincount(v_group, weights=energy, minlength=npart)
+    nvox_f = np.bincount(v_frag, minlength=npart)
+    e_f = np.bincount(v_frag, weights=energy, minlength=npart)
+    sem_g = np.bincount(v_group * 5 + v_sem, minlength=npart * 5).reshape(npart, 5)
+    sem_f = np.bincount(v_frag * 5 + v_sem, minlength=npart * 5).reshape(npart, 5)
     table = []
-    if npart:
-        heads = np.zeros(npart, dtype=bool)
-        heads[np.unique(v_group)] = True
-        nvox_g = np.bincount(v_group, minlength=npart)
-        e_g = np.bincount(v_group, weights=energy, minlength=npart)
-        nvox_f = np.bincount(v_frag, minlength=npart)
-        e_f = np.bincount(v_frag, weights=energy, minlength=npart)
-        sem_g = np.bincount(v_group * 5 + v_sem, minlength=npart * 5).reshape(npart, 5)
-        sem_f = np.bincount(v_frag * 5 + v_sem, minlength=npart * 5).reshape(npart, 5)
-        for i, p in enumerate(parts):
-            is_head = heads[i] or group[i] == i
-            nvx = int(nvox_g[i] if is_head else nvox_f[i])
-            edep = float(e_g[i] if is_head else e_f[i])
-            counts = sem_g[i] if is_head else sem_f[i]
-            T = p["T"]
-            pmag = float(np.sqrt(T * T + 2 * T * p["mass"])) if p["mass"] > 0 else T
-            mom = p["d"] * pmag
-            table.append(Particle(
-                id=i, pdg=p["pdg"], pid=pid_of(p["pdg"]), parent=p["parent"], process=p["process"],
-                interaction=p["interaction"], semantic=int(np.argmax(counts)) if counts.sum() else -1,
-                start_cm=tuple(float(c) for c in p["x"]), end_cm=tuple(float(c) for c in p["end"]),
-                momentum_mev=tuple(float(c) for c in mom), kinetic_energy_mev=float(T),
-                deposited_energy_mev=edep, n_voxels=nvx))
-    return Event(points=points, energy=energy.astype(np.float32),
-                 semantic=v_sem, particle=v_group, fragment=v_frag, interaction=v_int, pid=v_pid,
-                 n_electrons=n_el.astype(np.float32), time_us=time_us.astype(np.float32),
-                 dx_cm=dx.astype(np.float32), particles=table, interactions=interactions, meta=meta)
+    for i, p in enumerate(parts):
+        is_head = heads[i] or group[i] == i
+        nvx = int(nvox_g[i] if is_head else nvox_f[i])
+        edep = float(e_g[i] if is_head else e_f[i])
+        counts = sem_g[i] if is_head else sem_f[i]
+        T = p["T"]
+        pmag = float(np.sqrt(T * T + 2 * T * p["mass"])) if p["mass"] > 0 else T
+        mom = p["d"] * pmag
+        table.append(Particle(
+            id=i, pdg=p["pdg"], pid=pid_of(p["pdg"]), parent=p["parent"], process=p["process"],
+            interaction=p["interaction"], semantic=int(np.argmax(counts)) if counts.sum() else -1,
+            start_cm=tuple(float(c) for c in p["x"]), end_cm=tuple(float(c) for c in p["end"]),
+            momentum_mev=tuple(float(c) for c in mom), kinetic_energy_mev=float(T),
+            deposited_energy_mev=edep, n_voxels=nvx))
+    return table
