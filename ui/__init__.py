@@ -1,1 +1,1 @@
-"""ui layer of larsight (see DESIGN.md)."""
+"""ui layer of larsight: the Gradio chat app and the `larsight` command line (docs/architecture.md)."""

@@ -18,10 +18,12 @@ import math
 import traceback
 from typing import Any, Iterator, Optional
 
-__all__ = ["chat_turn", "answer_markdown", "validation_markdown", "probabilities_markdown",
-           "answer_summary", "CLASS_NAMES", "VERDICT_ICONS"]
+from larsight.agent import Answer
+from larsight.events.vocabulary import CLASS_TEXT
 
-CLASS_NAMES = {"nue_cc": "nu_e CC", "numu_cc": "nu_mu CC", "nc": "NC"}
+__all__ = ["chat_turn", "answer_markdown", "validation_markdown", "probabilities_markdown",
+           "answer_summary", "VERDICT_ICONS"]
+
 VERDICT_ICONS = {"supported": "✔ supported", "contradicted": "✘ contradicted",
                  "unverifiable": "○ unverifiable"}
 MAX_JSON_CHARS = 2500
@@ -77,7 +79,7 @@ def probabilities_markdown(probs: dict[str, float]) -> str:
     if not probs:
         return ""
     best = max(probs, key=probs.get)
-    parts = [(f"**{CLASS_NAMES.get(k, k)} {v:.2f}**" if k == best else f"{CLASS_NAMES.get(k, k)} {v:.2f}")
+    parts = [(f"**{CLASS_TEXT.get(k, k)} {v:.2f}**" if k == best else f"{CLASS_TEXT.get(k, k)} {v:.2f}")
              for k, v in sorted(probs.items(), key=lambda kv: -kv[1])]
     return "**Class probabilities:** " + " · ".join(parts)
 
@@ -238,8 +240,6 @@ def chat_turn(agent, event_ref: Optional[str], question: str, thread_id: str, hi
               stream_chunks: int = STREAM_CHUNKS) -> Iterator[tuple[list, Any]]:
     """Run one question; yields ``(messages, answer_or_None)`` after every change. The last
     item carries the ``agent.Answer`` (None when the agent failed: the error is a message)."""
-    from larsight.agent import Answer
-
     turn = _Turn(history, question)
     yield turn.snapshot(), None
     answer = None

@@ -8,8 +8,13 @@ array for ``gr.Gallery``.
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
+from matplotlib import colormaps
+from scipy.ndimage import grey_dilation
 
 from larsight.events.model import Event
+from larsight.events.projections import pixel_maps
+from larsight.tools import render
 
 __all__ = ["HEIGHT_3D", "HEIGHT_2D", "COLOR_CHOICES", "event_figure", "projections_figure",
            "empty_figure", "thumbnail", "caption", "hits_markdown"]
@@ -26,8 +31,6 @@ COLOR_CHOICES = (("energy", "energy"), ("semantic class", "semantic"), ("particl
 
 def empty_figure(message: str, height: int = HEIGHT_3D):
     """A blank figure with a centred note (explicit height)."""
-    import plotly.graph_objects as go
-
     fig = go.Figure()
     fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                        font=dict(size=15, color="#555"))
@@ -40,8 +43,6 @@ def event_figure(event: Event, color_by: str = "energy", overlay: bool = True, l
                  height: int = HEIGHT_3D):
     """(3D figure, note): ``labels='truth'`` falls back to the reconstruction, with a note,
     when the event has no truth labels of that kind."""
-    from larsight.tools import render
-
     note = ""
     if labels == "truth" and color_by != "energy" and getattr(event, color_by, None) is None:
         note = f"this event has no truth '{color_by}' labels: showing the reconstruction's"
@@ -56,8 +57,6 @@ def event_figure(event: Event, color_by: str = "energy", overlay: bool = True, l
 
 def projections_figure(event: Event, overlay: bool = True, height: int = HEIGHT_2D):
     """The XZ and YZ energy maps side by side, with the reconstruction drawn over them."""
-    from larsight.tools import render
-
     fig = render(event, view="projections", overlay=overlay, height=height)
     fig.update_layout(margin=dict(l=40, r=10, t=50, b=40))
     return fig
@@ -65,11 +64,6 @@ def projections_figure(event: Event, overlay: bool = True, height: int = HEIGHT_
 
 def thumbnail(event: Event, size: int = 160, view: str = "xz") -> np.ndarray:
     """An RGB ``uint8`` (size, size, 3) energy map of one view (log scale, white background)."""
-    from matplotlib import colormaps
-    from scipy.ndimage import grey_dilation
-
-    from larsight.events.projections import pixel_maps
-
     img = np.full((size, size, 3), 255, np.uint8)
     if len(event) == 0:
         return img

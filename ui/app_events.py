@@ -8,18 +8,25 @@ reference (``agent.toolset.resolve``), so the display and the agent share one co
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from larsight.events.model import Event
+from larsight.agent.toolset import UnknownEventError, register, resolve
+from larsight.events import formats
+from larsight.events.model import Event, EventError
+from larsight.tools.index_build import build_index
+from larsight.tools.inputs import MIN_POINTS
+from larsight.tools.retrieval import (EventRef, IndexNotFoundError, default_index_path,
+                                      find_similar, open_index)
+from larsight.ui.app_uploads import UploadStore
+from larsight.ui.demo import particle_content
 
 __all__ = ["EventSourceError", "LoadedEvent", "SIM_MODES", "SIM_VOXEL_CM", "MAX_UPLOAD_MB",
-           "UPLOAD_SUFFIXES", "simulate_event", "load_upload", "load_ref", "index_info",
-           "load_from_index", "search_index", "similar_events", "build_small_index"]
+           "UPLOAD_SUFFIXES", "UPLOAD_READ_S", "simulate_event", "load_upload", "load_ref",
+           "index_info", "load_from_index", "search_index", "similar_events", "build_small_index"]
 
 SIM_MODES = {"nu": "neutrino interaction (nu_e CC / nu_mu CC / NC)",
              "mpv": "multi-particle vertex (particle gun)",
@@ -29,6 +36,9 @@ SIM_VOXEL_CM = 0.6
 simulated event's key is the key the index stores."""
 MAX_UPLOAD_MB = 200
 UPLOAD_SUFFIXES = (".h5", ".hdf5", ".root")
+UPLOAD_READ_S = 5.0
+"""Longest the bounded reader may spend on one upload (counting its events, then reading the
+one asked for): with a wait in the upload queue, a bad file is answered within 10 s."""
 
 
 class EventSourceError(ValueError):
@@ -44,8 +54,6 @@ class LoadedEvent:
 
     def summary(self) -> str:
         """Markdown: reference, size, energy and (for simulated / labelled events) the truth."""
-        from larsight.ui.demo import particle_content
-
         ev = self.event
         lines = [f"**Event** `{self.ref}`  ", f"{self.source}: {len(ev)} voxels of "
                  f"{ev.meta.volume.voxel_size_cm:g} cm, {ev.total_energy_mev:.0f} MeV deposited"]
@@ -65,8 +73,6 @@ class LoadedEvent:
 
 
 def _resolve(ref: str) -> Event:
-    from larsight.agent.toolset import UnknownEventError, resolve
-
     try:
         return resolve(ref)
     except UnknownEventError as e:
@@ -75,8 +81,6 @@ def _resolve(ref: str) -> Event:
 
 # ============================================================================ simulator
 def sim_key(mode: str, seed: int, index: int, voxel_size_cm: float = SIM_VOXEL_CM) -> str:
-    from larsight.tools.retrieval import EventRef
-
     return EventRef(f"sim:{mode}", int(index), int(seed), float(voxel_size_cm)).key
 
 
@@ -89,72 +93,76 @@ def simulate_event(mode: str = "nu", seed: int = 0, index: int = 0) -> LoadedEve
             raise EventSourceError(f"the {name} must be a whole number >= 0, got {v!r}")
     ref = sim_key(mode, int(seed), int(index))
     ev = _resolve(ref)
-    if len(ev) < 2:
+    if len(ev) < MIN_POINTS:
         raise EventSourceError(f"simulated event {ref} left {len(ev)} voxel(s) above threshold "
                                f"(a neutrino can pass without a visible trace): try another seed")
     return LoadedEvent(ref, ev, f"simulated {mode}, seed {int(seed)}, event {int(index)}")
 
 
 # ============================================================================ uploads
-def load_upload(path: Optional[str | os.PathLike], index: int = 0, upload_dir: str | os.PathLike = "uploads",
-                max_mb: float = MAX_UPLOAD_MB, name: Optional[str] = None) -> tuple[LoadedEvent, int]:
-    """(event ``index`` of an uploaded PILArNet-M ``.h5`` / ``.root`` file, events in the file).
-
-    The file is copied into ``upload_dir`` under a name made from its content hash (the same
-    file uploaded twice is one file, and its reference stays valid after Gradio cleans its
-    upload cache)."""
-    if not path:
-        raise EventSourceError("no file uploaded: choose a PILArNet-M .h5 file or a .root file")
+def _check_upload(path, shown: str, max_mb: float) -> Path:
+    """The uploaded file, after the checks that need no parsing (type, arrival, size)."""
     src = Path(path)
-    shown = name or src.name
-    suffix = src.suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
+    if src.suffix.lower() not in UPLOAD_SUFFIXES:
         raise EventSourceError(f"'{shown}' is not an event file: upload a PILArNet-M HDF5 file "
                                f"(.h5 / .hdf5) or a ROOT file (.root)")
-    if not src.exists():
+    if not src.is_file():
         raise EventSourceError(f"the upload of '{shown}' did not arrive: try again")
     size_mb = src.stat().st_size / 2**20
     if size_mb > max_mb:
         raise EventSourceError(f"'{shown}' is {size_mb:.0f} MB; the limit is {max_mb:g} MB "
                                f"(cut the file with `larsight convert` or run the app with --max-upload-mb)")
-    h = hashlib.sha256()
-    with open(src, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    dest_dir = Path(upload_dir).resolve()
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / f"{h.hexdigest()[:20]}{suffix}"
-    if not dest.exists():
-        tmp = dest.with_suffix(dest.suffix + f".{os.getpid()}.part")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    from larsight.tools.inputs import ToolInputError, checked_index
+    return src
 
+
+def _read_upload(src: Path, shown: str, index: int, budget_s: float) -> tuple[Event, int, int]:
+    """(event, its index from the start, events in the file), parsed by the bounded reader
+    within ``budget_s`` in all; every failure is an ``EventSourceError`` naming ``shown``."""
+    def unreadable(err: Exception) -> EventSourceError:
+        detail = " ".join(str(err).replace(f"{src}: ", "").replace(str(src), f"'{shown}'").split())
+        return EventSourceError(f"cannot read '{shown}' as a PILArNet-M HDF5 / ROOT event file: "
+                                f"{detail or type(err).__name__}")
+
+    t0 = time.monotonic()
+    try:
+        n = formats.count_untrusted(src, timeout_s=budget_s)
+        if n == 0:
+            raise EventSourceError(f"'{shown}' holds no events")
+        if not -n <= index < n:
+            raise EventSourceError(f"'{shown}' holds {n} event{'' if n == 1 else 's'}: choose an "
+                                   f"event index 0..{n - 1} (or -{n}..-1 from the end)")
+        left = round(max(0.5, budget_s - (time.monotonic() - t0)), 1)
+        [ev] = formats.read_untrusted(src, index, timeout_s=left)
+    except (EventError, OSError) as err:
+        raise unreadable(err) from None
+    return ev, index % n, n
+
+
+def load_upload(path: Optional[str | os.PathLike], index: int = 0, upload_dir: str | os.PathLike = "uploads",
+                max_mb: float = MAX_UPLOAD_MB, name: Optional[str] = None,
+                store: Optional[UploadStore] = None, budget_s: float = UPLOAD_READ_S
+                ) -> tuple[LoadedEvent, int]:
+    """(event ``index`` of an uploaded PILArNet-M ``.h5`` / ``.root`` file, events in the file).
+
+    The file is parsed by the bounded reader (``events.formats.read_untrusted``: a worker
+    process with a time limit and a memory cap) straight from where it was uploaded; only a
+    file that reads is kept, in ``store`` (default: an ``UploadStore`` on ``upload_dir`` capped
+    at five times ``max_mb``), and the event is registered for the agent under its kept copy."""
+    if not path:
+        raise EventSourceError("no file uploaded: choose a PILArNet-M .h5 file or a .root file")
+    shown = name or Path(path).name
+    src = _check_upload(path, shown, max_mb)
     try:
         idx = int(index) if index is not None else 0
-        idx, n = checked_index(dest, idx)
-    except ToolInputError as e:
-        from larsight.events.model import EventError
-
-        cause = e.__context__
-        if isinstance(cause, EventError):   # the file itself is unreadable: say what it is not
-            detail = str(cause)
-            for named in (f"'{dest}': ", f"{dest}: ", f"'{dest}'", str(dest)):
-                detail = detail.replace(named, "")
-            raise EventSourceError(f"cannot read '{shown}' as a PILArNet-M HDF5 / ROOT event file: "
-                                   f"{' '.join(detail.split()) or type(cause).__name__}") from None
-        raise EventSourceError(str(e).replace(str(dest), f"'{shown}'")) from None
-    except Exception as e:  # noqa: BLE001 - whatever a foreign file does, say so clearly
-        raise EventSourceError(f"cannot read '{shown}' as a PILArNet-M HDF5 / ROOT event file: "
-                               f"{type(e).__name__}: {e}") from None
-    ref = f"{dest}:{idx}"
-    try:
-        ev = _resolve(ref)
-    except EventSourceError as e:
-        raise EventSourceError(str(e).replace(str(dest), f"'{shown}'")) from None
-    if len(ev) < 2:
+    except (TypeError, ValueError):
+        raise EventSourceError(f"the event index must be a whole number, got {index!r}") from None
+    ev, idx, n = _read_upload(src, shown, idx, budget_s)
+    if len(ev) < MIN_POINTS:
         raise EventSourceError(f"event {idx} of '{shown}' has {len(ev)} point(s): nothing to show or ask about")
-    return LoadedEvent(ref, ev, f"upload {shown}, event {idx} of {n}"), n
+    store = store or UploadStore(upload_dir, cap_mb=5 * max_mb)
+    dest = store.keep(src, src.suffix.lower())
+    ref = register(ev.copy(meta=ev.meta.model_copy(update={"source": str(dest), "index": idx})))
+    return LoadedEvent(ref, _resolve(ref), f"upload {shown}, event {idx} of {n}"), n
 
 
 def load_ref(ref: str, source: Optional[str] = None) -> LoadedEvent:
@@ -166,8 +174,6 @@ def load_ref(ref: str, source: Optional[str] = None) -> LoadedEvent:
 # ============================================================================ the event index
 def index_info(index: Optional[str | os.PathLike] = None) -> tuple[bool, str]:
     """(an index exists, a line of Markdown saying what it holds or how to build one)."""
-    from larsight.tools.retrieval import IndexNotFoundError, default_index_path, open_index
-
     path = Path(index).expanduser() if index else default_index_path()
     try:
         idx = open_index(path)
@@ -182,8 +188,6 @@ def index_info(index: Optional[str | os.PathLike] = None) -> tuple[bool, str]:
 
 
 def _open(index):
-    from larsight.tools.retrieval import IndexNotFoundError, open_index
-
     try:
         return open_index(Path(index).expanduser() if index else None)
     except IndexNotFoundError:
@@ -212,8 +216,6 @@ def load_from_index(id_or_key: str, index: Optional[str | os.PathLike] = None) -
 
 def search_index(text: str, k: int = 6, index: Optional[str | os.PathLike] = None):
     """The ``k`` indexed events closest to a text (text-to-event search); a ``SimilarResult``."""
-    from larsight.tools.retrieval import find_similar
-
     q = " ".join((text or "").split())
     if not q:
         raise EventSourceError("type what to look for, e.g. 'nu_e CC with a gap before the shower'")
@@ -222,8 +224,6 @@ def search_index(text: str, k: int = 6, index: Optional[str | os.PathLike] = Non
 
 def similar_events(ref: str, k: int = 6, index: Optional[str | os.PathLike] = None):
     """The ``k`` indexed events nearest to the event ``ref`` (itself excluded); a ``SimilarResult``."""
-    from larsight.tools.retrieval import find_similar
-
     return find_similar(ref, k=int(k), index=_open(index), exclude_self=True)
 
 
@@ -231,9 +231,6 @@ def build_small_index(index: Optional[str | os.PathLike] = None, n: int = 64, se
                       progress: Optional[Callable[[float, str], Any]] = None):
     """Embed ``n`` simulated neutrino events into an index at ``index`` (default path) when none
     exists there; returns the ``IndexBuildReport``. ``progress(fraction, text)`` is told along."""
-    from larsight.tools.retrieval import default_index_path
-    from larsight.tools.index_build import build_index
-
     path = Path(index).expanduser() if index else default_index_path()
     if index_info(path)[0]:
         raise EventSourceError(f"an index already exists at {path}; the app does not replace it "

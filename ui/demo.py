@@ -12,12 +12,21 @@ the tools' measurements) beside the simulator truth, and all answers are written
 """
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from tqdm.auto import tqdm
+
+from larsight.events.display import plot_event, render_png, save_html
+from larsight.events.formats import write
+from larsight.events.formats.atomic import atomic_open
 from larsight.events.model import Event
+from larsight.events.sim import simulate
+from larsight.events.vocabulary import NoTruthError, event_facts
+from larsight.tools.index_store import default_index_path
 
 _SHORT = {13: "mu", 11: "e", 2212: "p", 211: "pi", 111: "pi0", 22: "gamma", 321: "K", 2112: "n"}
 _INVISIBLE = {12, 14, 16, 2112}
@@ -79,26 +88,13 @@ def run_demo(out: Path, n: int = 4, seed: int = 2026, mode: str = "nu", html: bo
     ``questions`` (default ``DEMO_QUESTIONS``, plus ``SIMILAR_QUESTION`` when an event index
     exists) about the first ``ask_events`` events with ``brain`` (default: the default brain).
     Returns the table rows."""
-    from tqdm.auto import tqdm
-
-    from larsight.events.display import plot_event, render_png, save_html
-    from larsight.events.sim import simulate
-
     stream = stream or sys.stdout
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     evs = list(tqdm(simulate(mode, n, seed=seed), total=n, desc=f"simulate {mode}", unit="ev"))
 
-    h5: Optional[Path] = out / "events.h5"
-    try:
-        from larsight.events.formats import write
-    except ImportError:
-        write = None
-    if write is not None:
-        write(h5, evs)
-    else:
-        h5 = None
-        print("note: events.formats.write is not available yet; events.h5 not written", file=stream)
+    h5 = out / "events.h5"
+    write(h5, evs)
 
     rows = []
     for i, ev in enumerate(tqdm(evs, desc="displays", unit="ev")):
@@ -108,8 +104,7 @@ def run_demo(out: Path, n: int = 4, seed: int = 2026, mode: str = "nu", html: bo
             render_png(ev, out / f"event_{i}.png", color_by="semantic")
         rows.append(summary_row(i, ev))
     print(format_table(rows), file=stream)
-    files = (["events.h5"] if h5 is not None else []) + (["event_<i>.html"] if html else []) \
-        + (["event_<i>.png"] if png else [])
+    files = ["events.h5"] + (["event_<i>.html"] if html else []) + (["event_<i>.png"] if png else [])
     print(f"wrote {len(evs)} events and their displays to {out.resolve()}/: {', '.join(files)}"
           + (" (open the .html files in a browser)" if html else ""), file=stream)
     if ask:
@@ -119,12 +114,7 @@ def run_demo(out: Path, n: int = 4, seed: int = 2026, mode: str = "nu", html: bo
 
 
 def _index_exists() -> bool:
-    try:
-        from larsight.tools.retrieval import default_index_path
-
-        return (default_index_path() / "index.json").exists()
-    except Exception:  # noqa: BLE001 - no retrieval layer, no similar-events question
-        return False
+    return (default_index_path() / "index.json").exists()
 
 
 def truth_line(event: Event) -> str:
@@ -135,13 +125,11 @@ def truth_line(event: Event) -> str:
         v = inter.vertex_cm
         bits.append(f"vertex ({v[0]:.1f}, {v[1]:.1f}, {v[2]:.1f}) cm")
     try:
-        from larsight.qformer.corpus import event_facts
-
         main = event_facts(event).main
-        if main is not None:
-            bits.append(f"visible topology {main.topology}")
-    except Exception:  # noqa: BLE001 - truth summaries are a courtesy
-        pass
+    except NoTruthError:   # an event without truth tables: no topology to show
+        main = None
+    if main is not None:
+        bits.append(f"visible topology {main.topology}")
     return "truth: " + ", ".join(bits)
 
 
@@ -149,8 +137,7 @@ def ask_agent(evs: list[Event], out: Path, brain: Optional[str] = None, question
               stream=None, h5: Optional[Path] = None) -> list:
     """Ask the agent the demo questions about ``evs``; print every answer with its validation
     table; write ``out/agent_answers.md`` / ``.jsonl``. Returns the answers."""
-    import json
-
+    # the agent (LangGraph and the models: seconds to import) only when asked for
     from larsight.agent import Agent
     from larsight.agent.brains import default_brain_name
 
@@ -185,8 +172,6 @@ def ask_agent(evs: list[Event], out: Path, brain: Optional[str] = None, question
                f"median latency {sorted(a.latency_s for a in answers)[len(answers) // 2]:.2f} s" if answers else "no answers")
     print(summary, file=stream)
     md.append(f"\n{summary}\n")
-    from larsight.events.formats.atomic import atomic_open
-
     with atomic_open(Path(out) / "agent_answers.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(md))
     with atomic_open(Path(out) / "agent_answers.jsonl", "w", encoding="utf-8") as fh:

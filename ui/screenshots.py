@@ -25,6 +25,10 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from larsight.agent import Agent  # noqa: E402
+from larsight.tools.retrieval import build_index  # noqa: E402
+from larsight.ui.app import build_app, launch  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
 QUESTION = "Classify this event and explain why."
@@ -45,18 +49,14 @@ def main(argv=None) -> int:
     p.add_argument("--event", type=int, default=0)
     a = p.parse_args(argv)
 
+    # Playwright is a development extra (larsight[dev]), not needed to run the app
     from playwright.sync_api import expect, sync_playwright
-
-    from larsight.agent import Agent
-    from larsight.ui.app import build_app, launch
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="larsight-shots-"))
     index = a.index
     if index is None:
-        from larsight.tools.retrieval import build_index
-
         index = tmp / "index"
         build_index("sim:nu:seed=5:n=48", index, progress=True)
     bot = Agent(a.brain, run_dir=tmp / "run", db=tmp / "threads.sqlite", index=str(index))

@@ -1,0 +1,226 @@
+"""The training and evaluation verbs of ``larsight``: pretrain, finetune, align, eval encoder.
+
+Each verb is an ``add_<verb>(sub)`` function that adds its parser (registered in
+``larsight.ui.cli.VERBS``) and a ``cmd_<verb>(args)`` that checks the paths it was given before
+any model is built, then calls its layer. The layers are imported inside ``cmd_*``, after
+those checks: they pull in torch (seconds to import), which ``larsight --help``, the other verbs
+and a refused argument must not pay for.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+from larsight.ui.cli_args import BadInputError, count, fraction, positive, voxel_size, whole
+from larsight.ui.cli_inputs import check_inputs, output_dir
+
+__all__ = ["add_pretrain", "add_finetune", "add_align", "add_eval_encoder", "cmd_pretrain",
+           "cmd_finetune", "cmd_align", "cmd_eval", "n_events"]
+
+PRESETS = ["tiny", "small", "base"]
+
+
+def n_events(value: str) -> int | None:
+    """A number of events >= 1, or 'all'."""
+    if value.lower() == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1 (or 'all')")
+    return n
+
+
+def _existing(path: str | None, what: str) -> None:
+    if path is not None and not Path(path).expanduser().exists():
+        raise BadInputError(f"{what} {path}: no such file or folder")
+
+
+# ============================================================================ pretrain
+def cmd_pretrain(args) -> int:
+    files = tuple(check_inputs(args.files)) if args.files else ()
+    output_dir(args.run_dir, "--run-dir")
+
+    from larsight.encoder.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(
+        objective=args.objective, preset=args.preset, run_dir=args.run_dir, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+        time_limit_min=args.time_limit, data_mode=args.data_mode, seed=args.seed,
+        voxel_size_cm=args.voxel_size, files=files, log_every=args.log_every,
+        ckpt_every=args.ckpt_every, resume=args.resume, n_local=args.n_local,
+        mask_ratio=args.mask_ratio, mpm_mask_ratio=args.mpm_mask_ratio, mpm_cell=args.mpm_cell)
+    pretrain(cfg)
+    return 0
+
+
+def add_pretrain(sub) -> None:
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of the point encoder "
+                        "(no labels; runs under `accelerate launch` on many GPUs)")
+    pt.add_argument("--objective", choices=["distill", "mpm"], default="distill",
+                    help="self-distillation (student / EMA teacher) or masked point modelling")
+    pt.add_argument("--preset", choices=PRESETS, default="tiny")
+    pt.add_argument("--run-dir", default="runs/pretrain", help="checkpoints, loss.csv, loss.png")
+    pt.add_argument("--steps", type=count(), default=2000)
+    pt.add_argument("--batch-size", type=count(), default=8, help="events per process per step")
+    pt.add_argument("--lr", type=positive(), default=1e-3)
+    pt.add_argument("--warmup", type=count(0), default=100)
+    pt.add_argument("--time-limit", type=positive(), default=None, help="stop after MINUTES")
+    pt.add_argument("--data-mode", default="nu,mpv,mpr",
+                    help="simulator modes, comma-separated, cycled event by event")
+    pt.add_argument("--seed", type=whole(), default=0, help="data seed (pretraining split)")
+    pt.add_argument("--voxel-size", type=voxel_size(), default=None, help="cm (default: the preset's)")
+    pt.add_argument("--files", nargs="+", help="event files / globs instead of simulated events")
+    pt.add_argument("--log-every", type=count(), default=10)
+    pt.add_argument("--ckpt-every", type=count(), default=200)
+    pt.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state")
+    pt.add_argument("--n-local", type=count(0), default=4, help="distill: local crops per event")
+    pt.add_argument("--mask-ratio", type=fraction(), default=0.4, help="distill: student mask ratio")
+    pt.add_argument("--mpm-mask-ratio", type=fraction(), default=0.6, help="mpm: masked cell share")
+    pt.add_argument("--mpm-cell", type=count(), default=4, help="mpm: cell edge in voxels")
+    pt.set_defaults(func=cmd_pretrain)
+
+
+# ============================================================================ finetune
+def cmd_finetune(args) -> int:
+    if args.init != "scratch":
+        _existing(args.init, "--init")
+    files = tuple(check_inputs(args.files)) if args.files else ()
+    eval_files = tuple(check_inputs(args.eval_files, "--eval-files")) if args.eval_files else ()
+    output_dir(args.run_dir, "--run-dir")
+
+    from larsight.encoder.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        task=args.task, mode=args.mode, init=args.init, preset=args.preset, head=args.head,
+        n_events=args.n_events, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        data_mode=args.data_mode, seed=args.seed, voxel_size_cm=args.voxel_size,
+        files=files, eval_files=eval_files, n_eval=args.n_eval, run_dir=args.run_dir,
+        task_weights=args.task_weights)
+    result = finetune(cfg)
+    per_task = result["metrics"] if cfg.multi else {cfg.task: result["metrics"]}
+    summary = {t: {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+               for t, m in per_task.items()}
+    print(f"finetune {cfg.task} ({cfg.mode}) on {result['n_events']} events -> {cfg.run_dir}")
+    print(json.dumps(summary if cfg.multi else summary[cfg.task], indent=2))
+    return 0
+
+
+def add_finetune(sub) -> None:
+    ft = sub.add_parser("finetune", help="train task heads on the encoder (probe or full); "
+                        "several tasks train jointly into one checkpoint")
+    ft.add_argument("--task", required=True,
+                    help="semantic, particle, interaction, vertex, pid or event; a comma list "
+                         "(e.g. semantic,particle,vertex,pid,event) or 'all' for multi-task")
+    ft.add_argument("--task-weights", default=None,
+                    help="multi-task loss weights, e.g. semantic=1,vertex=2 "
+                         "(default: encoder.finetune.DEFAULT_TASK_WEIGHTS)")
+    ft.add_argument("--mode", choices=["probe", "full"], default="probe",
+                    help="probe: frozen encoder (linear probe); full: fine-tune everything")
+    ft.add_argument("--init", default="scratch",
+                    help="pretrained encoder .safetensors, or 'scratch'")
+    ft.add_argument("--preset", choices=PRESETS, default="tiny",
+                    help="encoder preset with --init scratch")
+    ft.add_argument("--head", choices=["linear", "mlp"], default=None,
+                    help="default: linear for probe, mlp for full")
+    ft.add_argument("--n-events", type=n_events, default=100,
+                    help="fine-tuning set size (10, 100, 1000...) or 'all' (fresh events)")
+    ft.add_argument("--steps", type=count(), default=300)
+    ft.add_argument("--batch-size", type=count(), default=8)
+    ft.add_argument("--lr", type=positive(), default=3e-3)
+    ft.add_argument("--data-mode", default=None,
+                    help="simulator modes (default: nu; mpr for --task interaction)")
+    ft.add_argument("--seed", type=whole(), default=0)
+    ft.add_argument("--voxel-size", type=voxel_size(), default=None)
+    ft.add_argument("--files", nargs="+", help="fine-tuning event files instead of simulation")
+    ft.add_argument("--eval-files", nargs="+", help="held-out event files for the evaluation")
+    ft.add_argument("--n-eval", type=count(), default=200,
+                    help="held-out events evaluated at the end (per data group)")
+    ft.add_argument("--run-dir", default="runs/finetune")
+    ft.set_defaults(func=cmd_finetune)
+
+
+# ============================================================================ align
+def cmd_align(args) -> int:
+    _existing(args.encoder, "--encoder")
+    _existing(args.init, "--init")
+    run_dir = args.run_dir or f"runs/align{args.stage}"
+    output_dir(run_dir, "--run-dir")
+
+    from larsight.qformer.align import AlignConfig, align
+
+    cfg = AlignConfig(stage=args.stage, run_dir=run_dir, encoder=args.encoder, lm=args.lm,
+                      quantization=args.quantization, init=args.init, steps=args.steps,
+                      batch_size=args.batch_size, lr=args.lr, lora_lr=args.lora_lr,
+                      warmup=args.warmup, contrastive=args.contrastive, n_queries=args.n_queries,
+                      prompt=args.prompt, max_answer_tokens=args.max_answer_tokens or None,
+                      data_mode=args.data_mode, seed=args.seed, time_limit_min=args.time_limit,
+                      ckpt_every=args.ckpt_every, resume=args.resume, voxel_size_cm=args.voxel_size)
+    align(cfg, command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
+    return 0
+
+
+def add_align(sub) -> None:
+    al = sub.add_parser("align", help="align the encoder to the language model: stage 1 "
+                        "(LM frozen: contrastive + captioning) or stage 2 (QLoRA instructions)")
+    al.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    al.add_argument("--run-dir", default=None, help="default runs/align<STAGE>")
+    al.add_argument("--encoder", default=None, help="encoder checkpoint (default: the shipped one)")
+    al.add_argument("--lm", default="smollm2-135m-instruct",
+                    help="language model: the bundled default or a local HF model directory")
+    al.add_argument("--quantization", choices=["nf4", "none"], default="nf4",
+                    help="nf4: 4-bit base (QLoRA in stage 2); none: full precision")
+    al.add_argument("--init", default=None, help="stage 2: the stage-1 RUN_DIR/vlm folder")
+    al.add_argument("--steps", type=count(), default=600)
+    al.add_argument("--batch-size", type=count(), default=8)
+    al.add_argument("--lr", type=positive(), default=1e-3, help="projector learning rate")
+    al.add_argument("--lora-lr", type=positive(), default=2e-4)
+    al.add_argument("--warmup", type=count(0), default=30)
+    al.add_argument("--contrastive", choices=["siglip", "clip"], default="siglip")
+    al.add_argument("--n-queries", type=count(), default=16)
+    al.add_argument("--prompt", choices=["physics", "bare"], default="physics",
+                    help="system prompt to train with (bare: 19 tokens instead of 127; cheap "
+                         "stage 1 on a CPU); the VLM then uses it at inference")
+    al.add_argument("--max-answer-tokens", type=count(0), default=64,
+                    help="cut captions / answers after N tokens (0: keep whole)")
+    al.add_argument("--data-mode", default="nu")
+    al.add_argument("--voxel-size", type=voxel_size(), default=None,
+                    help="cm grid of the simulated alignment events (default: the encoder's)")
+    al.add_argument("--seed", type=whole(), default=0, help="data seed (the align split)")
+    al.add_argument("--time-limit", type=positive(), default=None, help="stop after MINUTES")
+    al.add_argument("--ckpt-every", type=count(), default=100)
+    al.add_argument("--resume", action="store_true")
+    al.set_defaults(func=cmd_align)
+
+
+# ============================================================================ eval encoder
+def cmd_eval(args) -> int:
+    _existing(args.checkpoint, "checkpoint")
+    files = check_inputs(args.files) if args.files else ()
+    if args.out is not None:
+        output_dir(args.out)
+
+    from larsight.encoder.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, tasks=args.task, n=args.n, seed=args.seed,
+                              data_mode=args.data_mode, files=files, out_dir=args.out)
+    print((Path(res["out_dir"]) / "report.md").read_text())
+    print(f"report and plots in {res['out_dir']}")
+    return 0
+
+
+def add_eval_encoder(ev_sub) -> None:
+    ee = ev_sub.add_parser("encoder", help="metrics of an encoder checkpoint's task heads")
+    ee.add_argument("checkpoint", help="model.safetensors written by `larsight finetune`")
+    ee.add_argument("--task", nargs="+", default=None, help="heads to evaluate (default: all)")
+    ee.add_argument("--n", type=count(), default=200, help="held-out simulated events")
+    ee.add_argument("--seed", type=whole(), default=0, help="data seed (its eval split is used)")
+    ee.add_argument("--data-mode", default=None)
+    ee.add_argument("--files", nargs="+", help="evaluate on these files (e.g. PILArNet-M .h5)")
+    ee.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
+    ee.set_defaults(func=cmd_eval)
+
