@@ -2,6 +2,9 @@
 answered; 3 when the event cannot be read (past the end, corrupt, hanging, empty); 4 when no
 answer could be given (empty question, the back-end failed)."""
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -54,3 +57,15 @@ def test_a_hanging_file_ends_in_exit_3_within_the_bound(hanging_h5, monkeypatch,
     assert time.monotonic() - t0 < 60     # the reader's start-up is not part of the 3 s
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupt.h5" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("verb", ["convert", "inspect"])
+def test_convert_and_inspect_of_a_hanging_file_end_in_exit_3(hanging_h5, tmp_path, verb):
+    # a subprocess, so that a regression to an in-process read fails on the timeout, not hangs
+    args = [str(hanging_h5), str(tmp_path / "out.root")] if verb == "convert" else [str(hanging_h5)]
+    r = subprocess.run([sys.executable, "-m", "larsight.ui.cli", verb, *args], capture_output=True,
+                       text=True, timeout=180, env={**os.environ, "LARSIGHT_READ_TIMEOUT_S": "3"})
+    assert r.returncode == EXIT_BAD_INPUT, r.stderr
+    last = r.stderr.strip().splitlines()[-1]      # after the progress bar, one error line
+    assert "corrupt.h5" in last and "within" in last and "Traceback" not in r.stderr
+    assert not (tmp_path / "out.root").exists()

@@ -102,7 +102,7 @@ def cmd_convert(args) -> int:
 
     from larsight.events.formats import convert
 
-    n = convert(args.input, args.output, progress=True)
+    n = convert(args.input, args.output, progress=True, untrusted=True)
     print(f"converted {n} events: {args.input} -> {args.output}")
     return 0
 

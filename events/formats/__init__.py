@@ -133,9 +133,13 @@ def write(path: Union[str, os.PathLike], events: Union[Event, Iterable[Event]], 
 
 
 def convert(in_path: Union[str, os.PathLike], out_path: Union[str, os.PathLike],
-            progress: bool = False, **options: Any) -> int:
+            progress: bool = False, untrusted: bool = False, **options: Any) -> int:
     """Stream every event of ``in_path`` into ``out_path`` (formats from the extensions; the
-    output is written atomically). Returns the number of events converted."""
+    output is written atomically). Returns the number of events converted. ``untrusted``: read
+    ``in_path`` through the bounded worker (a file written by others)."""
     format_of(out_path)  # an unknown output extension fails before reading anything
+    if untrusted:
+        n = count_untrusted(in_path)
+        return write(out_path, iter_untrusted(in_path), progress=progress, total=n, **options)
     n = count(in_path)
     return write(out_path, read(in_path), progress=progress, total=n, **options)
