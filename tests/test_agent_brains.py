@@ -221,4 +221,6 @@ def test_action_scores_equal_the_plain_computation(smollm2_dir, tmp_path):
     _, p_vertex = brain.action_scores(ev, q, {"find_vertex": cands["find_vertex"]})
     d = brain.choose(ev, q)
     assert d.action == "tool" and d.tool == "find_vertex" and d.arguments == {}
-    assert d.scores == pytest.approx({"find_vertex": p_vertex, "answer": 1.0 - p_vertex})
+    # two scorings of the same candidates differ by ~1e-2 nats of fp32 noise (a -140 nat sum;
+    # seen 0.009), so p(tool) agrees to a few per mille, not to 1e-6
+    assert d.scores == pytest.approx({"find_vertex": p_vertex, "answer": 1.0 - p_vertex}, rel=1e-2)
