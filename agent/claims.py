@@ -467,25 +467,20 @@ def _energy_claims(r: _ClauseReader) -> None:
         r.add("energy", m, particle=None, value=_energy_mev(m["v"], m["u"]),
               qualifier="visible")
         r.take(m)
-    for m in re.finditer(rf"(?P<v>{_NUM})\s*(?P<u>MeV|GeV)\b(?!/)(?P<mid>\s+(?:[\w-]+\s+){{0,2}}?)(?P<p>{_NOUN})", clause, re.I):
-        if not r.free(m, "v") or _hypothetical(clause, *m.span()):
-            continue
-        if re.search(r"\b(of|in|from|and|with|at)\b", m["mid"], re.I):
-            continue
-        p = _norm_particle(m["p"])
-        if p in ("michel", "track"):
-            continue
-        r.add("energy", m, particle=p, value=_energy_mev(m["v"], m["u"]))
-        r.take(m, "v")
-    for m in re.finditer(rf"(?P<p>{_NOUN})\s*(?:shower\s*)?(?:\(|of|with|:)\s*(?:about\s+|~)?(?P<v>{_NUM})\s*(?P<u>MeV|GeV)\b(?!/)",
-                         clause, re.I):
-        if not r.free(m, "v") or _hypothetical(clause, *m.span()):
-            continue
-        p = _norm_particle(m["p"])
-        if p in ("michel", "track"):
-            continue
-        r.add("energy", m, particle=p, value=_energy_mev(m["v"], m["u"]))
-        r.take(m, "v")
+    # "350 MeV electron shower" (value first) and "electron shower of 350 MeV" (particle first)
+    value_first = rf"(?P<v>{_NUM})\s*(?P<u>MeV|GeV)\b(?!/)(?P<mid>\s+(?:[\w-]+\s+){{0,2}}?)(?P<p>{_NOUN})"
+    particle_first = rf"(?P<p>{_NOUN})\s*(?:shower\s*)?(?:\(|of|with|:)\s*(?:about\s+|~)?(?P<v>{_NUM})\s*(?P<u>MeV|GeV)\b(?!/)"
+    for pattern in (value_first, particle_first):
+        for m in re.finditer(pattern, clause, re.I):
+            if not r.free(m, "v") or _hypothetical(clause, *m.span()):
+                continue
+            if "mid" in m.re.groupindex and re.search(r"\b(of|in|from|and|with|at)\b", m["mid"], re.I):
+                continue
+            p = _norm_particle(m["p"])
+            if p in ("michel", "track"):
+                continue
+            r.add("energy", m, particle=p, value=_energy_mev(m["v"], m["u"]))
+            r.take(m, "v")
 
 
 _EXTRACTORS = (_event_class_claims, _vertex_claims, _topology_claims, _michel_claims, _count_claims,

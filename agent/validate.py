@@ -5,21 +5,8 @@
     checks = check_claims(claims, evidence)          # agent.evidence.Evidence
     report = validate(text, evidence)                # Validation: checks, counts, table()
 
-Claims are typed (``Claim.kind``):
-
-==================  ====================================================  =======================
-kind                example phrases                                       checked against
-==================  ====================================================  =======================
-event_class         "nu_e CC: ...", "this is an NC event", "not NC"       classify_event argmax
-present / absent    "a muon track", "no muon is seen", "without a pion"   reconstruct counts
-count               "2 protons", "three tracks", topology "1mu 2p 0pi"    reconstruct counts
-track_length        "a 45.3 cm MIP-like track", "longest track, 45 cm"    reconstruct track lengths
-shower_dedx         "start dE/dx 2.1 MeV/cm", "1 MIP", "two MIPs"         shower trunk dE/dx
-shower_gap          "starts at the vertex", "after a gap of 12 cm"        shower start - vertex
-vertex              "vertex at (x, y, z) cm"                              find_vertex
-michel              "ends in a Michel electron", "without a Michel"       reconstruct / segment
-energy              "a 350 MeV electron shower", "visible energy 1.20 GeV"  reconstruct / segment
-==================  ====================================================  =======================
+Claims are typed (``Claim.kind``; the kinds, example phrases and what each is checked against
+are listed in :mod:`larsight.agent.claims`).
 
 Verdicts: ``supported`` (the measurement agrees within the tolerance), ``contradicted`` (it
 disagrees), ``unverifiable`` (nothing measured it). Each check carries the measured numbers
