@@ -76,6 +76,8 @@ class RulesBrain:
 
 
 # ============================================================================ OpenAI-compatible
+# Not the VLM's prompt (qformer.vlm.SYSTEM_PROMPT): that one is the text the VLM was trained with and
+# cannot change without retraining; this one instructs a general chat model, so the two differ on purpose.
 SYSTEM_PROMPT = (
     "You are larsight, an analysis assistant for liquid-argon TPC neutrino-detector events. "
     "Answer the physicist's question about the event using the tools; call one tool at a time, "
