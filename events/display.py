@@ -190,6 +190,97 @@ def _summary_title(event: Event) -> str:
 
 
 # ---------------------------------------------------------------------------- plotly
+_HOVER = ("x %{x:.1f}, y %{y:.1f}, z %{z:.1f} cm<br>E = %{customdata[0]} MeV<br>"
+          "semantic: %{customdata[1]}<br>particle: %{customdata[2]} (%{customdata[3]})<br>"
+          "interaction: %{customdata[4]}<extra>%{fullData.name}</extra>")
+
+
+def _custom_data(ev: Event) -> np.ndarray:
+    """Per-point hover columns: energy, semantic name, particle, pid name, interaction."""
+    sem, part, inter, pid = (_labels(ev, k) for k in ("semantic", "particle", "interaction", "pid"))
+    return np.stack([ev.energy.astype(np.float64).round(4).astype(object),
+                     _names(SEMANTIC_CLASSES, sem, "none"),
+                     part.astype(object), _names(PID_CLASSES, pid, "none"), inter.astype(object)], axis=1)
+
+
+def _energy_trace(ev: Event, custom: np.ndarray, marker_size: float) -> dict:
+    """Scatter3d arguments of the single log10-energy trace."""
+    p = ev.points
+    e = np.maximum(ev.energy.astype(np.float64), 1e-4)
+    loge = np.log10(e)
+    order = np.argsort(loge, kind="stable")          # bright points drawn last
+    lo = np.floor(loge.min()) if loge.size else -2.0
+    hi = np.ceil(loge.max()) if loge.size else 2.0
+    if hi <= lo:
+        hi = lo + 1
+    ticks = np.arange(lo, hi + 1)
+    return dict(
+        x=p[order, 0], y=p[order, 1], z=p[order, 2], mode="markers", name="energy",
+        customdata=custom[order], hovertemplate=_HOVER,
+        marker=dict(size=marker_size, color=loge[order], colorscale="Viridis", cmin=lo, cmax=hi,
+                    colorbar=dict(title="E [MeV]", tickvals=ticks.tolist(),
+                                  ticktext=[f"{10 ** t:g}" for t in ticks]), opacity=0.9),
+        showlegend=False)
+
+
+def _category_traces(ev: Event, color_by: str, custom: np.ndarray, marker_size: float) -> list[dict]:
+    """Scatter3d arguments of one trace per category of ``color_by``."""
+    p = ev.points
+    return [dict(x=p[mask, 0], y=p[mask, 1], z=p[mask, 2], mode="markers", name=name,
+                 customdata=custom[mask], hovertemplate=_HOVER,
+                 marker=dict(size=marker_size, color=color, opacity=0.9))
+            for name, color, mask in _groups(ev, color_by)]
+
+
+def _vertex_trace(ev: Event) -> tuple[np.ndarray, dict]:
+    """(vertices, Scatter3d arguments) of the truth-vertex diamonds."""
+    vtx, text = _vertices(ev)
+    return vtx, dict(
+        x=vtx[:, 0], y=vtx[:, 1], z=vtx[:, 2], mode="markers", name="truth vertex", text=text,
+        hovertemplate="%{text}<br>(%{x:.1f}, %{y:.1f}, %{z:.1f}) cm<extra></extra>",
+        marker=dict(size=6, color="black", symbol="diamond", line=dict(color="white", width=1)))
+
+
+def _overlay_trace(n: int, raw: Any) -> tuple[np.ndarray, dict]:
+    """((M, 3) points that the axes must hold, Scatter3d arguments) of overlay item ``n``."""
+    item = _as_dict(raw)
+    kind, geo = _overlay_geometry(item)
+    name = item.get("name") or f"overlay {n}"
+    color = item.get("color") or _CYCLE[(n + 3) % len(_CYCLE)]
+    if kind == "points":
+        text = item.get("text", item.get("labels", item.get("label")))
+        if isinstance(text, str):
+            text = [text] * len(geo)
+        return geo, dict(
+            x=geo[:, 0], y=geo[:, 1], z=geo[:, 2], mode="markers", name=name, text=text,
+            hovertemplate=(("%{text}<br>" if text is not None else "")
+                           + "(%{x:.1f}, %{y:.1f}, %{z:.1f}) cm<extra>%{fullData.name}</extra>"),
+            marker=dict(size=float(item.get("size", 5)), color=color,
+                        symbol=item.get("symbol", "cross")))
+    xs, ys, zs = [], [], []
+    for a, b in geo:                          # None breaks the line between segments
+        xs += [a[0], b[0], None]
+        ys += [a[1], b[1], None]
+        zs += [a[2], b[2], None]
+    return geo.reshape(-1, 3), dict(x=xs, y=ys, z=zs, mode="lines", name=name, hoverinfo="name",
+                                    line=dict(color=color, width=float(item.get("width", 5))))
+
+
+def _scene_layout(event: Event, points: np.ndarray, extra: list[np.ndarray], height: int,
+                  title: Optional[str], color_by: str) -> dict:
+    """update_layout arguments: explicit height, title, and a cubic scene over everything drawn."""
+    v = event.meta.volume
+    ranges = _cube_ranges(points, extra, fallback=(v.lower_cm, v.upper_cm))
+    axes = {f"{k}axis": dict(title=t, range=r, backgroundcolor="white", gridcolor="#dddddd")
+            for k, t, r in zip("xyz", _AXIS_TITLES, ranges)}
+    return dict(
+        height=int(height), title=dict(text=title if title is not None else _summary_title(event), x=0.02),
+        margin=dict(l=0, r=0, t=40, b=0), legend=dict(itemsizing="constant", title=color_by),
+        scene=dict(aspectmode="cube", camera=dict(up=dict(x=0, y=1, z=0),
+                                                  eye=dict(x=1.25, y=0.9, z=1.25)), **axes),
+        template="plotly_white")
+
+
 def plot_event(event: Event, color_by: str = "energy", height: int = 600, max_points: Optional[int] = None,
                overlays: Optional[Sequence[Any]] = None, marker_size: float = 2.0,
                title: Optional[str] = None, show_vertices: bool = True):
@@ -208,83 +299,22 @@ def plot_event(event: Event, color_by: str = "energy", height: int = 600, max_po
 
     _check_color_by(color_by)
     ev = _subsample(event, max_points)
-    p = ev.points
-    sem, part, inter, pid = (_labels(ev, k) for k in ("semantic", "particle", "interaction", "pid"))
-    custom = np.stack([ev.energy.astype(np.float64).round(4).astype(object),
-                       _names(SEMANTIC_CLASSES, sem, "none"),
-                       part.astype(object), _names(PID_CLASSES, pid, "none"), inter.astype(object)], axis=1)
-    hover = ("x %{x:.1f}, y %{y:.1f}, z %{z:.1f} cm<br>E = %{customdata[0]} MeV<br>"
-             "semantic: %{customdata[1]}<br>particle: %{customdata[2]} (%{customdata[3]})<br>"
-             "interaction: %{customdata[4]}<extra>%{fullData.name}</extra>")
-    traces = []
+    custom = _custom_data(ev)
     if color_by == "energy":
-        e = np.maximum(ev.energy.astype(np.float64), 1e-4)
-        loge = np.log10(e)
-        order = np.argsort(loge, kind="stable")          # bright points drawn last
-        lo = np.floor(loge.min()) if loge.size else -2.0
-        hi = np.ceil(loge.max()) if loge.size else 2.0
-        if hi <= lo:
-            hi = lo + 1
-        ticks = np.arange(lo, hi + 1)
-        traces.append(go.Scatter3d(
-            x=p[order, 0], y=p[order, 1], z=p[order, 2], mode="markers", name="energy",
-            customdata=custom[order], hovertemplate=hover,
-            marker=dict(size=marker_size, color=loge[order], colorscale="Viridis", cmin=lo, cmax=hi,
-                        colorbar=dict(title="E [MeV]", tickvals=ticks.tolist(),
-                                      ticktext=[f"{10 ** t:g}" for t in ticks]), opacity=0.9),
-            showlegend=False))
+        traces = [go.Scatter3d(**_energy_trace(ev, custom, marker_size))]
     else:
-        for name, color, mask in _groups(ev, color_by):
-            traces.append(go.Scatter3d(
-                x=p[mask, 0], y=p[mask, 1], z=p[mask, 2], mode="markers", name=name,
-                customdata=custom[mask], hovertemplate=hover,
-                marker=dict(size=marker_size, color=color, opacity=0.9)))
+        traces = [go.Scatter3d(**kw) for kw in _category_traces(ev, color_by, custom, marker_size)]
     extra = []
     if show_vertices and ev.interactions:
-        vtx, text = _vertices(ev)
+        vtx, kw = _vertex_trace(ev)
         extra.append(vtx)
-        traces.append(go.Scatter3d(
-            x=vtx[:, 0], y=vtx[:, 1], z=vtx[:, 2], mode="markers", name="truth vertex", text=text,
-            hovertemplate="%{text}<br>(%{x:.1f}, %{y:.1f}, %{z:.1f}) cm<extra></extra>",
-            marker=dict(size=6, color="black", symbol="diamond", line=dict(color="white", width=1))))
+        traces.append(go.Scatter3d(**kw))
     for n, raw in enumerate(overlays or []):
-        item = _as_dict(raw)
-        kind, geo = _overlay_geometry(item)
-        name = item.get("name") or f"overlay {n}"
-        color = item.get("color") or _CYCLE[(n + 3) % len(_CYCLE)]
-        if kind == "points":
-            extra.append(geo)
-            text = item.get("text", item.get("labels", item.get("label")))
-            if isinstance(text, str):
-                text = [text] * len(geo)
-            traces.append(go.Scatter3d(
-                x=geo[:, 0], y=geo[:, 1], z=geo[:, 2], mode="markers", name=name, text=text,
-                hovertemplate=(("%{text}<br>" if text is not None else "")
-                               + "(%{x:.1f}, %{y:.1f}, %{z:.1f}) cm<extra>%{fullData.name}</extra>"),
-                marker=dict(size=float(item.get("size", 5)), color=color,
-                            symbol=item.get("symbol", "cross"))))
-        else:
-            extra.append(geo.reshape(-1, 3))
-            xs, ys, zs = [], [], []
-            for a, b in geo:                          # None breaks the line between segments
-                xs += [a[0], b[0], None]
-                ys += [a[1], b[1], None]
-                zs += [a[2], b[2], None]
-            traces.append(go.Scatter3d(
-                x=xs, y=ys, z=zs, mode="lines", name=name, hoverinfo="name",
-                line=dict(color=color, width=float(item.get("width", 5)))))
-
-    v = event.meta.volume
-    ranges = _cube_ranges(p, extra, fallback=(v.lower_cm, v.upper_cm))
-    axes = {f"{k}axis": dict(title=t, range=r, backgroundcolor="white", gridcolor="#dddddd")
-            for k, t, r in zip("xyz", _AXIS_TITLES, ranges)}
+        geo, kw = _overlay_trace(n, raw)
+        extra.append(geo)
+        traces.append(go.Scatter3d(**kw))
     fig = go.Figure(data=traces)
-    fig.update_layout(
-        height=int(height), title=dict(text=title if title is not None else _summary_title(event), x=0.02),
-        margin=dict(l=0, r=0, t=40, b=0), legend=dict(itemsizing="constant", title=color_by),
-        scene=dict(aspectmode="cube", camera=dict(up=dict(x=0, y=1, z=0),
-                                                  eye=dict(x=1.25, y=0.9, z=1.25)), **axes),
-        template="plotly_white")
+    fig.update_layout(**_scene_layout(event, ev.points, extra, height, title, color_by))
     return fig
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
 
 from larsight.events.formats import count, count_untrusted, iter_untrusted, read
 from larsight.events.formats.untrusted import DEFAULT_TIMEOUT_S
@@ -120,6 +122,99 @@ def _class_sums(labels: Optional[np.ndarray], weights: np.ndarray, n_classes: in
     return np.bincount(idx, weights=weights, minlength=n_classes + 1)
 
 
+def _open_stream(path: Path, max_events: Optional[int], progress: bool, trusted: bool,
+                 timeout_s: float) -> tuple[Optional[int], Iterable[Event]]:
+    """(events in the file when known, the events to inspect)."""
+    if trusted:
+        n_file: Optional[int] = int(count(path))
+        stream = read(path)
+    else:
+        n_file = count_untrusted(path, timeout_s=timeout_s)
+        stream = iter_untrusted(path, timeout_s=timeout_s)
+    total = n_file if max_events is None else (min(n_file, max_events) if n_file is not None else max_events)
+
+    if max_events is not None:
+        stream = itertools.islice(stream, int(max_events))
+    if progress:
+        stream = tqdm(stream, total=total, desc=f"inspect {path.name}", unit="ev")
+    return n_file, stream
+
+
+@dataclass
+class _Tally:
+    """Running sums over the events seen, so that a file of any size is one pass in constant memory."""
+
+    n_points: list[int] = field(default_factory=list)
+    e_total: list[float] = field(default_factory=list)
+    vox_hist: np.ndarray = field(
+        default_factory=lambda: np.zeros(len(VOXEL_ENERGY_BINS) - 1, dtype=np.int64))
+    vox_under: int = 0
+    vox_over: int = 0
+    sem_n: np.ndarray = field(default_factory=lambda: np.zeros(len(SEMANTIC_CLASSES) + 1))
+    sem_e: np.ndarray = field(default_factory=lambda: np.zeros(len(SEMANTIC_CLASSES) + 1))
+    pid_n: np.ndarray = field(default_factory=lambda: np.zeros(len(PID_CLASSES) + 1))
+    pid_e: np.ndarray = field(default_factory=lambda: np.zeros(len(PID_CLASSES) + 1))
+    classes: Counter = field(default_factory=Counter)
+    channels: Counter = field(default_factory=Counter)
+    generators: Counter = field(default_factory=Counter)
+    labels_seen: set[str] = field(default_factory=set)
+    first: Optional[Event] = None
+
+    def add(self, ev: Event) -> None:
+        if self.first is None:
+            self.first = ev
+        e = ev.energy.astype(np.float64)
+        self.n_points.append(len(ev))
+        self.e_total.append(float(e.sum()))
+        h, _ = np.histogram(e, bins=VOXEL_ENERGY_BINS)
+        self.vox_hist += h
+        self.vox_under += int(np.count_nonzero(e < VOXEL_ENERGY_BINS[0]))
+        self.vox_over += int(np.count_nonzero(e > VOXEL_ENERGY_BINS[-1]))
+        self._add_labels(ev, e)
+        if ev.event_class:
+            self.classes[ev.event_class] += 1
+        elif ev.interactions:
+            self.classes["none"] += 1
+        for inter in ev.interactions[:1]:
+            if inter.channel:
+                self.channels[f"{inter.current + ' ' if inter.current else ''}{inter.channel}"] += 1
+        if ev.meta.generator:
+            self.generators[ev.meta.generator] += 1
+
+    def _add_labels(self, ev: Event, e: np.ndarray) -> None:
+        ones = np.ones_like(e)
+        if ev.semantic is not None:
+            self.labels_seen.add("semantic")
+            self.sem_n += _class_sums(ev.semantic, ones, len(SEMANTIC_CLASSES))
+            self.sem_e += _class_sums(ev.semantic, e, len(SEMANTIC_CLASSES))
+        if ev.pid is not None:
+            self.labels_seen.add("pid")
+            self.pid_n += _class_sums(ev.pid, ones, len(PID_CLASSES))
+            self.pid_e += _class_sums(ev.pid, e, len(PID_CLASSES))
+        for name in ("particle", "interaction", "fragment"):
+            if getattr(ev, name) is not None:
+                self.labels_seen.add(name)
+
+    def report(self, path: Path, n_file: Optional[int]) -> InspectReport:
+        n_points = self.n_points
+        return InspectReport(
+            path=str(path), n_events=len(n_points), n_events_in_file=n_file,
+            n_points_total=int(sum(n_points)),
+            points_per_event=Stats.of(n_points), energy_per_event_mev=Stats.of(self.e_total),
+            empty_events=sum(1 for n in n_points if n == 0),
+            semantic_fraction_voxels=_fractions(self.sem_n, SEMANTIC_CLASSES),
+            semantic_fraction_energy=_fractions(self.sem_e, SEMANTIC_CLASSES),
+            pid_fraction_voxels=_fractions(self.pid_n, PID_CLASSES),
+            pid_fraction_energy=_fractions(self.pid_e, PID_CLASSES),
+            event_class_counts={k: self.classes[k] for k in list(EVENT_CLASSES) + ["none"]
+                                if self.classes[k]},
+            channel_counts=dict(sorted(self.channels.items())),
+            labels_present=[k for k in ("semantic", "particle", "interaction", "pid", "fragment")
+                            if k in self.labels_seen],
+            generators=dict(self.generators.most_common()),
+        )
+
+
 def inspect(path, out_dir=None, max_events: Optional[int] = None, progress: bool = True,
             plots: bool = True, trusted: bool = False,
             timeout_s: float = DEFAULT_TIMEOUT_S) -> InspectReport:
@@ -133,85 +228,18 @@ def inspect(path, out_dir=None, max_events: Optional[int] = None, progress: bool
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"inspect: no such file {str(path)!r}")
-    if trusted:
-        n_file: Optional[int] = int(count(path))
-        stream = read(path)
-    else:
-        n_file = count_untrusted(path, timeout_s=timeout_s)
-        stream = iter_untrusted(path, timeout_s=timeout_s)
-    total = n_file if max_events is None else (min(n_file, max_events) if n_file is not None else max_events)
-
-    if max_events is not None:
-        stream = itertools.islice(stream, int(max_events))
-    if progress:
-        from tqdm.auto import tqdm
-
-        stream = tqdm(stream, total=total, desc=f"inspect {path.name}", unit="ev")
-
-    n_points: list[int] = []
-    e_total: list[float] = []
-    vox_hist = np.zeros(len(VOXEL_ENERGY_BINS) - 1, dtype=np.int64)
-    vox_under = vox_over = 0
-    sem_n = np.zeros(len(SEMANTIC_CLASSES) + 1)
-    sem_e = np.zeros(len(SEMANTIC_CLASSES) + 1)
-    pid_n = np.zeros(len(PID_CLASSES) + 1)
-    pid_e = np.zeros(len(PID_CLASSES) + 1)
-    classes: Counter = Counter()
-    channels: Counter = Counter()
-    generators: Counter = Counter()
-    labels_seen: set[str] = set()
-    first: Optional[Event] = None
+    n_file, stream = _open_stream(path, max_events, progress, trusted, timeout_s)
+    tally = _Tally()
     for ev in stream:
-        if first is None:
-            first = ev
-        e = ev.energy.astype(np.float64)
-        n_points.append(len(ev))
-        e_total.append(float(e.sum()))
-        h, _ = np.histogram(e, bins=VOXEL_ENERGY_BINS)
-        vox_hist += h
-        vox_under += int(np.count_nonzero(e < VOXEL_ENERGY_BINS[0]))
-        vox_over += int(np.count_nonzero(e > VOXEL_ENERGY_BINS[-1]))
-        ones = np.ones_like(e)
-        if ev.semantic is not None:
-            labels_seen.add("semantic")
-            sem_n += _class_sums(ev.semantic, ones, len(SEMANTIC_CLASSES))
-            sem_e += _class_sums(ev.semantic, e, len(SEMANTIC_CLASSES))
-        if ev.pid is not None:
-            labels_seen.add("pid")
-            pid_n += _class_sums(ev.pid, ones, len(PID_CLASSES))
-            pid_e += _class_sums(ev.pid, e, len(PID_CLASSES))
-        for name in ("particle", "interaction", "fragment"):
-            if getattr(ev, name) is not None:
-                labels_seen.add(name)
-        if ev.event_class:
-            classes[ev.event_class] += 1
-        elif ev.interactions:
-            classes["none"] += 1
-        for inter in ev.interactions[:1]:
-            if inter.channel:
-                channels[f"{inter.current + ' ' if inter.current else ''}{inter.channel}"] += 1
-        if ev.meta.generator:
-            generators[ev.meta.generator] += 1
-
-    report = InspectReport(
-        path=str(path), n_events=len(n_points), n_events_in_file=n_file, n_points_total=int(sum(n_points)),
-        points_per_event=Stats.of(n_points), energy_per_event_mev=Stats.of(e_total),
-        empty_events=sum(1 for n in n_points if n == 0),
-        semantic_fraction_voxels=_fractions(sem_n, SEMANTIC_CLASSES),
-        semantic_fraction_energy=_fractions(sem_e, SEMANTIC_CLASSES),
-        pid_fraction_voxels=_fractions(pid_n, PID_CLASSES),
-        pid_fraction_energy=_fractions(pid_e, PID_CLASSES),
-        event_class_counts={k: classes[k] for k in list(EVENT_CLASSES) + ["none"] if classes[k]},
-        channel_counts=dict(sorted(channels.items())),
-        labels_present=[k for k in ("semantic", "particle", "interaction", "pid", "fragment") if k in labels_seen],
-        generators=dict(generators.most_common()),
-    )
+        tally.add(ev)
+    report = tally.report(path, n_file)
     if plots:
         out = Path(out_dir) if out_dir is not None else path.with_name(path.name + ".inspect")
         out.mkdir(parents=True, exist_ok=True)
         report.out_dir = str(out)
-        report.plots = [str(p) for p in _plots(report, out, np.asarray(n_points), np.asarray(e_total),
-                                               vox_hist, sem_n, sem_e, pid_n, pid_e, first)]
+        report.plots = [str(p) for p in _plots(
+            report, out, np.asarray(tally.n_points), np.asarray(tally.e_total), tally.vox_hist,
+            tally.sem_n, tally.sem_e, tally.pid_n, tally.pid_e, tally.first)]
     return report
 
 

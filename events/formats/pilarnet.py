@@ -67,11 +67,12 @@ import numpy as np
 
 from larsight.events.formats._common import (
     FORMAT_VERSION, OPTIONAL_ARRAYS, as_event, build_event, check_index, dumps,
-    interactions_from, interactions_json, kinetic_from_momentum, meta_fields, meta_record,
-    momentum_magnitude, parse_json, particles_from, particles_json, with_progress,
+    interactions_from, interactions_json, meta_fields, meta_record, momentum_magnitude, parse_json,
+    particles_from, particles_json, with_progress,
 )
 from larsight.events.formats.atomic import atomic_path
-from larsight.events.model import PILARNET_VOLUME, Event, EventError, EventFileError, Particle, Volume
+from larsight.events.formats.pilarnet_foreign import particles_from_clusters
+from larsight.events.model import PILARNET_VOLUME, Event, EventError, EventFileError, Volume
 
 POINT_COLUMNS = ("x", "y", "z", "voxel_value", "energy_deposit", "time", "n_electrons", "dx")
 CLUSTER_COLUMNS = {
@@ -265,14 +266,18 @@ def _as_int(values: np.ndarray, what: str, path, index: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _decode(row: dict, info: _Info, index: int) -> Event:
-    path = info.path
+def _point_rows(row: dict, path, index: int) -> np.ndarray:
+    """The event's 'point' row as (N, 8)."""
     flat = np.asarray(row["point"])
     if flat.size % 8:
         raise EventError(f"{path}: event {index}: 'point' row has {flat.size} values, not a "
                          f"multiple of 8 (x, y, z, voxel value, energy deposit, time, electrons, dx)")
-    pts = flat.reshape(-1, 8)
-    n = len(pts)
+    return flat.reshape(-1, 8)
+
+
+def _meta(row: dict, info: _Info, index: int) -> tuple[Optional[dict], dict]:
+    """(the larsight_meta record, None in a foreign file; the event's meta fields)."""
+    path = info.path
     record = None
     if info.larsight:
         record = parse_json(row.get("larsight_meta"), "larsight_meta", path, index)
@@ -283,117 +288,103 @@ def _decode(row: dict, info: _Info, index: int) -> Event:
         meta = meta_fields(record) if record else {"volume": PILARNET_VOLUME, "generator": "PILArNet-M"}
     except EventError as exc:
         raise EventError(f"{path}: event {index}: {exc}") from None
-    volume: Volume = meta["volume"]
+    return record, meta
 
-    points = _to_cm(pts[:, :3], volume)
+
+def _cluster_extra(row: dict, k: int, path, index: int) -> np.ndarray:
+    """The 'cluster_extra' row as (k, 5 or 6) for the event's k clusters."""
+    ex = np.asarray(row["cluster_extra"], dtype=np.float64)
+    if (k == 0 and ex.size) or (k and ex.size not in (5 * k, 6 * k)):
+        raise EventError(f"{path}: event {index}: 'cluster_extra' has {ex.size} values "
+                         f"for {k} clusters (expected 5 or 6 per cluster)")
+    return ex.reshape(k, -1) if k else ex.reshape(0, 5)
+
+
+def _cluster_labels(row: dict, info: _Info, index: int, n: int,
+                    arrays: dict[str, Any]) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Spread the cluster labels over the event's ``n`` points into ``arrays``; return the
+    (clusters, cluster_extra) rows, None where the file has no such dataset."""
+    if "cluster" not in row:
+        return None, None
+    path = info.path
+    cl_flat = _as_int(row["cluster"], "'cluster'", path, index)
+    width = info.cluster_width
+    if cl_flat.size % width:
+        raise EventError(f"{path}: event {index}: 'cluster' row has {cl_flat.size} values, "
+                         f"not a multiple of {width} ({info.layout} layout: "
+                         f"{', '.join(CLUSTER_COLUMNS[info.layout])})")
+    cl = cl_flat.reshape(-1, width)
+    counts = cl[:, 0]
+    if np.any(counts < 0):
+        raise EventError(f"{path}: event {index}: 'cluster' has a negative number of points")
+    if int(counts.sum()) != n:
+        raise EventError(f"{path}: event {index}: mismatched point/cluster counts: the "
+                         f"clusters cover {int(counts.sum())} points but the event has {n}")
+    extra = _cluster_extra(row, len(cl), path, index) if "cluster_extra" in row else None
+    arrays["fragment"] = np.repeat(cl[:, 1], counts)
+    arrays["particle"] = np.repeat(cl[:, 2], counts)
+    arrays["interaction"] = np.repeat(cl[:, 3], counts)
+    arrays["semantic"] = np.repeat(cl[:, 4], counts)
+    if width == 6:
+        arrays["pid"] = np.repeat(cl[:, 5], counts)
+    elif info.larsight and "larsight_cluster_pid" in row:
+        cpid = _as_int(row["larsight_cluster_pid"], "'larsight_cluster_pid'", path, index)
+        if cpid.size != len(cl):
+            raise EventError(f"{path}: event {index}: 'larsight_cluster_pid' has {cpid.size} "
+                             f"values for {len(cl)} clusters")
+        arrays["pid"] = np.repeat(cpid, counts)
+    return cl, extra
+
+
+def _as_written(record: dict, row: dict, arrays: dict[str, Any], n: int, path,
+                index: int) -> dict[str, Any]:
+    """The arrays as larsight held them: only those it stored, the exact cm points where the
+    voxel coordinates could not carry them, and the points in their original order."""
+    present = set(record.get("arrays", OPTIONAL_ARRAYS))
+    arrays = {k: v for k, v in arrays.items() if k in ("points", "energy") or k in present}
+    exact = np.asarray(row.get("larsight_points_cm", ()), dtype=np.float32)
+    if exact.size:
+        if exact.size != 3 * n:
+            raise EventError(f"{path}: event {index}: 'larsight_points_cm' has {exact.size} "
+                             f"values for {n} points")
+        arrays["points"] = exact.reshape(n, 3)
+    order = np.asarray(row.get("larsight_order", ()), dtype=np.int64)
+    if order.size:
+        if order.size != n or not np.array_equal(np.sort(order), np.arange(n)):
+            raise EventError(f"{path}: event {index}: 'larsight_order' is not a permutation "
+                             f"of the event's {n} points")
+        for name, arr in arrays.items():
+            out = np.empty_like(arr)
+            out[order] = arr
+            arrays[name] = out
+    return arrays
+
+
+def _decode(row: dict, info: _Info, index: int) -> Event:
+    path = info.path
+    pts = _point_rows(row, path, index)
+    n = len(pts)
+    record, meta = _meta(row, info, index)
+    volume: Volume = meta["volume"]
     arrays: dict[str, Any] = {
-        "points": points,
+        "points": _to_cm(pts[:, :3], volume),
         "energy": pts[:, 3],
         "time_us": pts[:, 5],
         "n_electrons": pts[:, 6],
         "dx_cm": pts[:, 7],
     }
-
-    cl = extra = None
-    if "cluster" in row:
-        cl_flat = _as_int(row["cluster"], "'cluster'", path, index)
-        width = info.cluster_width
-        if cl_flat.size % width:
-            raise EventError(f"{path}: event {index}: 'cluster' row has {cl_flat.size} values, "
-                             f"not a multiple of {width} ({info.layout} layout: "
-                             f"{', '.join(CLUSTER_COLUMNS[info.layout])})")
-        cl = cl_flat.reshape(-1, width)
-        counts = cl[:, 0]
-        if np.any(counts < 0):
-            raise EventError(f"{path}: event {index}: 'cluster' has a negative number of points")
-        if int(counts.sum()) != n:
-            raise EventError(f"{path}: event {index}: mismatched point/cluster counts: the "
-                             f"clusters cover {int(counts.sum())} points but the event has {n}")
-        if "cluster_extra" in row:
-            ex = np.asarray(row["cluster_extra"], dtype=np.float64)
-            k = len(cl)
-            if (k == 0 and ex.size) or (k and ex.size not in (5 * k, 6 * k)):
-                raise EventError(f"{path}: event {index}: 'cluster_extra' has {ex.size} values "
-                                 f"for {k} clusters (expected 5 or 6 per cluster)")
-            extra = ex.reshape(k, -1) if k else ex.reshape(0, 5)
-        arrays["fragment"] = np.repeat(cl[:, 1], counts)
-        arrays["particle"] = np.repeat(cl[:, 2], counts)
-        arrays["interaction"] = np.repeat(cl[:, 3], counts)
-        arrays["semantic"] = np.repeat(cl[:, 4], counts)
-        if width == 6:
-            arrays["pid"] = np.repeat(cl[:, 5], counts)
-        elif info.larsight and "larsight_cluster_pid" in row:
-            cpid = _as_int(row["larsight_cluster_pid"], "'larsight_cluster_pid'", path, index)
-            if cpid.size != len(cl):
-                raise EventError(f"{path}: event {index}: 'larsight_cluster_pid' has {cpid.size} "
-                                 f"values for {len(cl)} clusters")
-            arrays["pid"] = np.repeat(cpid, counts)
-
+    cl, extra = _cluster_labels(row, info, index, n, arrays)
     if record is not None:
-        present = set(record.get("arrays", OPTIONAL_ARRAYS))
-        arrays = {k: v for k, v in arrays.items() if k in ("points", "energy") or k in present}
-        exact = np.asarray(row.get("larsight_points_cm", ()), dtype=np.float32)
-        if exact.size:
-            if exact.size != 3 * n:
-                raise EventError(f"{path}: event {index}: 'larsight_points_cm' has {exact.size} "
-                                 f"values for {n} points")
-            arrays["points"] = exact.reshape(n, 3)
-        order = np.asarray(row.get("larsight_order", ()), dtype=np.int64)
-        if order.size:
-            if order.size != n or not np.array_equal(np.sort(order), np.arange(n)):
-                raise EventError(f"{path}: event {index}: 'larsight_order' is not a permutation "
-                                 f"of the event's {n} points")
-            for name, arr in arrays.items():
-                out = np.empty_like(arr)
-                out[order] = arr
-                arrays[name] = out
+        arrays = _as_written(record, row, arrays, n, path, index)
         particles = particles_from(parse_json(row.get("larsight_particles"), "larsight_particles",
                                               path, index), path, index)
         interactions = interactions_from(parse_json(row.get("larsight_interactions"),
                                                     "larsight_interactions", path, index), path, index)
     else:
-        particles = _particles_from_clusters(cl, extra, pts[:, 3], volume, info, index) if cl is not None else []
+        particles = ([] if cl is None
+                     else particles_from_clusters(cl, extra, pts[:, 3], volume, path, index))
         interactions = []
     return build_event(path, index, arrays, particles, interactions, meta)
-
-
-def _particles_from_clusters(cl: np.ndarray, extra: Optional[np.ndarray], energy: np.ndarray,
-                             volume: Volume, info: _Info, index: int) -> list[Particle]:
-    """A particle table for a foreign file: one row per group id >= 0, from its clusters."""
-    counts = cl[:, 0]
-    groups = cl[:, 2]
-    k = len(cl)
-    if k == 0:
-        return []
-    owner = np.repeat(np.arange(k), counts)
-    cluster_energy = np.bincount(owner, weights=energy.astype(np.float64), minlength=k)
-    out = []
-    for g in np.unique(groups[groups >= 0]):
-        rows = np.flatnonzero(groups == g)
-        main = rows[np.argmax(counts[rows])]  # the group's largest cluster speaks for it
-        sem_votes = np.zeros(5)
-        for r in rows:
-            if 0 <= cl[r, 4] <= 4:
-                sem_votes[cl[r, 4]] += counts[r]
-        pid = int(cl[main, 5]) if cl.shape[1] == 6 else -1
-        start = (0.0, 0.0, 0.0)
-        t_kin = 0.0
-        if extra is not None and extra.shape[1] >= 5:
-            vtx = extra[main, 2:5] * volume.voxel_size_cm + volume.lower_cm
-            if np.all(np.isfinite(vtx)):
-                start = tuple(float(v) for v in vtx)
-            t_kin = kinetic_from_momentum(float(extra[main, 1]), pid)
-        try:
-            out.append(Particle(
-                id=int(g), pid=pid, interaction=int(cl[main, 3]),
-                semantic=int(np.argmax(sem_votes)) if sem_votes.sum() > 0 else -1,
-                start_cm=start, end_cm=start, kinetic_energy_mev=t_kin,
-                deposited_energy_mev=float(max(cluster_energy[rows].sum(), 0.0)),
-                n_voxels=int(counts[rows].sum())))
-        except ValueError as exc:  # pydantic ValidationError is a ValueError
-            raise EventError(f"{info.path}: event {index}: cluster rows of group {int(g)} are "
-                             f"invalid: {exc}") from None
-    return out
 
 
 def _inspect(f, path: Path) -> _Info:
