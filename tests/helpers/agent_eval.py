@@ -6,27 +6,11 @@ from langchain_core.messages import AIMessage, ToolMessage
 from larsight.agent import RulesBrain
 from larsight.evals.agent_eval import run_agent_eval
 
-VERTEX = [10.0, 20.0, 30.0]
+from helpers.agent import VERTEX, fake_classify, fake_reco   # the same fixed measurements
 
 
 def fake_vertex(ev):
     return {"status": "ok", "vertex_cm": VERTEX, "confidence": 0.9, "n_particles_at_vertex": 2}
-
-
-def fake_reco(ev):
-    return {"vertex": {"status": "ok", "vertex_cm": VERTEX},
-            "particles": [{"id": 0, "kind": "track", "pid": "muon", "length_cm": 40.0, "kinetic_energy_mev": 190.0,
-                           "michel": True, "distance_to_vertex_cm": 0.1, "visible": True},
-                          {"id": 1, "kind": "track", "pid": "proton", "length_cm": 4.0, "kinetic_energy_mev": 55.0,
-                           "michel": False, "distance_to_vertex_cm": 0.3, "visible": True}],
-            "interactions": [{"id": 0, "particles": [0, 1], "topology": "1mu 1p 0pi",
-                              "counts": {"muon": 1, "proton": 1, "electron": 0, "pion": 0, "photon": 0,
-                                         "kaon": 0, "michel": 1, "track": 2, "shower": 0}}],
-            "topology": "1mu 1p 0pi", "visible_energy_mev": 300.0}
-
-
-def fake_classify(ev):
-    return {"predicted_class": "numu_cc", "probabilities": {"nue_cc": 0.05, "numu_cc": 0.9, "nc": 0.05}}
 
 
 def fake_similar(target, k=10, **kw):
