@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from larsight import events  # noqa: E402
 from larsight.agent.toolset import TOOL_NAMES, TOOLS  # noqa: E402
+from helpers.processes import stop
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_S = 900     # the whole conversation; models load on the first call (2 shared cores)
@@ -174,12 +175,7 @@ def test_mcp_over_http(folders, tmp_path):
 
         anyio.run(main)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log)
 
 
 def test_langchain_example_runs_offline(tmp_path):

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers.processes import stop
 
 pytest.importorskip("langchain_openai", reason="the openai brain's extra")
 
@@ -122,12 +123,7 @@ def transformers_server(smollm2_dir, tmp_path):
                 time.sleep(1)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log)
 
 
 def test_ask_through_transformers_serve(transformers_server, tmp_path):
