@@ -34,12 +34,14 @@ from langgraph.errors import GraphRecursionError
 from pydantic import BaseModel, Field
 
 from .brains import default_brain_name, make_brain
+from .claims import Claim
 from .compose import compose
 from .evidence import Evidence
 from .graph import (MAX_ACTIONS, MAX_REVISIONS, build_graph, recursion_limit_for, turn_input)
 from .intents import intents
+from .render import render
 from .toolset import ToolSet, register
-from .validate import Check, annotate, check_claims, checks_table, extract_claims
+from .validate import Check, check_claims, checks_table
 
 __all__ = ["Agent", "Answer", "Step", "ToolCall", "ask", "stream", "default_db_path", "get_agent"]
 
@@ -63,7 +65,7 @@ class Step(BaseModel):
     """One node of the loop as it ran."""
 
     index: int
-    node: str = Field(description="intake, reason, observe, verify, answer, validate or finish")
+    node: str = Field(description="intake, plan, observe, verify, compose, validate or finish")
     text: str = ""
     t: float = Field(0.0, description="seconds since the question arrived")
     seconds: Optional[float] = None
@@ -72,10 +74,13 @@ class Step(BaseModel):
     arguments: Optional[dict[str, Any]] = None
     call: Optional[ToolCall] = None
     scores: Optional[dict[str, float]] = None
+    action: Optional[str] = Field(None, description="plan: tool, answer, answer without tools or refuse")
+    claims: Optional[dict[str, int]] = Field(None, description="validate: verdict counts; compose: typed / "
+                                             "from_text claim counts")
 
     def __str__(self) -> str:
         head = f"[{self.t:6.2f}s] {self.node:8s}"
-        if self.node == "reason" and self.decision == "tool":
+        if self.node == "plan" and self.decision == "tool":
             return f"{head} -> {self.tool}({self.arguments or {}})  {self.text}"
         if self.call is not None:
             status = "ok" if self.call.ok else f"ERROR {self.call.error}"
@@ -113,7 +118,13 @@ class Answer(BaseModel):
     @property
     def drafts(self) -> list[str]:
         """Every answer the brain drafted this turn, the last being ``text`` before flags."""
-        return [s.text for s in self.steps if s.node == "answer"]
+        return [s.text for s in self.steps if s.node == "compose"]
+
+    @property
+    def first_draft_checks(self) -> dict[str, int]:
+        """Verdict counts of the first draft's claims, before any revision (empty: not validated)."""
+        first = next((s for s in self.steps if s.node == "validate" and s.claims is not None), None)
+        return dict(first.claims) if first else {}
 
     @property
     def n_supported(self) -> int:
@@ -129,31 +140,14 @@ class Answer(BaseModel):
 
     @property
     def values(self) -> dict[str, Any]:
-        """What the answer states, by kind (from its claims): ``event_class``, ``vertex_cm``,
+        """What the answer states, by kind, from its typed claims (those read from a language
+        model's text only when the answer has no typed claim): ``event_class``, ``vertex_cm``,
         ``counts`` {particle: n}, ``present`` / ``absent`` particle lists, ``michel`` (bool),
-        ``track_length_cm``, ``shower_gap_cm``, ``shower_dedx_mev_cm``."""
+        ``track_length_cm``, ``shower_gap_cm``, ``shower_dedx_mev_cm``, ``energy_mev`` {subject: MeV}."""
+        claims = [c.claim for c in self.claims if c.claim.source == "tools"] or [c.claim for c in self.claims]
         out: dict[str, Any] = {}
-        for c in self.claims:
-            cl = c.claim
-            if cl.kind == "event_class" and cl.qualifier != "not":
-                out.setdefault("event_class", cl.label)
-            elif cl.kind == "vertex":
-                out.setdefault("vertex_cm", list(cl.vector))
-            elif cl.kind == "count":
-                out.setdefault("counts", {}).setdefault(cl.particle, int(cl.value))
-            elif cl.kind == "absent":
-                out.setdefault("counts", {}).setdefault(cl.particle, 0)
-                out.setdefault("absent", []).append(cl.particle)
-            elif cl.kind == "present":
-                out.setdefault("present", []).append(cl.particle)
-            elif cl.kind == "michel":
-                out.setdefault("michel", cl.qualifier != "absent")
-            elif cl.kind == "track_length":
-                out.setdefault("track_length_cm", cl.value)
-            elif cl.kind == "shower_gap" and cl.value is not None:
-                out.setdefault("shower_gap_cm", cl.value)
-            elif cl.kind == "shower_dedx" and cl.value is not None:
-                out.setdefault("shower_dedx_mev_cm", cl.value)
+        for cl in claims:
+            _add_value(out, cl)
         return out
 
     def table(self) -> str:
@@ -184,6 +178,31 @@ class Answer(BaseModel):
         return (f"<div><p><b>Q:</b> {html.escape(self.question)}</p><p><b>A:</b> {html.escape(self.text)}</p>"
                 f"<p style='color:#666'>brain {html.escape(self.brain)}, {self.latency_s:.2f}s, tools: "
                 f"{html.escape(', '.join(self.trajectory) or 'none')}</p>{table}</div>")
+
+
+def _add_value(out: dict, cl: Claim) -> None:
+    """One claim into ``Answer.values`` (the first claim of a kind wins)."""
+    k = cl.kind
+    if k == "event_class" and cl.qualifier != "not":
+        out.setdefault("event_class", cl.label)
+    elif k == "vertex":
+        out.setdefault("vertex_cm", list(cl.value))
+    elif k in ("count", "absent"):
+        out.setdefault("counts", {}).setdefault(cl.subject, int(cl.number or 0))
+        if not cl.number:
+            out.setdefault("absent", []).append(cl.subject)
+    elif k == "present":
+        out.setdefault("present", []).append(cl.subject)
+    elif k == "michel":
+        out.setdefault("michel", cl.qualifier != "absent")
+    elif k == "track_length":
+        out.setdefault("track_length_cm", cl.number)
+    elif k == "shower_gap" and cl.number is not None:
+        out.setdefault("shower_gap_cm", cl.number)
+    elif k == "shower_dedx" and cl.number is not None:
+        out.setdefault("shower_dedx_mev_cm", cl.number)
+    elif k == "energy" and cl.number is not None:
+        out.setdefault("energy_mev", {}).setdefault(cl.subject, cl.number)
 
 
 def default_db_path() -> Path:
@@ -316,6 +335,27 @@ class Agent:
         """Delete a persistent thread (its history and memory)."""
         self.graph(True).checkpointer.delete_thread(str(thread_id))
 
+    def feedback(self, answer: Answer, verdict: Optional[str] = None, corrections: Any = None, comment: str = "",
+                 *, author: str = "", better_than: Optional[Answer] = None, db: Optional[str | os.PathLike] = None) -> int:
+        """Store an expert's feedback on ``answer`` with its full context (event, question, tools,
+        claim table, model versions) in the feedback database (``agent.feedback``; ``db``: a SQLite
+        file or SQLAlchemy URL, default ``feedback.sqlite`` beside this agent's conversations).
+        ``verdict``: 'up' / 'down'; ``corrections`` by claim row, e.g. ``{1: "52 cm", 0: "photon",
+        2: "wrong"}`` or a list of ``{"claim", "mark", "value", "unit", "label"}``; ``better_than``:
+        another answer to the same question that this one beats. Returns the feedback id."""
+        from .feedback import FeedbackStore, corrections_from, model_versions, record_from_answer
+
+        target = db if db is not None else (self.db_path.parent / "feedback.sqlite" if self.db_path else None)
+        store = FeedbackStore(target)
+        try:
+            models = model_versions(self)
+            worse = store.record_answer(better_than, models) if better_than is not None else None
+            record = record_from_answer(answer, models).model_dump(mode="json")   # stored with the feedback
+            return store.add({"answer": record, "verdict": verdict, "corrections": corrections_from(corrections),
+                              "comment": comment or "", "author": author or "", "better_than": worse}, source="api")
+        finally:
+            store.close()
+
     def history(self, thread_id: str) -> list[dict]:
         """The turns of a persistent thread: question, event, answer, tools."""
         return list(self.graph(True).get_state(self._config(thread_id)).values.get("history") or [])
@@ -331,11 +371,13 @@ class Agent:
         if text is None or stop:
             # the loop did not finish: answer from what was measured
             found = intents(state.get("clean_question") or question)
-            body = compose(question, found, obs + mem, ev) if found and obs else \
-                "I could not finish answering."
-            checks = check_claims(extract_claims(body), ev)
-            text = annotate(body, checks) + f" (Stopped early: {stop or 'the loop did not finish'}.)"
-            claims = checks
+            if found and obs:
+                comp = compose(question, found, obs + mem, ev)
+                claims = check_claims(comp.claims, ev)
+                body = render(comp, claims)
+            else:
+                body, claims = "I could not finish answering.", []
+            text = body + f" (Stopped early: {stop or 'the loop did not finish'}.)"
         else:
             claims = [Check.model_validate(c) for c in state.get("checks") or []]
         return Answer(question=question, event=state.get("event"), text=text, event_class=ev.event_class,
@@ -356,7 +398,8 @@ def _to_step(s: dict, obs_by_id: dict) -> Step:
                         purpose=o.get("purpose", "action"), id=o.get("id"))
     return Step(index=int(s.get("index", 0)), node=s.get("node", "?"), text=s.get("text", ""),
                 t=float(s.get("t", 0.0)), seconds=s.get("seconds"), decision=s.get("decision"),
-                tool=s.get("tool"), arguments=s.get("arguments"), call=call, scores=s.get("scores"))
+                tool=s.get("tool"), arguments=s.get("arguments"), call=call, scores=s.get("scores"),
+                action=s.get("action"), claims=s.get("claims"))
 
 
 # ============================================================================ module level

@@ -20,6 +20,9 @@ validator's feedback on its last draft) and returns a ``Decision``: run one tool
   reconstruction behind a classification's reasons) and a templated answer grounded in the
   numbers, plus the VLM's own explanation where the question asks why (validated like the rest:
   contradicted parts are revised away).
+- ``ActionVLMBrain`` (``vlm`` with ``policy="actions"`` or ``$LARSIGHT_VLM_POLICY=actions``, in
+  ``agent.vlm_actions``): the VLM writes the action in the grammar of ``agent.actions`` (tool
+  calls with arguments, an answer, a refusal) under constrained decoding; no keyword rule.
 - ``OpenAIBrain`` (``openai``): any OpenAI-compatible chat endpoint with tool calling
   (vLLM, Ollama, llama.cpp server) through ``langchain_openai.ChatOpenAI``, or any LangChain
   chat model passed in (tests use LangChain's fake chat models).
@@ -42,10 +45,15 @@ from .toolset import TOOL_NAMES, TOOLS
 from .vlm_brain import VLMBrain
 
 __all__ = ["Context", "Decision", "Brain", "RulesBrain", "VLMBrain", "OpenAIBrain", "make_brain",
-           "default_brain_name", "BRAINS", "SYSTEM_PROMPT", "EndpointError",
-           "parse_text_tool_calls", "TOOL_FORMATS"]
+           "default_brain_name", "BRAINS", "VLM_POLICIES", "SYSTEM_PROMPT", "EndpointError",
+           "parse_text_tool_calls", "TOOL_FORMATS", "TEXT_STOP"]
 
 BRAINS = ("rules", "vlm", "openai")
+VLM_POLICIES = ("keywords", "actions")
+"""How the vlm brain chooses: ``keywords`` (the default until an action-trained adapter beats it
+on the dev suite: the question's keyword intents narrow the tools the VLM scores) or ``actions``
+(``agent.vlm_actions``: the VLM writes the action under the grammar, no keyword rule). Chosen
+with ``make_brain("vlm", policy=...)`` or ``$LARSIGHT_VLM_POLICY``."""
 
 
 # ============================================================================ rules
@@ -107,6 +115,22 @@ _TEXT_DEMO = (
 )
 """One worked exchange shown before the question in ``text`` mode: small models copy a
 demonstrated call far more reliably than they follow a described format."""
+
+TEXT_STOP = ("</tool_call>", "<tool_output>", "</draft>")
+"""Stop sequences sent with every request in ``text`` mode: the reply ends at the close of its
+first tool call (one tool per step; ``parse_text_tool_calls`` reads a call without its closing
+tag) or where a small model starts to invent a tool result or a validator draft. Without them a
+135M model on a CPU spent most of its reply tokens (about 70 ms each) on such text, never used."""
+
+
+def _cut_at_stop(text: str) -> str:
+    """The reply without a trailing stop sequence that marks invented text (some servers, e.g.
+    ``transformers serve``, keep the stop sequence in the reply); a closing ``</tool_call>``
+    stays, it belongs to the call."""
+    for stop in TEXT_STOP[1:]:
+        if text.endswith(stop):
+            return text[:-len(stop)].rstrip()
+    return text
 
 
 class EndpointError(RuntimeError):
@@ -231,8 +255,12 @@ class OpenAIBrain:
     def _chat_model(self, name: str) -> Any:
         from langchain_openai import ChatOpenAI
 
+        # stop sequences in text mode only: a server that parses native tool calls (vLLM's
+        # hermes parser) needs the closing tag in the model's text
+        stop = list(TEXT_STOP) if self.tool_format == "text" else None
         return ChatOpenAI(base_url=self.base_url, model=name, temperature=self.temperature, timeout=self.timeout,
-                          max_retries=self.max_retries, max_tokens=self.max_tokens or None, api_key=self.api_key)
+                          max_retries=self.max_retries, max_tokens=self.max_tokens or None, api_key=self.api_key,
+                          stop=stop)
 
     def _use(self, model: Any) -> None:
         self.raw_model = model
@@ -336,6 +364,8 @@ class OpenAIBrain:
         except Exception as e:  # noqa: BLE001 - the server's failure, said in one line
             raise EndpointError(self._failure(e)) from None
         how = "model"
+        if self.tool_format == "text":
+            text = _cut_at_stop(text)
         if not calls and self.tool_format != "native":
             calls = parse_text_tool_calls(text)
             how = "model (tool call written as text)"
@@ -369,7 +399,8 @@ def default_brain_name() -> str:
 
 
 def make_brain(brain: Any = None, **kw) -> Any:
-    """A brain from a name ('rules', 'vlm', 'openai'), an instance, or None (the default)."""
+    """A brain from a name ('rules', 'vlm', 'openai'), an instance, or None (the default);
+    ``policy`` ('keywords' or 'actions', see ``VLM_POLICIES``) picks how the vlm brain chooses."""
     if brain is None:
         brain = default_brain_name()
     if not isinstance(brain, str):
@@ -379,6 +410,13 @@ def make_brain(brain: Any = None, **kw) -> Any:
     if brain == "rules":
         return RulesBrain()
     if brain == "vlm":
+        policy = kw.pop("policy", None) or os.environ.get("LARSIGHT_VLM_POLICY") or "keywords"
+        if policy not in VLM_POLICIES:
+            raise ValueError(f"unknown vlm policy {policy!r}; choose from {', '.join(VLM_POLICIES)}")
+        if policy == "actions":
+            from .vlm_actions import ActionVLMBrain   # the grammar decoder needs xgrammar
+
+            return ActionVLMBrain(**kw)
         return VLMBrain(**kw)
     if brain == "openai":
         return OpenAIBrain(**kw)

@@ -1,85 +1,139 @@
-"""Claims: the typed physics statements an answer makes about the event, read from its text.
+"""Claims: the typed physics statements an answer makes about the event.
 
-    from larsight.agent.claims import extract_claims
-    extract_claims("nu_mu CC: a 45.3 cm MIP-like muon track leaves the vertex ...")
+    from larsight.agent.claims import Claim
+    Claim(kind="track_length", subject="muon", value=45.3, unit="cm", tool="reconstruct")
 
-Claims are typed (``Claim.kind``):
+Inside the agent an answer is a list of typed claims (``agent.render.Composition``, written by
+``agent.compose`` from the tools' measurements, checked by ``agent.validate`` and rendered to
+English once, at the end, by ``agent.render``). A claim's value is in the canonical unit of its
+kind (cm, MeV, MeV/cm, a count); a unit the question asks for (m, mm, GeV, keV) is applied
+when it is rendered.
 
-==================  ====================================================  =======================
-kind                example phrases                                       checked against
-==================  ====================================================  =======================
-event_class         "nu_e CC: ...", "this is an NC event", "not NC"       classify_event argmax
-present / absent    "a muon track", "no muon is seen", "without a pion"   reconstruct counts
-count               "2 protons", "three tracks", topology "1mu 2p 0pi"    reconstruct counts
-track_length        "a 45.3 cm MIP-like track", "longest track, 45 cm"    reconstruct track lengths
-shower_dedx         "start dE/dx 2.1 MeV/cm", "1 MIP", "two MIPs"         shower trunk dE/dx
-shower_gap          "starts at the vertex", "after a gap of 12 cm"        shower start - vertex
-vertex              "vertex at (x, y, z) cm"                              find_vertex
-michel              "ends in a Michel electron", "without a Michel"       reconstruct / segment
-energy              "a 350 MeV electron shower", "visible energy 1.20 GeV"  reconstruct / segment
-==================  ====================================================  =======================
+==================  =========================  ===========  ===================================
+kind                subject                    value, unit  checked against
+==================  =========================  ===========  ===================================
+event_class         event                      label        classify_event argmax
+present / absent    particle species           count        reconstruct counts
+count               species, track, shower     count        reconstruct counts
+track_length        species or track           cm           reconstruct track lengths
+shower_dedx         electron, photon, shower   MeV/cm       shower trunk dE/dx (or mip1 / mip2)
+shower_gap          electron, photon, shower   cm           shower start - vertex (or attached)
+vertex              vertex                     (x,y,z) cm   find_vertex
+michel              michel                     count|None   reconstruct / segment
+energy              species, shower, visible   MeV          reconstruct / segment
+==================  =========================  ===========  ===================================
 
-Hypothetical and definitional language ("a photon would convert after ...", "unlike a
-muon", "not the two MIPs of a photon") is not a claim about the event and is skipped.
-
-An answer is read sentence by sentence and clause by clause (split at ';' and ' but '); each
-clause goes through the patterns of ``_EXTRACTORS`` in order, and words one pattern has read
-are not read again by a later one. ``agent.validate`` checks the claims against the tools'
-measurements.
+**Free text written by a language model** (the VLM's explanation sentence, the openai brain's
+answer) has no typed claims: ``extract_claims`` reads them from its words (``source="text"``).
+This is the only place English is parsed back into claims. Hypothetical and definitional
+language ("a photon would convert after ...", "unlike a muon", "not the two MIPs of a photon")
+is not a claim about the event and is skipped. The text is read sentence by sentence and clause
+by clause (split at ';' and ' but '); each clause goes through the patterns of ``_EXTRACTORS``
+in order, and words one pattern has read are not read again by a later one.
 """
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Claim", "ClaimKind", "extract_claims", "split_sentences", "split_clauses"]
+__all__ = ["Claim", "ClaimKind", "Unit", "extract_claims", "split_sentences", "split_clauses", "make_claim", "unique"]
 
 ClaimKind = Literal["event_class", "present", "absent", "count", "track_length", "shower_dedx",
                     "shower_gap", "vertex", "michel", "energy"]
+Unit = Literal["cm", "MeV", "MeV/cm", "count"]
+
+UNIT_OF: dict[str, Optional[str]] = {
+    "event_class": None, "present": "count", "absent": "count", "count": "count", "track_length": "cm",
+    "shower_dedx": "MeV/cm", "shower_gap": "cm", "vertex": "cm", "michel": "count", "energy": "MeV"}
+"""The canonical unit of each kind's value."""
+
+_GENERIC = ("event", "vertex", "track", "shower", "visible")
 
 
 class Claim(BaseModel):
-    """One typed claim found in an answer."""
+    """One typed claim about the event (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True)
 
     kind: ClaimKind
-    text: str = Field(description="the words of the answer that make the claim")
-    sentence: int = Field(0, description="index of the sentence (split_sentences) holding it")
-    start: int = Field(0, description="character offset of the claim in the answer")
-    particle: Optional[str] = Field(None, description="muon, electron, photon, proton, pion, kaon, "
-                                    "pi0, track, shower or michel")
-    value: Optional[float] = Field(None, description="number claimed, in the unit of the kind "
-                                   "(cm, MeV/cm, MeV, count)")
-    vector: Optional[tuple[float, float, float]] = Field(None, description="vertex (x, y, z) cm")
-    label: Optional[str] = Field(None, description="event class claimed (nue_cc, numu_cc, nc)")
-    qualifier: Optional[str] = Field(None, description="longest, mip1, mip2, attached, "
-                                     "not_attached, visible, not (a negated class)")
+    subject: str = Field(description="event, vertex, a particle species (muon, electron, photon, proton, "
+                         "pion, kaon, pi0), track, shower, michel or visible (the deposited energy)")
+    value: Union[float, tuple[float, float, float], str, None] = Field(
+        None, description="the claimed value in ``unit`` (a class label for event_class)")
+    unit: Optional[Unit] = None
+    tool: Optional[str] = Field(None, description="the tool whose measurement the claim states (typed claims)")
+    qualifier: Optional[str] = Field(None, description="longest, mip1, mip2, attached, not_attached, "
+                                     "visible, absent, topology, not (a negated class)")
+    source: Literal["tools", "text"] = Field("tools", description="composed from the tools' measurements, "
+                                             "or read from a language model's free text")
+    text: str = Field("", description="free text only: the words that make the claim")
+    sentence: int = Field(0, description="free text only: index of the sentence (split_sentences) holding it")
+    start: int = Field(0, description="free text only: character offset of the claim in the text")
+
+    @property
+    def particle(self) -> Optional[str]:
+        """The species (or track / shower for counts) the claim is about; None when generic."""
+        if self.kind in ("count", "present", "absent"):
+            return self.subject
+        return None if self.subject in _GENERIC else self.subject
+
+    @property
+    def label(self) -> Optional[str]:
+        return self.value if self.kind == "event_class" and isinstance(self.value, str) else None
+
+    @property
+    def number(self) -> Optional[float]:
+        return float(self.value) if isinstance(self.value, (int, float)) else None
+
+    def key(self) -> tuple:
+        """What the claim says, without where it was said (claims with one key are one claim)."""
+        return (self.kind, self.subject, self.value, self.qualifier)
 
     def describe(self) -> str:
-        k = self.kind
+        k, v = self.kind, self.value
         if k == "event_class":
-            return f"class {'is not' if self.qualifier == 'not' else 'is'} {self.label}"
+            return f"class {'is not' if self.qualifier == 'not' else 'is'} {v}"
         if k == "vertex":
-            return "vertex at (" + ", ".join(f"{c:.1f}" for c in self.vector or ()) + ") cm"
+            return "vertex at (" + ", ".join(f"{c:.1f}" for c in v or ()) + ") cm"
         if k in ("present", "absent"):
-            return f"{self.particle} {k}"
+            return f"{self.subject} {k}"
         if k == "count":
-            return f"{int(self.value or 0)} {self.particle}"
+            return f"{int(self.number or 0)} {self.subject}"
         if k == "track_length":
-            return f"{self.qualifier + ' ' if self.qualifier else ''}{self.particle or 'track'} length {self.value:.1f} cm"
+            return f"{self.qualifier + ' ' if self.qualifier else ''}{self.particle or 'track'} length {v:.1f} cm"
         if k == "shower_dedx":
             return (f"{self.particle or 'shower'} start dE/dx "
-                    + (f"{self.value:.1f} MeV/cm" if self.value is not None else self.qualifier or ""))
+                    + (f"{v:.1f} MeV/cm" if self.number is not None else self.qualifier or ""))
         if k == "shower_gap":
             return (f"{self.particle or 'shower'} "
                     + ({"attached": "starts at the vertex", "not_attached": "does not start at the vertex"}
-                       .get(self.qualifier or "", f"gap {self.value:.1f} cm" if self.value is not None else "gap")))
+                       .get(self.qualifier or "", f"gap {v:.1f} cm" if self.number is not None else "gap")))
         if k == "michel":
             return "Michel electron at a track end" + (" (absent)" if self.qualifier == "absent" else "")
         if k == "energy":
-            return f"{self.particle or 'visible'} energy {self.value:.0f} MeV"
+            return f"{self.particle or 'visible'} energy {v:.0f} MeV"
         return k
+
+
+def make_claim(kind: str, *, particle: Optional[str] = None, value=None, vector=None, label: Optional[str] = None,
+               qualifier: Optional[str] = None, **kw) -> Claim:
+    """A claim from the parts a phrase names (the species or none, a number, a vector, a class)."""
+    if kind == "event_class":
+        subject, val = "event", label
+    elif kind == "vertex":
+        subject, val = "vertex", tuple(vector)
+    elif kind == "michel":
+        subject, val = "michel", value
+    elif kind == "energy" and qualifier == "visible":
+        subject, val = "visible", value
+    else:
+        default = {"track_length": "track", "shower_dedx": "shower", "shower_gap": "shower",
+                   "energy": "shower"}.get(kind, "track")
+        subject, val = particle or default, value
+    return Claim(kind=kind, subject=subject, value=val, unit=UNIT_OF.get(kind) if val is not None else None,
+                 qualifier=qualifier, **kw)
 
 
 # ============================================================================ sentences
@@ -179,7 +233,8 @@ def _energy_mev(value: str, unit: str) -> float:
 
 # ============================================================================ extraction
 def extract_claims(text: str) -> list[Claim]:
-    """The typed claims of an answer, in order of appearance (see the module docstring)."""
+    """The claims of free text written by a language model, in order of appearance (the only
+    reader of English; see the module docstring)."""
     claims: list[Claim] = []
     # text between backticks is quoted data (file names, other events' summaries, tool
     # errors), not a claim about this event: blank it, keeping every offset
@@ -191,12 +246,15 @@ def extract_claims(text: str) -> list[Claim]:
             base = a + off
             claims += _claims_in_clause(clause, si, base, first=(si == 0 and off == 0), prev=prev)
             prev = clause
-    # one claim per (kind, particle, value, qualifier, label, vector): repeats add nothing
+    return unique(claims)
+
+
+def unique(claims: list[Claim]) -> list[Claim]:
+    """The claims without repeats (one per ``Claim.key``), in order."""
     seen, out = set(), []
     for c in claims:
-        key = (c.kind, c.particle, c.value, c.qualifier, c.label, c.vector)
-        if key not in seen:
-            seen.add(key)
+        if c.key() not in seen:
+            seen.add(c.key())
             out.append(c)
     return out
 
@@ -247,8 +305,8 @@ class _ClauseReader:
 
     def add(self, kind: str, m, group=0, **kw) -> None:
         """A claim of ``kind`` made by the words of group ``group`` of the match ``m``."""
-        self.out.append(Claim(kind=kind, text=m.group(group).strip(), sentence=self.si,
-                              start=self.base + m.start(group), **kw))
+        self.out.append(make_claim(kind, source="text", text=m.group(group).strip(), sentence=self.si,
+                                   start=self.base + m.start(group), **kw))
 
 
 def _event_class_claims(r: _ClauseReader) -> None:
@@ -300,8 +358,8 @@ def _topology_claims(r: _ClauseReader) -> None:
                 counts[{"mu": "muon", "e": "electron", "p": "proton", "pi": "pion",
                         "gamma": "photon", "K": "kaon"}[mm[2]]] = int(mm[1])
         for k, v in counts.items():
-            out.append(Claim(kind="count", text=topo, sentence=r.si, start=r.base + m.start(),
-                             particle=k, value=float(v), qualifier="topology"))
+            out.append(make_claim("count", source="text", text=topo, sentence=r.si, start=r.base + m.start(),
+                                  particle=k, value=float(v), qualifier="topology"))
         r.take(m)
 
 

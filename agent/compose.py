@@ -1,60 +1,87 @@
-"""Answers written from the tools' measurements, for the intents a question has
+"""Answers composed from the tools' measurements as typed claims, for the intents a question has
 (``agent.intents``).
 
-``compose(question, intents, observations, evidence)`` writes the answer from the
-observations, in sentences the validator reads back (``agent.validate``): every number in an
-answer comes from a tool. Data that is not a claim about the event (other events' summaries,
-file names, error messages) is quoted in backticks, which the validator skips.
-``general_answer`` answers a question that needs no tool (a definition, or a polite refusal).
+``compose(question, intents, observations, evidence)`` returns an ``agent.render.Composition``:
+sentences whose claims (``agent.claims.Claim``) carry the measured values and the tool that
+measured them, in the units the question asks for (``render.units_from_question``). Nothing here
+writes a number into text: ``agent.render`` does, once, at the end; ``agent.validate`` checks the
+claims directly. Data that is not a claim about the event (other events' summaries, file names,
+error messages) is plain text quoted in backticks. ``general_answer`` answers a question that
+needs no tool (a definition, or a polite refusal).
 """
 from __future__ import annotations
 
 import re
 from typing import Optional
 
-from larsight.events.vocabulary import CLASS_TEXT, MIP_DEDX
+from larsight.events.vocabulary import CLASS_TEXT
 from larsight.qformer.corpus import DEFINITIONS
 
+from .claims import Claim
 from .evidence import Evidence, ParticleEvidence
+from .render import NOUNS, Composition, Sentence, units_from_question
 
 __all__ = ["compose", "general_answer"]
 
 
-_NOUN = {"muon": ("muon", "muons"), "electron": ("electron", "electrons"), "photon": ("photon", "photons"),
-         "proton": ("proton", "protons"), "pion": ("charged pion", "charged pions"), "kaon": ("kaon", "kaons"),
-         "pi0": ("pi0", "pi0s"), "track": ("track", "tracks"), "shower": ("shower", "showers"),
-         "michel": ("Michel electron", "Michel electrons")}
+def _s(template: str, *claims: Claim) -> Sentence:
+    return Sentence(template=template, claims=list(claims))
 
 
-def _count_phrase(p: str, n: int, plural_none: bool = False) -> str:
-    one, many = _NOUN.get(p, (p, p + "s"))
-    return f"no {many if plural_none else one}" if n == 0 else f"{n} {one if n == 1 else many}"
+def _tool(ev: Evidence, what: str, default: str) -> str:
+    return ev.tools.get(what, default)
 
 
-def _vec(v) -> str:
-    return "(" + ", ".join(f"{x:.1f}" for x in v) + ") cm"
+def _count(ev: Evidence, subject: str) -> Claim:
+    """The measured count of ``subject`` ('absent' when none)."""
+    n = ev.count(subject) or 0
+    return Claim(kind="count" if n else "absent", subject=subject, value=float(n), unit="count",
+                 tool=_tool(ev, "particles", "reconstruct"))
 
 
-def _particle_clause(p: ParticleEvidence) -> str:
-    e = f"{p.energy_mev:.0f} MeV " if p.energy_mev is not None else ""
-    noun = _NOUN.get(p.type, (p.type, ""))[0] if p.type != "unknown" else p.kind
+def _present(ev: Evidence, p) -> list[Claim]:
+    """'there is a <species>' for a particle (or a species name) of a known type."""
+    t = p if isinstance(p, str) else p.type
+    return [Claim(kind="present", subject=t, value=1.0, unit="count", tool=_tool(ev, "particles", "reconstruct"))] \
+        if t in NOUN_TYPES else []
+
+
+NOUN_TYPES = ("muon", "electron", "photon", "proton", "pion", "kaon")
+
+
+def _particle_clause(p: ParticleEvidence, ev: Evidence, first: int = 0) -> tuple[str, list[Claim]]:
+    """A particle as a phrase with slots numbered from ``first``, and its claims."""
+    tool = _tool(ev, "particles", "reconstruct")
+    claims = _present(ev, p)
+    e = ""
+    if p.energy_mev is not None:
+        e = f"{{{first + len(claims)}}} "
+        claims.append(Claim(kind="energy", subject=p.type if p.type != "unknown" else p.kind, value=p.energy_mev,
+                            unit="MeV", tool=tool))
+    noun = NOUNS.get(p.type, (p.type,))[0] if p.type != "unknown" else p.kind
     if p.kind == "track":
         s = f"a {e}{noun}" if p.type != "unknown" else f"a {e}track-like particle"
         if e and p.energy_is_lower_bound:
             # a track that leaves the volume (or may have interacted) only bounds its energy
             s += " (a lower bound: it leaves the detector or may have interacted)"
         if p.length_cm is not None:
-            s += f" with a {p.length_cm:.1f} cm track"
+            s += f" with a {{{first + len(claims)}}} track"
+            claims.append(Claim(kind="track_length", subject=p.type if p.type != "unknown" else "track",
+                                value=p.length_cm, unit="cm", tool=tool))
         if p.michel:
             s += " ending with a Michel electron"
-        return s
+            claims.append(Claim(kind="michel", subject="michel", tool=_tool(ev, "michel", "reconstruct")))
+        return s, claims
     s = f"a {e}{noun} shower" if p.type in ("electron", "photon") else f"a {e}shower"
     bits = []
+    sub = p.type if p.type in ("electron", "photon") else "shower"
     if p.gap_cm is not None:
-        bits.append(f"that starts {p.gap_cm:.1f} cm from the vertex")
+        bits.append(f"that starts {{{first + len(claims)}}} from the vertex")
+        claims.append(Claim(kind="shower_gap", subject=sub, value=p.gap_cm, unit="cm", tool=tool))
     if p.start_dedx_mev_cm is not None:
-        bits.append(f"with {p.start_dedx_mev_cm:.1f} MeV/cm at its start")
-    return s + (" " + " ".join(bits) if bits else "")
+        bits.append(f"with {{{first + len(claims)}}} at its start")
+        claims.append(Claim(kind="shower_dedx", subject=sub, value=p.start_dedx_mev_cm, unit="MeV/cm", tool=tool))
+    return s + (" " + " ".join(bits) if bits else ""), claims
 
 
 def _cap(s: str) -> str:
@@ -71,72 +98,64 @@ def _output(observations: list[dict], tool: str) -> Optional[dict]:
     return outs[-1] if outs else None
 
 
-def _err_sentence(tool: str, err: str) -> str:
+def _err(tool: str, err: str) -> Sentence:
     err = " ".join(str(err).split()).replace("`", "'")
-    return f"The {tool} tool failed: `{err[:300]}`."
+    return _s(f"The {tool} tool failed: `{err[:300]}`.")
 
 
-def compose(question: str, found: list[str], observations: list[dict], ev: Evidence) -> str:
-    """The answer to ``question`` for the intents ``found`` from the observations."""
-    out: list[str] = []
+def _missing(observations: list[dict], tool: str, shown_as: str, otherwise: str) -> Sentence:
+    err = _failed(observations, tool)
+    return _err(shown_as, err) if err else _s(otherwise)
+
+
+_PARTICLE_INTENTS = ("counts", "length", "dedx", "gap", "energy", "reasons")
+
+
+def compose(question: str, found: list[str], observations: list[dict], ev: Evidence) -> Composition:
+    """The answer to ``question`` for the intents ``found`` from the observations, as typed
+    sentences in the units the question asks for."""
+    out: list[Sentence] = []
     q = question.lower()
     done: set[str] = set()
-
-    def section(name: str) -> bool:
-        if name in done:
-            return False
-        done.add(name)
-        return True
-
     for it in found:
-        if it == "classify" and section("classify"):
-            part = _classify(ev, observations, reasons="reasons" in found)
-            asked = _asked_class(question)
-            if asked and ev.event_class and part:
-                part[0] = ("Yes. " if asked == ev.event_class else "No. ") + part[0]
-            out += part
-        elif it == "vertex" and section("vertex"):
-            out += _vertex(ev, observations)
-        elif it == "michel" and section("michel"):
-            if ev.michel_at_track_end() is None:
-                err = _failed(observations, "reconstruct") or _failed(observations, "segment")
-                out.append(_err_sentence("reconstruct", err) if err else "Michel electrons were not measured.")
-            else:
-                out += _michel(ev)
-        elif it in ("counts", "length", "dedx", "gap", "energy", "reasons"):
-            if ev.particles is None:
-                if section("reco-missing"):
-                    err = _failed(observations, "reconstruct")
-                    out.append(_err_sentence("reconstruct", err) if err else
-                               "The particles were not reconstructed, so I cannot say.")
-                continue
-            if it == "counts" and section("counts"):
-                out += _counts(ev, q)
-            elif it == "length" and section("length"):
-                out += _length(ev, q)
-            elif it == "dedx" and section("dedx"):
-                out += _dedx(ev)
-            elif it == "gap" and section("gap"):
-                out += _gap(ev)
-            elif it == "energy" and section("energy"):
-                out += _energies(ev)
-        elif it == "visible_energy" and section("visible_energy"):
-            if ev.visible_energy_mev is not None:
-                out.append(f"The visible energy is {ev.visible_energy_mev:.0f} MeV.")
-            else:
-                err = _failed(observations, "segment")
-                out.append(_err_sentence("segment", err) if err else "The visible energy was not measured.")
-        elif it == "segment" and section("segment"):
-            out += _segment(observations)
-        elif it == "similar" and section("similar"):
-            out += _similar(observations)
-        elif it == "describe" and section("describe"):
-            out += _describe(observations, ev)
-        elif it == "render" and section("render"):
-            out += _render(observations)
+        key = "reco-missing" if it in _PARTICLE_INTENTS and ev.particles is None else it
+        if key in done:
+            continue
+        done.add(key)
+        if key == "reco-missing":
+            out.append(_missing(observations, "reconstruct", "reconstruct",
+                                "The particles were not reconstructed, so I cannot say."))
+        else:
+            out += _section(it, question, q, observations, ev)
     if not out:
-        out.append("The tools gave nothing to answer this question with.")
-    return " ".join(out)
+        out.append(_s("The tools gave nothing to answer this question with."))
+    return Composition(sentences=out, units=units_from_question(question))
+
+
+def _section(it: str, question: str, q: str, observations: list[dict], ev: Evidence) -> list[Sentence]:
+    """The sentences of one intent."""
+    if it == "classify":
+        part = _classify(ev, observations)
+        asked = _asked_class(question)
+        if asked and ev.event_class and part:
+            part[0] = part[0].model_copy(update={"template": ("Yes. " if asked == ev.event_class else "No. ")
+                                                 + part[0].template})
+        return part
+    if it == "vertex":
+        return _vertex(ev, observations)
+    if it == "michel":
+        if ev.michel_at_track_end() is None:
+            err = _failed(observations, "reconstruct") or _failed(observations, "segment")
+            return [_err("reconstruct", err) if err else _s("Michel electrons were not measured.")]
+        return _michel(ev)
+    if it == "visible_energy":
+        return [_visible(ev) if ev.visible_energy_mev is not None else
+                _missing(observations, "segment", "segment", "The visible energy was not measured.")]
+    sections = {"counts": lambda: _counts(ev, q), "length": lambda: _length(ev, q), "dedx": lambda: _dedx(ev),
+                "gap": lambda: _gap(ev), "energy": lambda: _energies(ev), "segment": lambda: _segment(observations),
+                "similar": lambda: _similar(observations), "describe": lambda: _describe(observations, ev),
+                "render": lambda: _render(observations)}
+    return sections[it]() if it in sections else []
 
 
 def _asked_class(question: str) -> Optional[str]:
@@ -149,66 +168,96 @@ def _asked_class(question: str) -> Optional[str]:
     return "nc" if c in ("nc",) or c.startswith("neutral") else "nue_cc" if c in ("nu_ecc", "nuecc") else "numu_cc"
 
 
-def _classify(ev: Evidence, observations: list[dict], reasons: bool) -> list[str]:
+def _class_claim(ev: Evidence) -> Claim:
+    return Claim(kind="event_class", subject="event", value=ev.event_class, tool=_tool(ev, "event_class", "classify_event"))
+
+
+def _classify(ev: Evidence, observations: list[dict]) -> list[Sentence]:
     if ev.event_class is None:
-        err = _failed(observations, "classify_event")
-        return [_err_sentence("classify_event", err) if err else "The event was not classified."]
+        return [_missing(observations, "classify_event", "classify_event", "The event was not classified.")]
     c = ev.event_class
     probs = ev.class_probabilities
     p = probs.get(c)
-    s = f"{CLASS_TEXT.get(c, c)}: the classifier gives p = {p:.2f}" if p is not None else f"{CLASS_TEXT.get(c, c)}."
+    s = f"{{0}}: the classifier gives p = {p:.2f}" if p is not None else "{0}"
     if probs:
         s += " (" + ", ".join(f"{CLASS_TEXT.get(k, k)} {v:.2f}" for k, v in
                               sorted(probs.items(), key=lambda kv: -kv[1])) + ")"
-    out = [s.rstrip(".") + "."]
+    out = [_s(s + ".", _class_claim(ev))]
     if ev.particles is None:
         return out
     mu = sorted(ev.of_type("muon"), key=lambda t: -(t.length_cm or 0))
     el = sorted(ev.of_type("electron"), key=lambda t: (t.gap_cm if t.gap_cm is not None else 1e9))
-    ph = ev.of_type("photon")
     if c == "numu_cc":
-        if mu:
-            m = mu[0]
-            s = f"The muon track is {m.length_cm:.1f} cm long" if m.length_cm is not None else "A muon is reconstructed"
-            if m.michel is True:
-                s += " and ends with a Michel electron"
-            out.append(s + ".")
-        else:
-            out.append("The reconstruction finds no muon, so this class is uncertain.")
-        if el:
-            out.append(f"The reconstruction also finds {_count_phrase('electron', len(el))}.")
+        out += _numu_reasons(ev, mu, el)
     elif c == "nue_cc":
-        if el:
-            e = el[0]
-            out.append(_cap(_particle_clause(e)) + ".")
-            if e.start_dedx_mev_cm is not None:
-                r = e.start_dedx_mev_cm / MIP_DEDX
-                out.append(f"Its start dE/dx of {e.start_dedx_mev_cm:.1f} MeV/cm is {r:.1f} MIP.")
-        else:
-            out.append("The reconstruction finds no electron shower, so this class is uncertain.")
-        if not mu:
-            out.append("No muon is reconstructed.")
+        out += _nue_reasons(ev, mu, el)
     else:
-        leptons = len(mu) + len(el)
-        if leptons == 0:
-            out.append("The reconstruction finds no muon and no electron.")
-        else:
-            out.append(f"The reconstruction finds {_count_phrase('muon', len(mu))} and "
-                       f"{_count_phrase('electron', len(el))}, so this class is uncertain.")
-        for g in ph[:2]:
-            out.append(_cap(_particle_clause(g)) + ".")
+        out += _nc_reasons(ev, mu, el)
     return out
 
 
-def _vertex(ev: Evidence, observations: list[dict]) -> list[str]:
+def _numu_reasons(ev: Evidence, mu: list, el: list) -> list[Sentence]:
+    tool = _tool(ev, "particles", "reconstruct")
+    out = []
+    if mu:
+        m = mu[0]
+        claims = [Claim(kind="present", subject="muon", value=1.0, unit="count", tool=tool)]
+        if m.length_cm is not None:
+            t = "The muon track is {1} long"
+            claims.append(Claim(kind="track_length", subject="muon", value=m.length_cm, unit="cm", tool=tool))
+        else:
+            t = "A muon is reconstructed"
+        if m.michel is True:
+            t += " and ends with a Michel electron"
+            claims.append(Claim(kind="michel", subject="michel", tool=_tool(ev, "michel", "reconstruct")))
+        out.append(_s(t + ".", *claims))
+    else:
+        out.append(_s("The reconstruction finds {0}, so this class is uncertain.", _count(ev, "muon")))
+    if el:
+        out.append(_s("The reconstruction also finds {0}.", _count(ev, "electron")))
+    return out
+
+
+def _nue_reasons(ev: Evidence, mu: list, el: list) -> list[Sentence]:
+    out = []
+    if el:
+        e = el[0]
+        phrase, claims = _particle_clause(e, ev)
+        out.append(_s(_cap(phrase) + ".", *claims))
+        if e.start_dedx_mev_cm is not None:
+            d = Claim(kind="shower_dedx", subject="electron", value=e.start_dedx_mev_cm, unit="MeV/cm",
+                      tool=_tool(ev, "particles", "reconstruct"))
+            out.append(_s("Its start dE/dx of {0} is {0:mip}.", d))
+    else:
+        out.append(_s("The reconstruction finds no electron shower, so this class is uncertain.",
+                      _count(ev, "electron")))
+    if not mu:
+        out.append(_s("No muon is reconstructed.", _count(ev, "muon")))
+    return out
+
+
+def _nc_reasons(ev: Evidence, mu: list, el: list) -> list[Sentence]:
+    out = []
+    if not mu and not el:
+        out.append(_s("The reconstruction finds no muon and no electron.", _count(ev, "muon"), _count(ev, "electron")))
+    else:
+        out.append(_s("The reconstruction finds {0} and {1}, so this class is uncertain.",
+                      _count(ev, "muon"), _count(ev, "electron")))
+    for g in ev.of_type("photon")[:2]:
+        phrase, claims = _particle_clause(g, ev)
+        out.append(_s(_cap(phrase) + ".", *claims))
+    return out
+
+
+def _vertex(ev: Evidence, observations: list[dict]) -> list[Sentence]:
     out = _output(observations, "find_vertex")
     if ev.vertex_cm is None:
         err = _failed(observations, "find_vertex")
         if err:
-            return [_err_sentence("find_vertex", err)]
+            return [_err("find_vertex", err)]
         status = (out or {}).get("status", "unknown")
-        return [f"No common interaction vertex was found (status `{status}`)."]
-    s = f"The vertex is at {_vec(ev.vertex_cm)}"
+        return [_s(f"No common interaction vertex was found (status `{status}`).")]
+    s = "The vertex is at {0}"
     if out:
         bits = []
         if out.get("n_particles_at_vertex") is not None:
@@ -220,142 +269,172 @@ def _vertex(ev: Evidence, observations: list[dict]) -> list[str]:
             bits.append(f"status `{out['status']}`")
         if bits:
             s += " (" + ", ".join(bits) + ")"
-    return [s + "."]
+    return [_s(s + ".", Claim(kind="vertex", subject="vertex", value=tuple(ev.vertex_cm), unit="cm",
+                              tool=_tool(ev, "vertex", "find_vertex")))]
 
 
 _ORDER = ("muon", "electron", "proton", "pion", "photon", "kaon")
+_YESNO = re.compile(r"\s*(is there|are there|does (it|the event|this event) (have|contain)|do you see|any\b|has it)")
 
 
-def _counts(ev: Evidence, q: str) -> list[str]:
-    out = []
+def _asked_species(q: str) -> list[str]:
     asked = [p for p in _ORDER if re.search(rf"\b{p}s?\b", q)]
     if re.search(r"\bgammas?\b", q) and "photon" not in asked:
         asked.append("photon")
     if re.search(r"\bleptons?\b", q):
         asked += [p for p in ("muon", "electron") if p not in asked]
+    return asked
+
+
+def _counts(ev: Evidence, q: str) -> list[Sentence]:
+    out = []
+    asked = _asked_species(q)
+    yesno = _YESNO.match(q) and not re.search(r"\bhow many\b", q)
     for p in asked:
-        n = ev.count(p) or 0
-        yesno = re.match(r"\s*(is there|are there|does (it|the event|this event) (have|contain)|do you see|"
-                         r"any\b|has it)", q) and not re.search(r"\bhow many\b", q)
-        prefix = ("Yes: " if n else "No: ") if yesno else ""
-        out.append(f"{prefix}the reconstruction finds {_count_phrase(p, n)}." if prefix else
-                   f"There {'is' if n == 1 else 'are'} {_count_phrase(p, n, plural_none=True)}.")
+        c = _count(ev, p)
+        if yesno:
+            out.append(_s(("Yes: " if c.value else "No: ") + "the reconstruction finds {0}.", c))
+        else:
+            out.append(_s(f"There {'is' if c.value == 1 else 'are'} {{0:pl}}.", c))
     if re.search(r"\btracks?\b|\bshowers?\b", q) and not asked:
-        nt = ev.count('track') or 0
-        out.append(f"There {'is' if nt == 1 else 'are'} {_count_phrase('track', nt, True)} and "
-                   f"{_count_phrase('shower', ev.count('shower') or 0, True)}.")
+        t, sh = _count(ev, "track"), _count(ev, "shower")
+        out.append(_s(f"There {'is' if t.value == 1 else 'are'} {{0:pl}} and {{1:pl}}.", t, sh))
     if not asked or re.search(r"\btopology\b|\bparticles\b|\blist\b|\bfinal[- ]state\b|\bcontent\b", q):
-        parts = [_count_phrase(p, ev.count(p) or 0) for p in _ORDER if (ev.count(p) or 0) or p in ("muon", "electron", "proton", "pion")]
-        out.append("The reconstruction finds " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "")
-                   + parts[-1] + ".")
-        vis = [p for p in (ev.particles or [])]
-        if vis and re.search(r"\blist\b|\bparticles\b|\benerg", q) and not re.search(r"\benerg", q):
-            out += _listing(vis)   # (an energy question lists them in its own section)
-    return [o[:1].upper() + o[1:] for o in out]
+        cs = [_count(ev, p) for p in _ORDER if (ev.count(p) or 0) or p in ("muon", "electron", "proton", "pion")]
+        slots = [f"{{{i}}}" for i in range(len(cs))]
+        out.append(_s("The reconstruction finds " + ", ".join(slots[:-1]) + (" and " if len(slots) > 1 else "")
+                      + slots[-1] + ".", *cs))
+        vis = list(ev.particles or [])
+        if vis and re.search(r"\blist\b|\bparticles\b", q) and not re.search(r"\benerg", q):
+            out += _listing(vis, ev)   # (an energy question lists them in its own section)
+    return out
 
 
-def _listing(parts: list[ParticleEvidence], limit: int = 8) -> list[str]:
+def _listing(parts: list[ParticleEvidence], ev: Evidence, limit: int = 8) -> list[Sentence]:
     parts = sorted(parts, key=lambda p: -(p.energy_mev or 0))
-    items = [_particle_clause(p) for p in parts[:limit]]
+    items, claims = [], []
+    for p in parts[:limit]:
+        phrase, cl = _particle_clause(p, ev, first=len(claims))
+        items.append(phrase)
+        claims += cl
     s = "Particles: " + "; ".join(items)
     if len(parts) > limit:
         s += f"; and {len(parts) - limit} smaller ones"
-    return [s + "."]
+    return [_s(s + ".", *claims)]
 
 
-def _michel(ev: Evidence) -> list[str]:
+def _michel(ev: Evidence) -> list[Sentence]:
     has = ev.michel_at_track_end()
+    tool = _tool(ev, "michel", "reconstruct")
     if has is None:
-        return ["Michel electrons were not measured."]
+        return [_s("Michel electrons were not measured.")]
     if has:
         carriers = [p for p in (ev.particles or []) if p.michel]
         where = f"the {carriers[0].type} track" if carriers and carriers[0].type != "unknown" else "a track"
-        return [f"Yes: a Michel electron is found at the end of {where}."]
-    return ["No: no Michel electron is found at a track end."]
+        return [_s(f"Yes: a Michel electron is found at the end of {where}.",
+                   Claim(kind="michel", subject="michel", tool=tool), *_present(ev, carriers[0] if carriers else ""))]
+    return [_s("No: no Michel electron is found at a track end.",
+               Claim(kind="michel", subject="michel", qualifier="absent", tool=tool))]
 
 
-def _length(ev: Evidence, q: str) -> list[str]:
+def _length(ev: Evidence, q: str) -> list[Sentence]:
     tracks = [p for p in ev.tracks if p.length_cm is not None]
     if not tracks:
-        return ["No track is reconstructed."]
+        return [_s("No track is reconstructed.", _count(ev, "track"))]
+    tool = _tool(ev, "particles", "reconstruct")
     asked = [p for p in ("muon", "proton", "pion", "kaon") if re.search(rf"\b{p}s?\b", q)]
     out = []
     for a in asked:
         ts = sorted([t for t in tracks if t.type == a], key=lambda t: -t.length_cm)
         if ts:
-            out.append(f"The {a} track is {ts[0].length_cm:.1f} cm long.")
+            out.append(_s("The {} track is {{{}}} long.".format(a, len(_present(ev, a))), *_present(ev, a),
+                          Claim(kind="track_length", subject=a, value=ts[0].length_cm, unit="cm", tool=tool)))
         else:
-            out.append(f"The reconstruction finds {_count_phrase(a, 0)}.")
+            out.append(_s("The reconstruction finds {0}.", _count(ev, a)))
     if not asked:
         t = max(tracks, key=lambda t: t.length_cm)
         who = f" ({t.type})" if t.type != "unknown" else ""
-        out.append(f"The longest track is {t.length_cm:.1f} cm long{who}.")
+        out.append(_s(f"The longest track is {{0}} long{who}.",
+                      Claim(kind="track_length", subject=t.type if t.type != "unknown" else "track",
+                            value=t.length_cm, unit="cm", qualifier="longest", tool=tool)))
     return out
 
 
-def _dedx(ev: Evidence) -> list[str]:
+def _shower_noun(p: ParticleEvidence) -> tuple[str, str]:
+    sub = p.type if p.type in ("electron", "photon") else "shower"
+    return sub, (f"{p.type} shower" if sub != "shower" else "shower")
+
+
+def _dedx(ev: Evidence) -> list[Sentence]:
     sh = [p for p in ev.showers if p.start_dedx_mev_cm is not None]
     if not sh:
-        return ["No shower start dE/dx could be measured."]
+        return [_s("No shower start dE/dx could be measured.")]
     out = []
     for p in sorted(sh, key=lambda p: -(p.energy_mev or 0))[:3]:
-        noun = f"{p.type} shower" if p.type in ("electron", "photon") else "shower"
-        out.append(f"The {noun} starts with {p.start_dedx_mev_cm:.1f} MeV/cm "
-                   f"({p.start_dedx_mev_cm / MIP_DEDX:.1f} MIP).")
+        sub, noun = _shower_noun(p)
+        out.append(_s(f"The {noun} starts with {{0}} ({{0:mip}}).",
+                      Claim(kind="shower_dedx", subject=sub, value=p.start_dedx_mev_cm, unit="MeV/cm",
+                            tool=_tool(ev, "particles", "reconstruct")), *_present(ev, p)))
     return out
 
 
-def _gap(ev: Evidence) -> list[str]:
+def _gap(ev: Evidence) -> list[Sentence]:
     sh = [p for p in ev.showers if p.gap_cm is not None]
     if not sh:
-        return ["No shower start could be placed relative to the vertex."]
+        return [_s("No shower start could be placed relative to the vertex.")]
     out = []
     for p in sorted(sh, key=lambda p: -(p.energy_mev or 0))[:3]:
-        noun = f"{p.type} shower" if p.type in ("electron", "photon") else "shower"
-        out.append(f"The {noun} starts {p.gap_cm:.1f} cm from the vertex.")
+        sub, noun = _shower_noun(p)
+        out.append(_s(f"The {noun} starts {{0}} from the vertex.",
+                      Claim(kind="shower_gap", subject=sub, value=p.gap_cm, unit="cm",
+                            tool=_tool(ev, "particles", "reconstruct")), *_present(ev, p)))
     return out
 
 
-def _energies(ev: Evidence) -> list[str]:
+def _visible(ev: Evidence) -> Sentence:
+    return _s("The visible energy is {0}.", Claim(kind="energy", subject="visible", value=ev.visible_energy_mev,
+                                                  unit="MeV", qualifier="visible",
+                                                  tool=_tool(ev, "visible_energy", "segment")))
+
+
+def _energies(ev: Evidence) -> list[Sentence]:
     out = []
     if ev.visible_energy_mev is not None:
-        out.append(f"The visible energy is {ev.visible_energy_mev:.0f} MeV.")
+        out.append(_visible(ev))
     parts = [p for p in (ev.particles or []) if p.energy_mev is not None]
     if parts:
-        out += _listing(parts)
-    return out or ["No energies were measured."]
+        out += _listing(parts, ev)
+    return out or [_s("No energies were measured.")]
 
 
-def _segment(observations: list[dict]) -> list[str]:
+def _segment(observations: list[dict]) -> list[Sentence]:
     seg = _output(observations, "segment")
     if seg is None:
-        err = _failed(observations, "segment")
-        return [_err_sentence("segment", err) if err else "The event was not segmented."]
+        return [_missing(observations, "segment", "segment", "The event was not segmented.")]
     cc = seg.get("class_counts") or {}
     names = {"track": "track", "shower": "shower", "michel": "Michel", "delta": "delta", "low_energy": "low-energy"}
     bits = ", ".join(f"{names.get(k, k)} `{v}`" for k, v in cc.items())
     s = f"Segmentation of `{seg.get('n_points', '?')}` voxels by class: {bits}."
     s2 = (f"It finds `{seg.get('n_particles', '?')}` particle instances in "
           f"`{seg.get('n_interactions', '?')}` interaction group(s).")
-    return [s, s2]
+    return [_s(s), _s(s2)]
 
 
-def _similar(observations: list[dict]) -> list[str]:
+def _similar(observations: list[dict]) -> list[Sentence]:
     res = _output(observations, "find_similar")
     if res is None:
-        err = _failed(observations, "find_similar")
-        return [_err_sentence("find_similar", err) if err else "No similar events were searched."]
+        return [_missing(observations, "find_similar", "find_similar", "No similar events were searched.")]
     hits = [h for h in res.get("hits", []) if isinstance(h, dict)]
     if not hits:
-        return [f"The index (`{res.get('n_indexed', 0)}` events) returned no match."]
+        return [_s(f"The index (`{res.get('n_indexed', 0)}` events) returned no match.")]
     rows = []
     for h in hits:
         cls = CLASS_TEXT.get(h.get("event_class") or "", h.get("event_class") or "?")
         rows.append(f"`{h.get('key')}` (`{cls}`, `{h.get('topology') or '?'}`, similarity "
                     f"`{float(h.get('similarity', 0)):.2f}`)")
     what = "text " + f"`{res.get('query')}`" if res.get("query_kind") == "text" else "this event"
-    out = [f"The {len(hits)} indexed events most similar to {what} (of `{res.get('n_indexed')}`): "
-           + "; ".join(rows) + "."]
+    out = [_s(f"The {len(hits)} indexed events most similar to {what} (of `{res.get('n_indexed')}`): "
+              + "; ".join(rows) + ".")]
     classes: dict[str, int] = {}
     topos: dict[str, int] = {}
     for h in hits:
@@ -371,36 +450,33 @@ def _similar(observations: list[dict]) -> list[str]:
     e = [float(h["visible_energy_mev"]) for h in hits if h.get("visible_energy_mev") is not None]
     if e:
         share.append(f"visible energies span `{min(e):.0f}-{max(e):.0f} MeV`")
-    out.append("What they share: " + "; ".join(share) + ".")
+    out.append(_s("What they share: " + "; ".join(share) + "."))
     return out
 
 
-def _describe(observations: list[dict], ev: Evidence) -> list[str]:
+def _describe(observations: list[dict], ev: Evidence) -> list[Sentence]:
     d = _output(observations, "describe")
     if d is None:
-        err = _failed(observations, "describe")
-        return [_err_sentence("describe", err) if err else "The event was not described."]
-    for key in ("text", "description", "summary", "caption"):
-        if isinstance(d.get(key), str) and d[key].strip():
-            return [d[key].strip()]
+        return [_missing(observations, "describe", "describe", "The event was not described.")]
     out = []
     if ev.event_class:
-        out += _classify(ev, observations, reasons=True)
+        out += _classify(ev, observations)
     if ev.vertex_cm is not None:
         out += _vertex(ev, observations)
     if ev.particles is not None:
         out += _counts(ev, "particles")
-    return out or ["The description tool returned no text."]
+    if ev.visible_energy_mev is not None:
+        out.append(_visible(ev))
+    return out or [_s("The description tool returned no text.")]
 
 
-def _render(observations: list[dict]) -> list[str]:
+def _render(observations: list[dict]) -> list[Sentence]:
     r = _output(observations, "render")
     if r is None:
-        err = _failed(observations, "render")
-        return [_err_sentence("render", err) if err else "The event was not drawn."]
+        return [_missing(observations, "render", "render", "The event was not drawn.")]
     f = r.get("file")
     view = {"3d": "3D", "xz": "XZ", "yz": "YZ"}.get(r.get("view", "3d"), "3D")
-    return [f"The {view} display of the event is in `{f}`." if f else f"The {view} display was made but not saved."]
+    return [_s(f"The {view} display of the event is in `{f}`." if f else f"The {view} display was made but not saved.")]
 
 
 # ============================================================================ no tool needed

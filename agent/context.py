@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .evidence import Evidence
 from .intents import render_view, similar_k, similar_query
-from .validate import Check, revise
+from .render import Composition
+from .validate import Check, as_composition, revise
 
 __all__ = ["Context", "Decision", "Brain", "revision", "tool_args"]
 
@@ -27,6 +28,7 @@ class Context:
     history: list[dict] = field(default_factory=list)
     feedback: list[Check] = field(default_factory=list)
     draft: Optional[str] = None
+    composition: Optional[Composition] = None
     n_actions: int = 0
     max_actions: int = 6
     injection: Optional[str] = None
@@ -55,14 +57,36 @@ class Context:
 
 
 class Decision(BaseModel):
-    action: Literal["tool", "answer"]
+    """A brain's chosen action: run a tool, answer, or refuse (an answer without tools that
+    declines). An answer is a ``composition`` of typed claims (``agent.compose``) and/or
+    ``text`` a language model wrote (the graph reads its claims from the words); ``text`` holds
+    the rendered composition when only the composition is given."""
+
+    action: Literal["tool", "answer", "refuse"]
     tool: Optional[str] = None
     arguments: dict[str, Any] = Field(default_factory=dict)
     text: Optional[str] = None
+    composition: Optional[Composition] = None
     grounded: bool = True
     thought: str = ""
     call_id: Optional[str] = None
     scores: Optional[dict[str, float]] = Field(None, description="VLM: probability of each action")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _composition_as_text(cls, data: Any) -> Any:
+        """``text=compose(...)`` (a Composition) is the composition; ``text`` becomes its rendering."""
+        if isinstance(data, dict) and isinstance(data.get("text"), Composition):
+            data = {**data, "composition": data.get("composition") or data["text"], "text": None}
+        if isinstance(data, dict) and isinstance(data.get("composition"), Composition) and not data.get("text"):
+            data = {**data, "text": data["composition"].text()}
+        return data
+
+    def as_composition(self) -> Optional[Composition]:
+        """The answer as a composition: the typed one, else the free text as a model's text."""
+        if self.composition is not None:
+            return self.composition
+        return as_composition(self.text or "") if self.text is not None else None
 
 
 class Brain(Protocol):
@@ -73,10 +97,9 @@ class Brain(Protocol):
 
 def revision(ctx: Context) -> Decision:
     """The answer to the validator's feedback: the draft without its contradicted claims, and
-    what the tools measured instead."""
-    ev = ctx.evidence()
-    text = revise(ctx.draft or "", ctx.feedback, ev)
-    return Decision(action="answer", text=text, grounded=True,
+    what the tools measured instead (typed claims)."""
+    comp = ctx.composition or as_composition(ctx.draft or "")
+    return Decision(action="answer", composition=revise(comp, ctx.feedback, ctx.evidence()), grounded=True,
                     thought=f"removed {len(ctx.feedback)} contradicted claim(s) and stated the measurements")
 
 

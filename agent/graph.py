@@ -2,30 +2,35 @@
 
 ::
 
-    START -> intake -> reason -+-> act -> observe -> reason ...
-                               |
-                               +-> answer -> validate -+-> finish -> END
-                                     ^                 |
-                                     +--- reason <-----+  (a contradicted claim, at most
-                                                            ``max_revisions`` times)
+    START -> intake -> plan -+-> act -> observe -> plan ...
+                             |
+                             +-> compose -> validate -+-> finish -> END
+                                    ^                 |
+                                    +---- plan <------+  (a contradicted claim, at most
+                                                           ``max_revisions`` times)
 
 - ``intake``: cuts embedded instructions out of the question (``agent.safety``), checks that
   the event reference resolves (an unknown event becomes an observation, not a crash).
-- ``reason``: the brain picks one tool call or answers; after ``max_actions`` tool calls the
-  answer is forced from what was measured.
+- ``plan`` (route/plan): the brain chooses the next action: a tool call with its arguments, an
+  answer, or a refusal; the choice is stored in the state (``action``) and the trace. After
+  ``max_actions`` tool calls the answer is forced from what was measured.
 - ``act``: validates the action against the fixed tool set (an unknown tool, bad arguments
   or an event the agent may not touch become an *invalid action* observation), runs the tool,
   times it; any exception becomes an observation the brain sees.
 - ``observe``: appends the observation to the state and the trace.
-- ``answer`` / ``validate``: the draft's claims are checked against the measurements; tools
-  missing for a claim run now (purpose ``verify``); contradicted claims go back to ``reason`` as
-  feedback until ``max_revisions``.
-- ``finish``: flags what stays unverifiable or contradicted in the text, withholds any echo
-  of the system prompt, and appends the turn to the thread's history and memory.
+- ``compose``: the answer as typed claims (``agent.render.Composition``: the brain's composition
+  from the measurements, plus any free text a language model wrote, whose claims are read from
+  its words); the trace shows the draft rendered in the requested units.
+- ``validate``: the claims are checked against the measurements; tools missing for a claim run
+  now (purpose ``verify``); contradicted claims go back to ``plan`` as feedback until
+  ``max_revisions``. The trace step holds the verdict counts (the first one is the first draft's).
+- ``finish``: renders the answer once (``agent.render.render``), flagging what stays
+  unverifiable or contradicted, withholds any echo of the system prompt, and appends the turn to
+  the thread's history and memory.
 
 Each node is a function of this module with the same name, taking the state (and, where it
 needs the brain, the tools or the limits, the ``Loop`` of the graph) and returning the state
-update; ``after_reason`` / ``after_validate`` choose the conditional edges.
+update; ``after_plan`` / ``after_validate`` choose the conditional edges.
 
 State holds ids, paths and JSON only (``AgentState``); events live in ``agent.toolset``'s
 registry. Raw tool results (with arrays, figures) stay in this process in ``RESULTS``, keyed by
@@ -50,17 +55,21 @@ from .compose import compose
 from .context import Context, Decision
 from .evidence import Evidence
 from .intents import intents
+from .render import Composition, render
 from .safety import guard_leak, sanitize_question
 from .toolset import ToolCallError, ToolSet, UnknownEventError, headline, observation, resolve
-from .validate import Check, annotate, check_claims, extract_claims, tools_needed
+from .validate import Check, check_claims, tools_needed
 
-__all__ = ["AgentState", "Loop", "build_graph", "recursion_limit_for", "RESULTS", "turn_input",
+__all__ = ["AgentState", "Loop", "build_graph", "recursion_limit_for", "RESULTS", "turn_input", "NODES",
            "MAX_ACTIONS", "MAX_REVISIONS", "MEMORY_SIZE"]
 
 MAX_ACTIONS = 6       # tool calls per turn before the answer is forced
 MAX_REVISIONS = 2     # answers sent back by the validator per turn
 MEMORY_SIZE = 60      # observations kept across the turns of a thread
 HISTORY_SIZE = 20
+
+NODES = ("intake", "plan", "act", "observe", "compose", "validate", "finish")
+"""The graph's nodes, in flowchart order (``verify`` steps in the trace are the validator's tool runs)."""
 
 RESULTS: "OrderedDict[str, Any]" = OrderedDict()
 """Raw tool results of this process by observation id (bounded), for displays."""
@@ -77,6 +86,7 @@ class AgentState(TypedDict, total=False):
     observations: list[dict]
     trace: list[dict]
     pending: Optional[dict]
+    action: Optional[dict]
     latest: Optional[dict]
     draft: Optional[dict]
     checks: list[dict]
@@ -89,15 +99,15 @@ class AgentState(TypedDict, total=False):
 
 
 def recursion_limit_for(max_actions: int, max_revisions: int) -> int:
-    """Graph steps one turn can take: intake, 3 per tool call (reason, act, observe), 3 per
-    answer (reason, answer, validate) and its revisions, finish; plus verification slack."""
+    """Graph steps one turn can take: intake, 3 per tool call (plan, act, observe), 3 per
+    answer (plan, compose, validate) and its revisions, finish; plus verification slack."""
     return 2 + 3 * max_actions + 3 * (max_revisions + 1) + 4
 
 
 def turn_input(question: str, event: Optional[str]) -> dict:
     """The state update that starts a new turn (per-turn fields reset; history and memory
     of the thread kept; the event kept from the thread when None)."""
-    inp = {"question": question, "observations": [], "trace": [], "pending": None, "latest": None,
+    inp = {"question": question, "observations": [], "trace": [], "pending": None, "action": None, "latest": None,
            "draft": None, "checks": [], "feedback": [], "revisions": 0, "n_actions": 0, "stop": None,
            "final": None, "started": time.time(), "injection": None, "clean_question": ""}
     if event is not None:
@@ -150,19 +160,19 @@ def build_graph(brain, toolset: Optional[ToolSet] = None, *, max_actions: int = 
                 max_actions=max_actions, max_revisions=max_revisions, verify=verify)
     g = StateGraph(AgentState)
     g.add_node("intake", intake)
-    g.add_node("reason", functools.partial(reason, loop=loop))
+    g.add_node("plan", functools.partial(plan, loop=loop))
     g.add_node("act", functools.partial(act, loop=loop))
     g.add_node("observe", observe)
-    g.add_node("answer", answer)
+    g.add_node("compose", compose_node)
     g.add_node("validate", functools.partial(validate, loop=loop))
     g.add_node("finish", functools.partial(finish, loop=loop))
     g.add_edge(START, "intake")
-    g.add_edge("intake", "reason")
-    g.add_conditional_edges("reason", after_reason, {"act": "act", "answer": "answer"})
+    g.add_edge("intake", "plan")
+    g.add_conditional_edges("plan", after_plan, {"act": "act", "compose": "compose"})
     g.add_edge("act", "observe")
-    g.add_edge("observe", "reason")
-    g.add_edge("answer", "validate")
-    g.add_conditional_edges("validate", after_validate, {"reason": "reason", "finish": "finish"})
+    g.add_edge("observe", "plan")
+    g.add_edge("compose", "validate")
+    g.add_conditional_edges("validate", after_validate, {"plan": "plan", "finish": "finish"})
     g.add_edge("finish", END)
     return g.compile(checkpointer=checkpointer)
 
@@ -188,20 +198,28 @@ def intake(state: AgentState) -> dict:
             "turn": int(state.get("turn") or 0) + 1}
 
 
-def reason(state: AgentState, loop: Loop) -> dict:
+def plan(state: AgentState, loop: Loop) -> dict:
+    """Route/plan: the brain's chosen action (a tool call with its arguments, an answer, a
+    refusal), stored in the state as ``action`` and shown in the trace."""
     t0 = time.perf_counter()
     d, stop = _decide(context(state, loop.max_actions), loop, state.get("stop"))
-    step = _step(state, "reason", d.thought, seconds=round(time.perf_counter() - t0, 4),
-                 decision=d.action, tool=d.tool if d.action == "tool" else None,
-                 arguments=_json_safe(d.arguments) if d.action == "tool" else None,
-                 scores=d.scores)
-    out: dict[str, Any] = {"trace": (state.get("trace") or []) + [step], "stop": stop}
+    kind = d.action if d.action != "answer" else ("answer" if d.grounded else "answer without tools")
+    action = {"kind": d.action, "tool": d.tool if d.action == "tool" else None,
+              "arguments": _json_safe(d.arguments) if d.action == "tool" else None, "grounded": bool(d.grounded),
+              "thought": d.thought, "scores": d.scores}
+    step = _step(state, "plan", d.thought, seconds=round(time.perf_counter() - t0, 4),
+                 decision=d.action, tool=action["tool"], arguments=action["arguments"], scores=d.scores,
+                 action=kind)
+    out: dict[str, Any] = {"trace": (state.get("trace") or []) + [step], "stop": stop, "action": action}
     if d.action == "tool":
         out["pending"] = {"tool": d.tool, "arguments": _json_safe(d.arguments), "call_id": d.call_id}
         out["draft"] = state.get("draft")
     else:
+        comp = d.as_composition() or Composition()
+        grounded = bool(d.grounded) and d.action == "answer"
         out["pending"] = None
-        out["draft"] = {"text": d.text or "", "grounded": bool(d.grounded)}
+        out["draft"] = {"composition": comp.model_dump(mode="json"), "grounded": grounded,
+                        "text": comp.text() if grounded else (d.text or comp.text())}
     return out
 
 
@@ -220,9 +238,21 @@ def observe(state: AgentState) -> dict:
             "trace": (state.get("trace") or []) + [step]}
 
 
-def answer(state: AgentState) -> dict:
+def compose_node(state: AgentState) -> dict:
+    """The draft answer as typed claims; the trace shows it rendered and where its claims come from."""
     d = state.get("draft") or {}
-    return {"trace": (state.get("trace") or []) + [_step(state, "answer", d.get("text", ""))]}
+    text = d.get("text", "")
+    if d.get("grounded"):
+        comp = _composition(d)
+        n_typed, n_free = len(comp.typed_claims), len(comp.claims) - len(comp.typed_claims)
+        claims = {"typed": n_typed, "from_text": n_free}
+    else:
+        claims = None
+    return {"trace": (state.get("trace") or []) + [_step(state, "compose", text, claims=claims)]}
+
+
+def _composition(draft: dict) -> Composition:
+    return Composition.model_validate(draft.get("composition") or {})
 
 
 def validate(state: AgentState, loop: Loop) -> dict:
@@ -234,7 +264,7 @@ def validate(state: AgentState, loop: Loop) -> dict:
         trace.append(_step(state, "validate", "general answer: no claims about the event",
                            seconds=round(time.perf_counter() - t0, 4)))
         return {"checks": [], "feedback": [], "trace": trace}
-    claims = extract_claims(d.get("text", ""))
+    claims = _composition(d).claims
     ev_ref = state.get("event")
     mem = [m for m in (state.get("memory") or []) if m.get("event") == ev_ref]
     evidence = Evidence.from_observations(mem + obs)
@@ -244,13 +274,14 @@ def validate(state: AgentState, loop: Loop) -> dict:
         _verify(loop, state, tools_needed(claims, evidence), obs, trace)
         evidence = Evidence.from_observations(mem + obs)
     checks = check_claims(claims, evidence)
+    counts = {v: sum(c.verdict == v for c in checks) for v in ("supported", "contradicted", "unverifiable")}
     bad = [c for c in checks if c.verdict == "contradicted"]
     n = int(state.get("revisions") or 0)
     retry = bool(bad) and n < loop.max_revisions
-    summary = (f"{len(checks)} claims: {sum(c.verdict == 'supported' for c in checks)} supported, "
-               f"{len(bad)} contradicted, {sum(c.verdict == 'unverifiable' for c in checks)} unverifiable"
-               + ("; sent back for revision" if retry else ""))
-    trace.append(_step({**state, "trace": trace}, "validate", summary, seconds=round(time.perf_counter() - t0, 4)))
+    summary = (f"{len(checks)} claims: {counts['supported']} supported, {counts['contradicted']} contradicted, "
+               f"{counts['unverifiable']} unverifiable" + ("; sent back for revision" if retry else ""))
+    trace.append(_step({**state, "trace": trace}, "validate", summary, seconds=round(time.perf_counter() - t0, 4),
+                       claims=counts))
     out = {"checks": [c.model_dump(mode="json") for c in checks], "observations": obs, "trace": trace,
            "feedback": [c.model_dump(mode="json") for c in bad] if retry else []}
     if retry:
@@ -261,7 +292,7 @@ def validate(state: AgentState, loop: Loop) -> dict:
 def finish(state: AgentState, loop: Loop) -> dict:
     d = state.get("draft") or {}
     checks = [Check.model_validate(c) for c in state.get("checks") or []]
-    text = annotate(d.get("text", ""), checks) if d.get("grounded") else d.get("text", "")
+    text = render(_composition(d), checks) if d.get("grounded") else d.get("text", "")
     if state.get("injection") and state.get("clean_question"):
         text += " (Instructions embedded in the question were ignored.)"
     if state.get("stop"):
@@ -278,12 +309,12 @@ def finish(state: AgentState, loop: Loop) -> dict:
 
 
 # ============================================================================ edges
-def after_reason(state: AgentState) -> str:
-    return "act" if state.get("pending") else "answer"
+def after_plan(state: AgentState) -> str:
+    return "act" if state.get("pending") else "compose"
 
 
 def after_validate(state: AgentState) -> str:
-    return "reason" if state.get("feedback") else "finish"
+    return "plan" if state.get("feedback") else "finish"
 
 
 # ============================================================================ node parts
@@ -295,7 +326,9 @@ def context(state: dict, max_actions: int) -> Context:
         memory=[m for m in (state.get("memory") or []) if m.get("event") == state.get("event")],
         history=list(state.get("history") or []),
         feedback=[Check.model_validate(c) for c in state.get("feedback") or []],
-        draft=(state.get("draft") or {}).get("text"), n_actions=int(state.get("n_actions") or 0),
+        draft=(state.get("draft") or {}).get("text"),
+        composition=_composition(state["draft"]) if (state.get("draft") or {}).get("grounded") else None,
+        n_actions=int(state.get("n_actions") or 0),
         max_actions=max_actions, injection=state.get("injection"), raw_question=state.get("question", ""))
 
 
@@ -308,8 +341,8 @@ def _decide(ctx: Context, loop: Loop, stop: Optional[str]) -> tuple[Decision, Op
                            if ctx.injection else "Please ask a question about the event."))
     elif ctx.n_actions >= loop.max_actions and not ctx.feedback:
         found = intents(ctx.question) or _intents_of(ctx.observations)
-        text = compose(ctx.question, found, ctx.observations + ctx.memory, ctx.evidence())
-        d = Decision(action="answer", text=text, grounded=True,
+        comp = compose(ctx.question, found, ctx.observations + ctx.memory, ctx.evidence())
+        d = Decision(action="answer", composition=comp, grounded=True,
                      thought=f"step limit: {loop.max_actions} tool calls; answering from what was measured")
         stop = stop or f"step limit ({loop.max_actions} tool calls)"
     else:
@@ -323,7 +356,7 @@ def _decide(ctx: Context, loop: Loop, stop: Optional[str]) -> tuple[Decision, Op
             stop = stop or "brain error"
     if d.action == "tool" and ctx.feedback:
         # a revision must be an answer: the brain asked for a tool instead
-        d = Decision(action="answer", text=ctx.draft or "", grounded=True,
+        d = Decision(action="answer", composition=ctx.composition, text=ctx.draft or "", grounded=True,
                      thought="revision requested a tool; keeping the flagged draft")
     return d, stop
 

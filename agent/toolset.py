@@ -45,13 +45,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from larsight import tools
 from larsight.events.display import save_html
 from larsight.qformer.corpus import TOOL_NAMES
+from larsight.qformer.corpus.action_schema import (CLASS_FILTERS, ENERGY_UNITS, LENGTH_UNITS, PARTICLES,
+                                                   RECO_QUANTITIES, SEGMENT_QUANTITIES)
 from larsight.tools.event_keys import parse_event_ref
 from larsight.tools.inputs import ToolInputError, load_event
 
 from .evidence import strip_truth
 
 __all__ = ["TOOLS", "TOOL_NAMES", "ToolSpec", "ToolSet", "ToolCallError", "UnknownEventError",
-           "register", "resolve", "event_ref", "safe_path", "observation", "clear_registry",
+           "check_call", "register", "resolve", "event_ref", "safe_path", "observation", "clear_registry",
            "RUN_ROOT"]
 
 RUN_ROOT = Path(os.environ.get("LARSIGHT_RUNS", "runs")) / "agent"
@@ -75,10 +77,31 @@ class NoArgs(BaseModel):
     event: Optional[str] = Field(None, description="event reference; default: the event asked about")
 
 
+class SegmentArgs(NoArgs):
+    quantity: Optional[Literal[SEGMENT_QUANTITIES]] = Field(
+        None, description="what the answer reports: the labels per class (default) or the visible energy")
+
+
+class VertexArgs(NoArgs):
+    unit: Optional[Literal[LENGTH_UNITS]] = Field(None, description="unit the answer quotes the vertex in (default cm)")
+
+
+class ReconstructArgs(NoArgs):
+    quantity: Optional[Literal[RECO_QUANTITIES]] = Field(
+        None, description="what the answer reports: counts (default), length, energy, dedx, michel, gap "
+                          "(shower start vs the vertex) or reasons (the particles behind a classification)")
+    particle: Optional[Literal[PARTICLES]] = Field(None, description="the particle the question is about")
+    unit: Optional[Literal[LENGTH_UNITS + ENERGY_UNITS]] = Field(
+        None, description="unit the answer quotes lengths (cm, mm, m) or energies (MeV, GeV) in")
+
+
 class SimilarArgs(NoArgs):
     k: int = Field(5, ge=1, le=50, description="number of similar events")
     query: Optional[str] = Field(None, max_length=300,
                                  description="text to search for instead of the event (text-to-event search)")
+    event_class: Optional[Literal[CLASS_FILTERS]] = Field(None, description="only events of this class")
+    min_energy_mev: Optional[float] = Field(None, ge=0, le=1e6, description="only events with at least this energy")
+    max_energy_mev: Optional[float] = Field(None, ge=0, le=1e6, description="only events with at most this energy")
 
 
 class RenderArgs(NoArgs):
@@ -92,6 +115,9 @@ class ToolSpec:
     description: str
     args: type[BaseModel]
     writes_files: bool = False
+    presentation: tuple[str, ...] = ()
+    """Arguments that say what the answer reports and how (which particle, quantity, unit): they
+    are kept in the observation for the answer and not passed to the tool's function."""
 
     @property
     def function(self) -> Callable:
@@ -109,12 +135,13 @@ class ToolSpec:
 
 TOOLS: dict[str, ToolSpec] = {s.name: s for s in (
     ToolSpec("segment", "Per-voxel semantic segmentation (shower, track, Michel, delta, low energy), "
-             "particle instances and interaction groups, with energies per class.", NoArgs),
+             "particle instances and interaction groups, with energies per class.", SegmentArgs,
+             presentation=("quantity",)),
     ToolSpec("find_vertex", "The interaction vertex (x, y, z) in cm with its confidence and cross-checks.",
-             NoArgs),
+             VertexArgs, presentation=("unit",)),
     ToolSpec("reconstruct", "Reconstructed particles: PID, track/shower, length (cm), energy (MeV), "
              "direction, start dE/dx (MeV/cm), start and end points, Michel electrons, counts.",
-             NoArgs),
+             ReconstructArgs, presentation=("quantity", "particle", "unit")),
     ToolSpec("classify_event", "Event class (nu_e CC, nu_mu CC, NC) with probabilities.", NoArgs),
     ToolSpec("find_similar", "The k most similar events of the event index (or events matching a "
              "text query), with their class, topology and energy.", SimilarArgs),
@@ -254,6 +281,27 @@ def headline(result: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
+def check_call(tool: Any, arguments: Any) -> BaseModel:
+    """Validated arguments of a call of ``tool``, or ``ToolCallError`` saying what is wrong."""
+    if not isinstance(tool, str) or tool not in TOOLS:
+        raise ToolCallError(f"invalid action: unknown tool {tool!r}; the tools are {', '.join(TOOL_NAMES)}")
+    if arguments is None:
+        arguments = {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except json.JSONDecodeError:
+            raise ToolCallError(f"invalid action: arguments of {tool} are not JSON: {arguments[:80]!r}") from None
+    if not isinstance(arguments, dict):
+        raise ToolCallError(f"invalid action: arguments of {tool} must be an object")
+    try:
+        return TOOLS[tool].args.model_validate(arguments)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'arguments'}: {err['msg']}"
+                         for err in e.errors())
+        raise ToolCallError(f"invalid action: bad arguments for {tool}: {msgs}") from None
+
+
 class ToolSet:
     """Runs the fixed tools for the agent (see the module docstring).
 
@@ -278,29 +326,13 @@ class ToolSet:
 
     def check(self, tool: Any, arguments: Any) -> BaseModel:
         """Validated arguments of an action, or ``ToolCallError`` saying what is wrong."""
-        if not isinstance(tool, str) or tool not in TOOLS:
-            raise ToolCallError(f"invalid action: unknown tool {tool!r}; the tools are {', '.join(TOOL_NAMES)}")
-        if arguments is None:
-            arguments = {}
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments or "{}")
-            except json.JSONDecodeError:
-                raise ToolCallError(f"invalid action: arguments of {tool} are not JSON: {arguments[:80]!r}") from None
-        if not isinstance(arguments, dict):
-            raise ToolCallError(f"invalid action: arguments of {tool} must be an object")
-        try:
-            return TOOLS[tool].args.model_validate(arguments)
-        except ValidationError as e:
-            msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'arguments'}: {err['msg']}"
-                             for err in e.errors())
-            raise ToolCallError(f"invalid action: bad arguments for {tool}: {msgs}") from None
+        return check_call(tool, arguments)
 
     def call(self, tool: str, args: BaseModel, event_ref_: Optional[str]) -> Any:
         """Run one tool on the event ``event_ref_`` and return its raw result."""
         fn = self.overrides.get(tool) or TOOLS[tool].function
         ev = resolve(event_ref_) if event_ref_ else None
-        kw = args.model_dump(exclude={"event"}, exclude_none=True)
+        kw = args.model_dump(exclude={"event", *TOOLS[tool].presentation}, exclude_none=True)
         if tool not in self.overrides:
             for k, v in self.tool_kwargs.get(tool, {}).items():
                 kw[k] = v() if callable(v) else v

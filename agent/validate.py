@@ -1,37 +1,35 @@
 """Expert validation: every physics claim of an answer, checked against the tools' measurements.
 
-    from larsight.agent.validate import extract_claims, check_claims, validate
-    claims = extract_claims("nu_mu CC: a 45.3 cm MIP-like muon track leaves the vertex ...")
-    checks = check_claims(claims, evidence)          # agent.evidence.Evidence
-    report = validate(text, evidence)                # Validation: checks, counts, table()
+    from larsight.agent.validate import check_claims, revise, validate
+    checks = check_claims(composition.claims, evidence)   # typed claims (agent.render.Composition)
+    revised = revise(composition, checks, evidence)         # without contradicted claims, plus the measurements
+    report = validate(free_text, evidence)                  # free text of a language model: Validation
 
-Claims are typed (``Claim.kind``; the kinds, example phrases and what each is checked against
-are listed in :mod:`larsight.agent.claims`).
+Claims are typed (``agent.claims.Claim``). The agent's own answers are compositions of typed
+claims and are checked directly; only free text written by a language model is read into claims
+first (``agent.claims.extract_claims``).
 
 Verdicts: ``supported`` (the measurement agrees within the tolerance), ``contradicted`` (it
 disagrees), ``unverifiable`` (nothing measured it). Each check carries the measured numbers
 (``evidence``) and the tolerance it used (``TOLERANCES``; physics numbers of liquid argon, as
 in ``events/sim/medium.py``: MIP 2.105 MeV/cm, electron showers start at ~1 MIP, photon showers at
 ~2 MIP; the rest are resolution estimates stated here).
-
-How claims are read from an answer (and which language is not a claim about the event):
-``agent.claims``; ``extract_claims`` and ``Claim`` are imported here too.
 """
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Iterable, Literal, Optional
 
 from pydantic import BaseModel, Field
 
-from larsight.events.vocabulary import CLASS_TEXT, MIP_DEDX
+from larsight.events.vocabulary import MIP_DEDX
 
 from .claims import Claim, extract_claims, split_clauses, split_sentences
 from .evidence import Evidence
+from .render import Composition, FreeText, Sentence
 
 __all__ = ["Claim", "Check", "Validation", "extract_claims", "check_claims", "validate",
-           "revise", "annotate", "split_sentences", "TOLERANCES"]
+           "revise", "split_sentences", "TOLERANCES", "fmt_evidence", "checks_table"]
 
 
 TOLERANCES: dict[str, dict[str, float]] = {
@@ -91,7 +89,7 @@ def checks_table(checks: list[Check]) -> str:
         return "(no checkable claims)"
     rows = [("claim", "verdict", "measured", "tolerance", "tool")]
     for c in checks:
-        rows.append((c.claim.describe(), c.verdict, _fmt_evidence(c.evidence), c.tolerance or "-",
+        rows.append((c.claim.describe(), c.verdict, fmt_evidence(c.evidence), c.tolerance or "-",
                      c.tool or "-"))
     w = [min(max(len(r[i]) for r in rows), 60) for i in range(5)]
     out = []
@@ -102,7 +100,8 @@ def checks_table(checks: list[Check]) -> str:
     return "\n".join(out)
 
 
-def _fmt_evidence(ev: dict) -> str:
+def fmt_evidence(ev: dict) -> str:
+    """The measured numbers of a check in one line."""
     parts = []
     for k, v in ev.items():
         if isinstance(v, float):
@@ -164,7 +163,7 @@ def _check_event_class(claim: Claim, ev: Evidence) -> Check:
 def _check_vertex(claim: Claim, ev: Evidence) -> Check:
     if ev.vertex_cm is None:
         return _unverifiable(claim, "the vertex", "find_vertex")
-    d = math.dist(ev.vertex_cm, claim.vector)
+    d = math.dist(ev.vertex_cm, claim.value)
     tol = TOLERANCES["vertex"]["cm"]
     return Check(claim=claim, verdict=_verdict(d <= tol),
                  evidence={"vertex_cm": list(ev.vertex_cm), "distance_cm": round(d, 2)},
@@ -217,8 +216,8 @@ def _check_track_length(claim: Claim, ev: Evidence) -> Check:
         cands = [max(tracks, key=lambda p: p.length_cm)]
     else:
         cands = [p for p in tracks if claim.particle and p.type == claim.particle] or tracks
-    best = min(cands, key=lambda p: abs(p.length_cm - claim.value))
-    ok = abs(best.length_cm - claim.value) <= _tol(best.length_cm, "track_length")
+    best = min(cands, key=lambda p: abs(p.length_cm - claim.number))
+    ok = abs(best.length_cm - claim.number) <= _tol(best.length_cm, "track_length")
     return Check(claim=claim, verdict=_verdict(ok),
                  evidence={"length_cm": round(best.length_cm, 1), "type": best.type,
                            **({"all_cm": [round(p.length_cm, 1) for p in cands]} if len(cands) > 1 else {})},
@@ -327,7 +326,7 @@ def check_claims(claims: Iterable[Claim], evidence: Evidence) -> list[Check]:
 
 
 def validate(text: str, evidence: Evidence) -> Validation:
-    """Extract the claims of ``text`` and check them against ``evidence``."""
+    """Read the claims of free text written by a language model and check them against ``evidence``."""
     return Validation(checks=check_claims(extract_claims(text), evidence))
 
 
@@ -351,54 +350,83 @@ def tools_needed(claims: Iterable[Claim], evidence: Evidence) -> list[str]:
 
 
 # ============================================================================ revising
-def correction(check: Check, evidence: Evidence) -> Optional[str]:
-    """A sentence stating what the tools measured instead of a contradicted claim."""
-    c = check.claim
-    if c.kind == "event_class" and evidence.event_class:
-        p = evidence.class_probabilities.get(evidence.event_class)
-        return (f"The classifier says {CLASS_TEXT.get(evidence.event_class, evidence.event_class)}"
-                + (f" (p = {p:.2f})" if p is not None else "") + ".")
-    if c.kind == "vertex" and evidence.vertex_cm is not None:
-        return "The vertex is at (" + ", ".join(f"{x:.1f}" for x in evidence.vertex_cm) + ") cm."
-    if c.kind in ("present", "absent", "count") and evidence.counts is not None and c.particle:
-        n = evidence.count(c.particle) or 0
-        return f"The reconstruction finds {n or 'no'} {_plural_noun(c.particle, n)}."
-    if c.kind == "michel":
-        has = evidence.michel_at_track_end()
-        if has is not None:
-            return ("A Michel electron is found at a track end." if has else
-                    "No Michel electron is found at a track end.")
-    if c.kind == "track_length" and "length_cm" in check.evidence:
-        what = "longest track" if c.qualifier == "longest" else f"{check.evidence.get('type', 'track')} track"
-        return f"The {what} is {check.evidence['length_cm']:.1f} cm long."
-    if c.kind == "shower_dedx" and "start_dedx_mev_cm" in check.evidence:
-        return (f"The {check.evidence.get('type', '')} shower trunk measures "
-                f"{check.evidence['start_dedx_mev_cm']:.1f} MeV/cm.").replace("The  ", "The ")
-    if c.kind == "shower_gap" and check.evidence.get("gaps_cm"):
-        g = min(check.evidence["gaps_cm"])
-        return f"The nearest shower starts {g:.1f} cm from the vertex."
-    if c.kind == "energy" and "energy_mev" in check.evidence:
-        return f"The reconstructed {check.evidence.get('type', 'particle')} energy is {check.evidence['energy_mev']:.0f} MeV."
-    if c.kind == "energy" and "visible_energy_mev" in check.evidence:
-        return f"The visible energy is {check.evidence['visible_energy_mev']:.0f} MeV."
+def _measured(kind: str, subject: str, value, ev: Evidence, tool: str, qualifier: Optional[str] = None) -> Claim:
+    unit = {"event_class": None, "vertex": "cm", "count": "count", "absent": "count", "michel": "count",
+            "track_length": "cm", "shower_dedx": "MeV/cm", "shower_gap": "cm", "energy": "MeV"}[kind]
+    return Claim(kind=kind, subject=subject, value=value, unit=unit if value is not None else None, tool=tool,
+                 qualifier=qualifier)
+
+
+def correction(check: Check, ev: Evidence) -> Optional[Sentence]:
+    """A sentence of typed claims stating what the tools measured instead of a contradicted claim."""
+    c, got, tool = check.claim, check.evidence, check.tool or "reconstruct"
+    if c.kind == "event_class" and ev.event_class:
+        p = ev.class_probabilities.get(ev.event_class)
+        return Sentence(template="The classifier says {0}" + (f" (p = {p:.2f})" if p is not None else "") + ".",
+                        claims=[_measured("event_class", "event", ev.event_class, ev, tool)])
+    if c.kind == "vertex" and ev.vertex_cm is not None:
+        return Sentence(template="The vertex is at {0}.", claims=[_measured("vertex", "vertex", tuple(ev.vertex_cm), ev, tool)])
+    if c.kind in ("present", "absent", "count") and ev.counts is not None and c.particle:
+        n = ev.count(c.particle) or 0
+        return Sentence(template="The reconstruction finds {0}.",
+                        claims=[_measured("count" if n else "absent", c.particle, float(n), ev, tool)])
+    if c.kind == "michel" and ev.michel_at_track_end() is not None:
+        has = ev.michel_at_track_end()
+        return Sentence(template=("A Michel electron is found at a track end." if has else
+                                  "No Michel electron is found at a track end."),
+                        claims=[_measured("michel", "michel", None, ev, tool, None if has else "absent")])
+    if c.kind == "track_length" and "length_cm" in got:
+        t = got.get("type") or "track"
+        what = "longest track" if c.qualifier == "longest" else f"{t} track"
+        return Sentence(template=f"The {what} is {{0}} long.", claims=[_measured(
+            "track_length", t if t != "unknown" else "track", float(got["length_cm"]), ev, tool, c.qualifier)])
+    return _shower_or_energy_correction(c, got, ev, tool)
+
+
+def _shower_or_energy_correction(c: Claim, got: dict, ev: Evidence, tool: str) -> Optional[Sentence]:
+    t = got.get("type")
+    sub = t if t in ("electron", "photon") else "shower"
+    if c.kind == "shower_dedx" and "start_dedx_mev_cm" in got:
+        noun = f"{sub} shower" if sub != "shower" else "shower"
+        return Sentence(template=f"The {noun} trunk measures {{0}}.",
+                        claims=[_measured("shower_dedx", sub, float(got["start_dedx_mev_cm"]), ev, tool)])
+    if c.kind == "shower_gap" and got.get("gaps_cm"):
+        return Sentence(template="The nearest shower starts {0} from the vertex.",
+                        claims=[_measured("shower_gap", "shower", float(min(got["gaps_cm"])), ev, tool)])
+    if c.kind == "energy" and "energy_mev" in got:
+        return Sentence(template=f"The reconstructed {t or 'particle'} energy is {{0}}.",
+                        claims=[_measured("energy", t or "shower", float(got["energy_mev"]), ev, tool)])
+    if c.kind == "energy" and "visible_energy_mev" in got:
+        return Sentence(template="The visible energy is {0}.", claims=[_measured(
+            "energy", "visible", float(got["visible_energy_mev"]), ev, tool, "visible")])
     return None
 
 
-_PLURAL = {"muon": "muons", "electron": "electrons", "photon": "photons", "proton": "protons",
-           "pion": "charged pions", "kaon": "kaons", "pi0": "pi0s", "track": "tracks",
-           "shower": "showers", "michel": "Michel electrons"}
+def revise(comp: Composition, checks: list[Check], evidence: Evidence) -> Composition:
+    """``comp`` without its contradicted claims, followed by what the tools measured instead:
+    typed sentences that hold a contradicted claim are dropped; free text loses the clauses
+    (parts of sentences between ';') that hold one; one correction sentence per contradicted claim."""
+    bad = [c for c in checks if c.verdict == "contradicted"]
+    if not bad:
+        return comp
+    bad_keys = {c.claim.key() for c in bad if c.claim.source == "tools"}
+    kept = [s for s in comp.sentences if not any(c.key() in bad_keys for c in s.claims)]
+    have = {c.key() for s in kept for c in s.claims}
+    for c in bad:
+        fix = correction(c, evidence)
+        if fix is not None and not all(k.key() in have for k in fix.claims):
+            kept.append(fix)
+            have |= {k.key() for k in fix.claims}
+    free = comp.free
+    if free is not None:
+        text = _revise_free(free.text, [c for c in bad if c.claim.source == "text"])
+        free = free.model_copy(update={"text": text}) if text.strip() else None
+    return comp.model_copy(update={"sentences": kept, "free": free})
 
 
-def _plural_noun(p: str, n: int) -> str:
-    if n == 1:
-        return "charged pion" if p == "pion" else "Michel electron" if p == "michel" else p
-    return _PLURAL.get(p, p + "s")
-
-
-def revise(text: str, checks: list[Check], evidence: Evidence) -> str:
-    """``text`` without the clauses (parts of sentences between ';') that hold a contradicted
-    claim, followed by what the tools measured instead (one sentence per contradicted claim)."""
-    bad_at = [c.claim.start for c in checks if c.verdict == "contradicted"]
+def _revise_free(text: str, bad: list[Check]) -> str:
+    """Free text without the clauses that hold a contradicted claim read from it."""
+    bad_at = [c.claim.start for c in bad]
     if not bad_at:
         return text
     kept: list[str] = []
@@ -412,41 +440,10 @@ def revise(text: str, checks: list[Check], evidence: Evidence) -> str:
             kept.append(sentence)
         elif good:
             s_ = "; ".join(g.rstrip(".;") for g in good)
-            s_ = s_[:1].upper() + s_[1:] + "."
-            label = re.match(r"([A-Z][\w' ]{2,40}:)\s", parts[0][1].strip())
-            if label and not good[0].startswith(label.group(1)):
-                s_ = f"{label.group(1)} {s_[:1].lower()}{s_[1:]}"   # "The VLM explains: ..." stays
-            kept.append(s_)
-    fixes: list[str] = []
-    for c in checks:
-        if c.verdict == "contradicted":
-            s_ = correction(c, evidence)
-            if s_ and s_ not in fixes:
-                fixes.append(s_)
-    return " ".join(kept + fixes).strip()
+            kept.append(s_[:1].upper() + s_[1:] + ".")
+    return " ".join(kept).strip()
 
 
-def annotate(text: str, checks: list[Check]) -> str:
-    """``text`` with every sentence that holds an unverifiable or contradicted claim flagged
-    in square brackets after it (nothing is silently kept)."""
-    spans = split_sentences(text)
-    flags: dict[int, list[str]] = {}
-    for c in checks:
-        if c.verdict == "supported":
-            continue
-        if c.verdict == "unverifiable":
-            flag = f"unverified: {c.claim.describe()}"
-        else:
-            flag = f"contradicted by {c.tool or 'the tools'}: {c.claim.describe()}; measured {_fmt_evidence(c.evidence)}"
-        lst = flags.setdefault(c.claim.sentence, [])
-        if flag not in lst:
-            lst.append(flag)
-    if not flags:
-        return text
-    out = []
-    for i, (a, b) in enumerate(spans):
-        s = text[a:b].strip()
-        if i in flags:
-            s += " [" + "; ".join(flags[i]) + "]"
-        out.append(s)
-    return " ".join(out)
+def as_composition(text: str, author: str = "model") -> Composition:
+    """Free text of a language model (the openai brain's answer) as a composition."""
+    return Composition(free=FreeText(text=text, author=author))

@@ -197,7 +197,7 @@ class VLMBrain:
             extra = self._generate(event, CLASSIFY_PROMPT if first == "classify_event" else ctx.question)
             extra = _strip_class_prefix(extra)
             if extra:
-                text += " The VLM explains: " + extra
+                text = text.explained(extra)   # a Composition (agent.render): free text of the VLM
         return Decision(action="answer", text=text, grounded=True,
                         thought=f"answered from {first} and its support tools")
 

@@ -30,6 +30,14 @@ evaluation set the ``eval`` split (or ``--eval-files``): disjoint from each othe
 pretraining. The run folder gets ``loss.csv`` / ``loss.png`` (per-task losses too),
 ``metrics.json`` and ``model.safetensors`` + ``model.json`` (encoder + heads, exact command,
 data, metrics).
+
+Long runs: ``--data DIR`` trains on a pre-simulated shard folder (``larsight shards``; with
+``--n-events all`` streamed by ``--workers`` DataLoader processes, each ``accelerate launch``
+process reading its own shards). The run folder defaults to ``~/.cache/larsight/runs/
+finetune-<name or time>`` (``$LARSIGHT_RUNS``); ``--ckpt-every`` writes ``state/`` and the
+weights; ``--time-limit``, ``--stop-at`` or SIGTERM stop with a checkpoint, and ``--resume``
+continues exactly (evaluation runs when the last step is reached). ``--loss balanced|focal|ce``
+picks the classification loss (balanced weights come from the shards' label counts).
 """
 from __future__ import annotations
 
@@ -38,140 +46,30 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch import nn
 from tqdm.auto import tqdm
 
+from larsight.events import read as read_events
+
 from .backbone import EncoderOutput, PointEncoder
-from .checkpoint import load_weights, save_weights
+from .checkpoint import has_train_state, load_train_state, load_weights, save_train_state, save_weights
 from .config import EncoderConfig
 from .data import DataSpec, encoder_inputs, event_stream, make_batch, take
 from .evaluate import evaluate
-from .heads import DEFAULT_DATA_MODE, N_CLASSES, TARGET_OF_TASK, TASKS, class_weights, head_for
-from .training import LossLog, command_line, lr_at, param_groups
-
-DEFAULT_TASK_WEIGHTS = {"semantic": 1.0, "pid": 0.5, "particle": 0.5, "interaction": 0.5,
-                        "vertex": 2.0, "event": 0.5}
-"""Loss weights of multi-task fine-tuning (a single task always has weight 1 unless given).
-The vertex loss is a smooth-L1 in units of 50 cm, so it is small and weighted up; the
-grouping losses start large (push term ~ (2 delta_d)^2) and are weighted down."""
-
-
-def parse_tasks(value: str | Sequence[str]) -> tuple[str, ...]:
-    """``"semantic"``, ``"semantic,vertex"``, ``"all"`` or a sequence -> a tuple of tasks
-    (validated, duplicates dropped, order kept)."""
-    items = ([t.strip() for t in value.split(",")] if isinstance(value, str)
-             else [str(t).strip() for t in value])
-    items = [t for t in items if t]
-    if any(t == "all" for t in items):
-        if len(items) > 1:
-            raise ValueError(f"--task 'all' cannot be combined with other tasks, got {items}")
-        return TASKS
-    bad = [t for t in items if t not in TASKS]
-    if bad or not items:
-        raise ValueError(f"--task must be one of {TASKS}, a comma list of them, or 'all'; "
-                         f"got {value!r}")
-    return tuple(dict.fromkeys(items))
-
-
-def parse_task_weights(value: str | Mapping[str, float] | None) -> Optional[dict[str, float]]:
-    """``"semantic=1,vertex=2"`` (or a mapping) -> {task: weight}."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    else:
-        pairs = []
-        for item in str(value).split(","):
-            if not item.strip():
-                continue
-            if "=" not in item:
-                raise ValueError(f"--task-weights: expected TASK=WEIGHT items, got {item!r}")
-            k, v = item.split("=", 1)
-            pairs.append((k.strip(), v))
-    out = {}
-    for k, v in pairs:
-        if k not in TASKS:
-            raise ValueError(f"--task-weights: unknown task {k!r}; choose from {TASKS}")
-        try:
-            w = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"--task-weights: weight of {k!r} must be a number, got {v!r}") from None
-        if not np.isfinite(w) or w < 0:
-            raise ValueError(f"--task-weights: weight of {k!r} must be >= 0, got {w}")
-        out[k] = w
-    return out
-
-
-@dataclass
-class FinetuneConfig:
-    task: str = "semantic"
-    """One task, a comma list of tasks, or 'all' (normalised to the comma list)."""
-    mode: str = "probe"
-    """'probe' (frozen encoder) or 'full'."""
-    init: str = "scratch"
-    """Path of pretrained weights, or 'scratch'."""
-    preset: str = "tiny"
-    """Encoder preset when ``init`` is 'scratch'."""
-    head: Optional[str] = None
-    """'linear' or 'mlp'; default linear for probes, mlp for full fine-tuning."""
-    n_events: Optional[int] = 100
-    """Fine-tuning set size (per data group); None = stream fresh events (simulated data only)."""
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 3e-3
-    min_lr: float = 1e-5
-    warmup: int = 20
-    weight_decay: float = 0.01
-    encoder_lr_scale: float = 0.1
-    grad_clip: float = 1.0
-    data_mode: Optional[str] = None
-    seed: int = 0
-    voxel_size_cm: Optional[float] = None
-    files: tuple[str, ...] = ()
-    eval_files: tuple[str, ...] = ()
-    n_eval: int = 200
-    """Held-out events evaluated at the end (per data group)."""
-    run_dir: str = "runs/finetune"
-    log_every: int = 10
-    encoder_overrides: Optional[dict] = None
-    task_weights: Optional[dict] = None
-    """Loss weight per task (multi-task); missing tasks get ``DEFAULT_TASK_WEIGHTS``."""
-
-    def __post_init__(self) -> None:
-        tasks = parse_tasks(self.task)
-        self.task = ",".join(tasks)
-        if self.mode not in ("probe", "full"):
-            raise ValueError(f"--mode must be 'probe' or 'full', got {self.mode!r}")
-        if self.n_events is not None and self.n_events < 1:
-            raise ValueError("--n-events must be >= 1 or 'all'")
-        if self.n_events is None and self.files:
-            raise ValueError("--n-events all streams simulated events; give a number with --files")
-        self.files, self.eval_files = tuple(self.files), tuple(self.eval_files)
-        self.task_weights = parse_task_weights(self.task_weights)
-        extra = sorted(set(self.task_weights or {}) - set(tasks))
-        if extra:
-            raise ValueError(f"--task-weights names {extra}, which are not trained (--task {self.task})")
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return parse_tasks(self.task)
-
-    @property
-    def multi(self) -> bool:
-        return len(self.tasks) > 1
-
-    def weights(self) -> dict[str, float]:
-        """The loss weight of every trained task."""
-        given = self.task_weights or {}
-        if not self.multi:
-            return {t: float(given.get(t, 1.0)) for t in self.tasks}
-        return {t: float(given.get(t, DEFAULT_TASK_WEIGHTS[t])) for t in self.tasks}
-
+from .finetune_config import (DEFAULT_TASK_WEIGHTS, LOSSES, FinetuneConfig, parse_task_weights,  # noqa: F401
+                              parse_tasks)
+from .heads import (DEFAULT_DATA_MODE, N_CLASSES, TARGET_OF_TASK, class_weights,
+                    class_weights_from_counts, head_for)
+from .shards import open_shards
+from .stream import ShardReader, check_voxel, describe_data, training_stream
+from .training import (LossLog, ResumeMismatch, StopRequest, check_resume_config, command_line,
+                       log_checkpoint, lr_at, param_groups, resolve_run_dir)
 
 def build_encoder(init: str, preset: str = "tiny", voxel_size_cm: Optional[float] = None,
                   overrides: Optional[dict] = None) -> tuple[PointEncoder, dict]:
@@ -219,12 +117,19 @@ class _Group:
     spec: DataSpec
     train_events: Optional[list] = None
     stream: Optional[Iterator] = None
+    """``(position, event)`` pairs of this process (``--n-events all``)."""
+    reader: Optional[ShardReader] = None
+    pos: int = 0
     sample: list = field(default_factory=list)
     cache: Optional[_Cache] = None
+    semantic_counts: Optional[np.ndarray] = None
+    """Semantic label counts of a shard folder (its manifest), for class-balanced weights."""
 
 
 def data_groups(cfg: FinetuneConfig) -> dict[str, list[str]]:
     """Simulator modes -> the tasks trained on them (one group unless tasks' defaults differ)."""
+    if cfg.data:
+        return {",".join(open_shards(cfg.data).spec.modes): list(cfg.tasks)}
     if cfg.data_mode or cfg.files:
         return {cfg.data_mode or DEFAULT_DATA_MODE[cfg.tasks[0]]: list(cfg.tasks)}
     groups: dict[str, list[str]] = {}
@@ -233,34 +138,79 @@ def data_groups(cfg: FinetuneConfig) -> dict[str, list[str]]:
     return groups
 
 
-def _class_weight_kw(task: str, sample, enc_cfg: EncoderConfig) -> dict[str, Any]:
+def _has_labels(ev, task: str) -> bool:
+    if task == "vertex":
+        return bool(ev.interactions)
+    if task == "event":
+        return ev.event_class is not None
+    v = getattr(ev, TARGET_OF_TASK[task])
+    return v is not None and bool((np.asarray(v) >= 0).any())
+
+
+def check_labels(tasks: Sequence[str], sample: Sequence, source: str) -> None:
+    """One-line error when the training events carry none of a task's truth labels."""
+    if not sample:
+        raise ValueError(f"finetune: no training events with points in {source}")
+    for t in tasks:
+        if not any(_has_labels(ev, t) for ev in sample):
+            what = {"vertex": "interaction (vertex)", "event": "event-class"}.get(t, TARGET_OF_TASK[t])
+            raise ValueError(f"finetune --task {t}: none of the {len(sample)} training events in "
+                             f"{source} has {what} labels; give labelled events")
+
+
+def _class_weight_kw(cfg: FinetuneConfig, task: str, g: _Group, enc_cfg: EncoderConfig) -> dict[str, Any]:
     if task not in N_CLASSES:
         return {}
+    kw: dict[str, Any] = {"loss": cfg.loss, "focal_gamma": cfg.focal_gamma}
+    if task == "semantic" and g.semantic_counts is not None:
+        return {**kw, "class_weight": class_weights_from_counts(g.semantic_counts).tolist()}
     target = TARGET_OF_TASK[task]
     if task == "event":
-        y = np.array([make_batch([e], enc_cfg)["event_class"][0].item() for e in sample])
+        y = np.array([make_batch([e], enc_cfg)["event_class"][0].item() for e in g.sample])
     else:
         y = np.concatenate([getattr(e, target) if getattr(e, target) is not None
-                            else np.full(len(e), -1) for e in sample])
-    return {"class_weight": class_weights(y, N_CLASSES[task]).tolist()}
+                            else np.full(len(e), -1) for e in g.sample])
+    return {**kw, "class_weight": class_weights(y, N_CLASSES[task]).tolist()}
 
 
-def _build_groups(cfg: FinetuneConfig, enc_cfg: EncoderConfig, accelerator: Accelerator) -> list[_Group]:
-    """The data of each group: a fixed fine-tuning set, or a fresh stream."""
+def _first_shard_events(folder, n: int) -> list:
+    """The first ``n`` events with points of a shard folder, in file order."""
+    out: list = []
+    for f in folder.files:
+        for ev in read_events(f):
+            if len(ev):
+                out.append(ev)
+                if len(out) == n:
+                    return out
+    return out
+
+
+def _build_groups(cfg: FinetuneConfig, enc_cfg: EncoderConfig, rank: int, world: int,
+                  positions: Sequence[int]) -> list[_Group]:
+    """The data of each group: a fixed fine-tuning set, or this process's stream (resumed at
+    ``positions``)."""
     groups: list[_Group] = []
-    for modes, group_tasks in data_groups(cfg).items():
-        spec = DataSpec(modes=modes, seed=cfg.seed, voxel_size_cm=enc_cfg.voxel_size_cm,
-                        files=cfg.files)
-        g = _Group(modes=modes, tasks=group_tasks, spec=spec)
+    folder = open_shards(cfg.data) if cfg.data else None
+    if folder is not None:
+        check_voxel(folder, enc_cfg.voxel_size_cm)
+    source = str(cfg.data or ", ".join(cfg.files) or "the simulator")
+    for gi, (modes, group_tasks) in enumerate(data_groups(cfg).items()):
+        spec = DataSpec(modes=modes, seed=cfg.seed, voxel_size_cm=enc_cfg.voxel_size_cm, files=cfg.files)
+        g = _Group(modes=modes, tasks=group_tasks, spec=spec, pos=positions[gi] if positions else 0,
+                   semantic_counts=folder.semantic_counts() if folder is not None else None)
         if cfg.n_events is not None:
-            g.train_events = take(spec, "finetune", cfg.n_events)
+            g.train_events = (_first_shard_events(folder, cfg.n_events) if folder is not None
+                              else take(spec, "finetune", cfg.n_events))
             if len(g.train_events) < cfg.n_events:
                 print(f"finetune: only {len(g.train_events)} events available (asked {cfg.n_events})")
             g.sample = g.train_events
         else:
-            g.stream = event_stream(spec, "finetune", rank=accelerator.process_index,
-                                    world=accelerator.num_processes)
-            g.sample = list(itertools.islice(event_stream(spec, "finetune"), 200))
+            g.stream, g.reader, _ = training_stream(cfg.data, spec, "finetune", seed=cfg.seed, rank=rank,
+                                                    world=world, workers=cfg.workers, start=g.pos,
+                                                    min_points=1)
+            g.sample = (_first_shard_events(folder, 200) if folder is not None
+                        else list(itertools.islice(event_stream(spec, "finetune"), 200)))
+        check_labels(group_tasks, g.sample, source)
         groups.append(g)
     return groups
 
@@ -271,7 +221,7 @@ def _build_heads(cfg: FinetuneConfig, groups: list[_Group], enc_cfg: EncoderConf
     heads: dict[str, nn.Module] = {}
     for g in groups:
         for t in g.tasks:
-            heads[t] = head_for(t, enc_cfg, kind=kind, **_class_weight_kw(t, g.sample, enc_cfg))
+            heads[t] = head_for(t, enc_cfg, kind=kind, **_class_weight_kw(cfg, t, g, enc_cfg))
     return {t: heads[t] for t in cfg.tasks}
 
 
@@ -301,7 +251,10 @@ def _group_loss(cfg: FinetuneConfig, g: _Group, encoder: PointEncoder, heads: di
                          replace=False)
         evs = [g.train_events[i] for i in idx]
     else:
-        evs = [next(g.stream) for _ in range(cfg.batch_size)]
+        evs = []
+        for _ in range(cfg.batch_size):
+            g.pos, ev = next(g.stream)
+            evs.append(ev)
     batch = make_batch(evs, encoder.config, device=device)
     if g.cache is not None:
         out = g.cache.output(idx)
@@ -322,40 +275,87 @@ def _group_loss(cfg: FinetuneConfig, g: _Group, encoder: PointEncoder, heads: di
     return total
 
 
-def _train(cfg: FinetuneConfig, encoder: PointEncoder, heads: dict[str, nn.Module], groups: list[_Group],
-           optimizer: torch.optim.Optimizer, trainable: nn.Module, log: LossLog, device,
-           show: bool) -> None:
-    tasks = cfg.tasks
-    rng = np.random.default_rng([cfg.seed, 11])
+def sync_gradients(params: Sequence[torch.Tensor], accelerator: Accelerator) -> None:
+    """Average the gradients over processes (one all-reduce; what DDP does) when distributed."""
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= accelerator.num_processes
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+@dataclass
+class _Loop:
+    """What one training invocation works with (the resumable state is ``step``, ``rng`` and
+    the groups' stream positions)."""
+
+    cfg: FinetuneConfig
+    encoder: PointEncoder
+    heads: dict[str, nn.Module]
+    groups: list[_Group]
+    optimizer: torch.optim.Optimizer
+    trainable: nn.Module
+    accelerator: Accelerator
+    rng: np.random.Generator
+    step: int = 0
+
+
+def _train(lp: _Loop, log: Optional[LossLog], checkpoint, show: bool) -> None:
+    """Steps until ``steps`` (or ``stop_at``, the time limit, a stop signal); ``checkpoint()``
+    every ``ckpt_every`` steps and at the end."""
+    cfg, tasks, acc = lp.cfg, lp.cfg.tasks, lp.accelerator
+    params = [p for p in lp.trainable.parameters() if p.requires_grad]
+    last = min(cfg.steps, cfg.stop_at or cfg.steps)
     label = cfg.task if not cfg.multi else f"{len(tasks)} tasks"
-    pbar = tqdm(range(cfg.steps), desc=f"finetune {label} {cfg.mode}", unit="step",
+    pbar = tqdm(total=cfg.steps, initial=lp.step, desc=f"finetune {label} {cfg.mode}", unit="step",
                 disable=not show, dynamic_ncols=True)
-    t_last = time.time()
+    t_start = t_last = time.time()
     recent: dict[str, list[float]] = {k: [] for k in ("loss", *tasks)}
-    for step in pbar:
-        lr = lr_at(step, cfg)
-        for pg in optimizer.param_groups:
-            pg["lr"] = lr * pg.get("lr_scale", 1.0)
-        total = None
-        for g in groups:
-            total = _group_loss(cfg, g, encoder, heads, trainable, rng, device, recent, total)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable.parameters(), cfg.grad_clip)
-        optimizer.step()
-        recent["loss"].append(total.item())
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            now = time.time()
-            sec = (now - t_last) / len(recent["loss"])
-            t_last = now
-            row: dict[str, Any] = {"step": step + 1, "loss": float(np.mean(recent["loss"])),
-                                   "lr": lr, "sec_per_step": sec}
-            if cfg.multi:
-                row.update({f"loss_{t}": float(np.mean(recent[t])) for t in tasks})
-            log.add(**row)
-            pbar.set_postfix(loss=f"{row['loss']:.4f}")
-            recent = {k: [] for k in recent}
+    with StopRequest() as stop:
+        while lp.step < last:
+            lr = lr_at(lp.step, cfg)
+            for pg in lp.optimizer.param_groups:
+                pg["lr"] = lr * pg.get("lr_scale", 1.0)
+            total = None
+            for g in lp.groups:
+                total = _group_loss(cfg, g, lp.encoder, lp.heads, lp.trainable, lp.rng, acc.device,
+                                    recent, total)
+            lp.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            sync_gradients(params, acc)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            lp.optimizer.step()
+            lp.step += 1
+            recent["loss"].append(float(acc.reduce(total.detach(), "mean")))
+            pbar.update(1)
+            if lp.step % cfg.log_every == 0 or lp.step == last:
+                now = time.time()
+                row: dict[str, Any] = {"step": lp.step, "loss": float(np.mean(recent["loss"])), "lr": lr,
+                                       "sec_per_step": (now - t_last) / len(recent["loss"])}
+                t_last = now
+                if cfg.multi:
+                    row.update({f"loss_{t}": float(np.mean(recent[t])) for t in tasks})
+                if log is not None:
+                    log.add(**row)
+                pbar.set_postfix(loss=f"{row['loss']:.4f}")
+                recent = {k: [] for k in recent}
+            out_of_time = cfg.time_limit_min is not None and (time.time() - t_start) / 60 >= cfg.time_limit_min
+            stopping = out_of_time or stop.requested(acc)
+            if lp.step % cfg.ckpt_every == 0 or lp.step == last or stopping:
+                checkpoint()
+            if stopping:
+                if show:
+                    print(f"stopped at step {lp.step} ({'time limit' if out_of_time else 'signal'}); "
+                          f"continue with --resume --run-dir {cfg.run_dir}")
+                break
+    pbar.close()
 
 
 def _evaluate_groups(cfg: FinetuneConfig, encoder: PointEncoder, heads: dict[str, nn.Module],
@@ -379,22 +379,94 @@ def _evaluate_groups(cfg: FinetuneConfig, encoder: PointEncoder, heads: dict[str
     return {t: metrics[t] for t in cfg.tasks}, eval_data, n_eval_events
 
 
-def _save_model(run: Path, cfg: FinetuneConfig, command: str, encoder: PointEncoder,
-                heads: dict[str, nn.Module], groups: list[_Group], eval_data: list, init_info: dict,
-                shown: dict) -> None:
+def _save_model(run: Path, cfg: FinetuneConfig, command: str, lp: _Loop, eval_data: list,
+                init_info: dict, shown: dict, data_info: dict, ranks: Sequence[dict] = ()) -> None:
     """``model.safetensors``: the encoder and every head, with the manifest of the run."""
     n_events = cfg.n_events if cfg.n_events is not None else "all"
-    data = {**groups[0].spec.to_dict(), "split": "finetune", "n_events": n_events}
+    data = {**data_info, "split": "finetune", "n_events": n_events}
     extra: dict[str, Any] = {}
     if cfg.multi:
         extra = {"tasks": list(cfg.tasks), "task_weights": cfg.weights(),
                  "data_groups": [{**g.spec.to_dict(), "split": "finetune",
-                                  "n_events": n_events, "tasks": g.tasks} for g in groups]}
-    save_weights(run / "model.safetensors", encoder, heads, manifest={
+                                  "n_events": n_events, "tasks": g.tasks} for g in lp.groups]}
+    save_weights(run / "model.safetensors", lp.encoder, lp.heads, manifest={
         "kind": "finetuned", "task": cfg.task, "mode": cfg.mode, "command": command,
         "data": data, "eval_data": eval_data[0] if len(eval_data) == 1 else eval_data,
-        **extra, **init_info, "finetune_config": asdict(cfg), "step": cfg.steps,
-        "metrics": shown})
+        **extra, **init_info, "finetune_config": asdict(cfg), "step": lp.step,
+        "processes": lp.accelerator.num_processes,
+        "shards_read_by_rank": [r["shards_read"] for r in ranks] if cfg.data else None,
+        "complete": lp.step >= cfg.steps, "metrics": shown})
+
+
+RESUME_FREE = ("run_dir", "name", "resume", "data", "steps", "time_limit_min", "log_every", "ckpt_every",
+               "stop_at", "n_eval", "eval_files")
+"""FinetuneConfig fields that may change when a run is resumed."""
+
+
+def _save_state(run: Path, lp: _Loop, data_info: dict, log: Optional[LossLog]) -> list[dict]:
+    """The resumable state (every process gives its stream positions and random state; the
+    main process writes). Returns every process's record."""
+    acc = lp.accelerator
+    mine = {"positions": [g.pos for g in lp.groups], "numpy_rng": lp.rng.bit_generator.state,
+            "shards_read": sorted(set().union(*[g.reader.shards_read for g in lp.groups if g.reader]))}
+    ranks = gather_object([mine]) if acc.num_processes > 1 else [mine]
+    if acc.is_main_process:
+        save_train_state(run / "state", step=lp.step, optimizer=lp.optimizer,
+                         modules={"encoder": lp.encoder, "heads": nn.ModuleDict(lp.heads)},
+                         extra={"ranks": ranks, "config": asdict(lp.cfg), "data": data_info,
+                                "processes": acc.num_processes})
+        if log is not None:
+            log.plot(("loss", *(f"loss_{t}" for t in lp.cfg.tasks)) if lp.cfg.multi else ("loss",))
+    return ranks
+
+
+def _resume_record(cfg: FinetuneConfig, run: Path, world: int, rank: int, data_info: dict) -> Optional[dict]:
+    """This process's saved record of a run being resumed (after checking it is the same run)."""
+    state = run / "state"
+    if not cfg.resume:
+        return None
+    if not has_train_state(state):
+        print(f"--resume: no state in {state}; starting from scratch")
+        return None
+    saved = json.loads((state / "state.json").read_text()).get("extra", {})
+    check_resume_config(saved.get("config", {}), asdict(cfg), RESUME_FREE, run)
+    check_resume_config(saved.get("data", {}), data_info, ("shards",), run)
+    if len(saved.get("ranks", [])) != world:
+        raise ResumeMismatch(f"--resume: {run} ran on {len(saved.get('ranks', []))} process(es); "
+                             f"resume it on as many")
+    return saved["ranks"][rank]
+
+
+def _setup(cfg: FinetuneConfig, accelerator: Accelerator) -> tuple[_Loop, dict, dict, Path]:
+    """Run folder, encoder, heads, data and optimizer of this process, resumed if asked."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    run = resolve_run_dir("finetune", cfg.run_dir, cfg.name, cfg.resume)
+    cfg.run_dir = str(run)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    encoder, init_info = build_encoder(cfg.init, cfg.preset, cfg.voxel_size_cm, cfg.encoder_overrides)
+    data_info = describe_data(cfg.data, DataSpec(modes=next(iter(data_groups(cfg))), seed=cfg.seed,
+                                                 voxel_size_cm=encoder.config.voxel_size_cm,
+                                                 files=cfg.files), "finetune")
+    record = _resume_record(cfg, run, world, rank, data_info)
+    groups = _build_groups(cfg, encoder.config, rank, world, record["positions"] if record else [])
+    heads = _build_heads(cfg, groups, encoder.config)
+    head_dict = nn.ModuleDict(heads)
+    encoder.to(accelerator.device)
+    head_dict.to(accelerator.device)
+    optimizer, trainable = _optimizer(cfg, encoder, head_dict)
+    lp = _Loop(cfg, encoder, heads, groups, optimizer, trainable, accelerator,
+               rng=np.random.default_rng([cfg.seed, 11] if rank == 0 else [cfg.seed, 11, rank]))
+    if record is not None:
+        st = load_train_state(run / "state", modules={"encoder": encoder, "heads": head_dict},
+                              optimizer=optimizer)
+        lp.step = st["step"]
+        lp.rng.bit_generator.state = record["numpy_rng"]
+        print(f"resumed {run} at step {lp.step}")
+    for g in groups:
+        if cfg.mode == "probe" and g.train_events:
+            g.cache = _Cache(encoder, g.train_events, accelerator.device)
+    return lp, init_info, data_info, run
 
 
 def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool = True
@@ -402,42 +474,44 @@ def finetune(cfg: FinetuneConfig, command: Optional[str] = None, progress: bool 
     """Train the heads (and, in full mode, the encoder); evaluate; save. Returns the metrics.
 
     One task: ``result["metrics"]`` is that task's metrics. Several: ``result["metrics"]``
-    maps each task to its metrics (and ``result["tasks"]`` lists them).
+    maps each task to its metrics (and ``result["tasks"]`` lists them). A run stopped before
+    ``steps`` (``stop_at``, time limit, signal) saves its state and weights, and is evaluated
+    when a ``--resume`` finishes it.
     """
     accelerator = Accelerator()
-    device, main = accelerator.device, accelerator.is_main_process
-    run = Path(cfg.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
+    main = accelerator.is_main_process
     command = command or command_line()
-    torch.manual_seed(cfg.seed)
-    encoder, init_info = build_encoder(cfg.init, cfg.preset, cfg.voxel_size_cm, cfg.encoder_overrides)
-    enc_cfg = encoder.config
+    lp, init_info, data_info, run = _setup(cfg, accelerator)
     tasks, weights = cfg.tasks, cfg.weights()
-    groups = _build_groups(cfg, enc_cfg, accelerator)
-    heads = _build_heads(cfg, groups, enc_cfg)
-    head_dict = nn.ModuleDict(heads)
-    encoder.to(device)
-    head_dict.to(device)
-    optimizer, trainable = _optimizer(cfg, encoder, head_dict)
-    for g in groups:
-        if cfg.mode == "probe" and g.train_events:
-            g.cache = _Cache(encoder, g.train_events, device)
-
     label = cfg.task if not cfg.multi else f"{len(tasks)} tasks"
-    log = LossLog(run, title=f"finetune {label} ({cfg.mode}, init={Path(cfg.init).name})")
-    t0 = time.time()
-    _train(cfg, encoder, heads, groups, optimizer, trainable, log, device, show=progress and main)
-    train_minutes = (time.time() - t0) / 60
-    log.plot(("loss", *(f"loss_{t}" for t in tasks)) if cfg.multi else ("loss",))
+    log = LossLog(run, resume_step=lp.step,
+                  title=f"finetune {label} ({cfg.mode}, init={Path(cfg.init).name})") if main else None
 
-    metrics, eval_data, n_eval_events = _evaluate_groups(cfg, encoder, heads, groups, device, progress)
-    shown = metrics if cfg.multi else metrics[tasks[0]]
+    ranks: list[dict] = []
+
+    def checkpoint() -> None:
+        ranks[:] = _save_state(run, lp, data_info, log)
+        if main:
+            _save_model(run, cfg, command, lp, [], init_info, {}, data_info, ranks)
+            log_checkpoint(run, lp.step, accelerator.process_index, ["state", "model.safetensors"])
+
+    t0 = time.time()
+    _train(lp, log, checkpoint, show=progress and main)
+    train_minutes = (time.time() - t0) / 60
     result = {"task": cfg.task, "tasks": list(tasks), "mode": cfg.mode, "init": str(cfg.init),
-              "n_events": cfg.n_events if cfg.n_events is not None else "all", "steps": cfg.steps,
-              "train_minutes": train_minutes,
-              "final_loss": float(log.rows[-1]["loss"]) if log.rows else None,
-              "n_eval": n_eval_events, "task_weights": weights, "metrics": shown}
-    if main:
+              "n_events": cfg.n_events if cfg.n_events is not None else "all", "steps": lp.step,
+              "run_dir": str(run), "train_minutes": train_minutes, "complete": lp.step >= cfg.steps,
+              "final_loss": float(log.rows[-1]["loss"]) if log and log.rows else None,
+              "task_weights": weights, "metrics": {}, "main_process": main}
+    if main and lp.step >= cfg.steps:
+        metrics, eval_data, n_eval_events = _evaluate_groups(cfg, lp.encoder, lp.heads, lp.groups,
+                                                             accelerator.device, progress)
+        shown = metrics if cfg.multi else metrics[tasks[0]]
+        result.update(n_eval=n_eval_events, metrics=shown)
         (run / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        _save_model(run, cfg, command, encoder, heads, groups, eval_data, init_info, shown)
+        _save_model(run, cfg, command, lp, eval_data, init_info, shown, data_info, ranks)
+        log_checkpoint(run, lp.step, accelerator.process_index, ["model.safetensors (evaluated)"])
+    elif main:
+        print(f"finetune stopped at step {lp.step} of {cfg.steps}; evaluation runs when --resume finishes it")
+    accelerator.wait_for_everyone()
     return result

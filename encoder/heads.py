@@ -63,12 +63,45 @@ def class_weights(labels: Tensor | np.ndarray, n_classes: int, power: float = 0.
     """Inverse-frequency weights ``count^-power`` (mean 1 over present classes, capped);
     classes absent from ``labels`` get weight 0 (they cannot be learned anyway)."""
     y = torch.as_tensor(labels).long().flatten()
-    counts = torch.bincount(y[y >= 0], minlength=n_classes)[:n_classes].double()
+    counts = torch.bincount(y[y >= 0], minlength=n_classes)[:n_classes]
+    return class_weights_from_counts(counts, power, max_weight)
+
+
+def class_weights_from_counts(counts: Tensor | np.ndarray | Sequence[int], power: float = 0.5,
+                              max_weight: float = 20.0) -> Tensor:
+    """``class_weights`` from per-class counts (e.g. a shard manifest's label counts)."""
+    counts = torch.as_tensor(np.asarray(counts)).double()
     w = torch.where(counts > 0, counts.clamp(min=1) ** -power, torch.zeros_like(counts))
     present = counts > 0
     if present.any():
         w = w / w[present].mean()
     return w.clamp(max=max_weight).float()
+
+
+LOSS_KINDS = ("balanced", "focal", "ce")
+
+
+def classification_loss(logits: Tensor, y: Tensor, class_weight: Tensor, kind: str = "balanced",
+                        gamma: float = 2.0) -> Tensor:
+    """Mean loss over labelled rows (``y >= 0``): 'balanced' = cross-entropy weighted by
+    ``class_weight``; 'ce' = unweighted; 'focal' = ``-(1 - p_t)^gamma log p_t`` (Lin et al.
+    2017), which down-weights easy points so rare classes (Michel, delta) count."""
+    if kind == "balanced":
+        return F.cross_entropy(logits, y, weight=class_weight, ignore_index=-1)
+    if kind == "ce":
+        return F.cross_entropy(logits, y, ignore_index=-1)
+    if kind != "focal":
+        raise ValueError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
+    ok = y >= 0
+    logp = F.log_softmax(logits[ok].float(), dim=-1).gather(1, y[ok][:, None])[:, 0]
+    return (-(1 - logp.exp()).pow(gamma) * logp).mean()
+
+
+def _loss_spec(loss: str, focal_gamma: float) -> dict[str, Any]:
+    """The loss settings a head's spec records (none for the default, so older specs match)."""
+    if loss not in LOSS_KINDS:
+        raise ValueError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
+    return {} if loss == "balanced" else {"loss": loss, "focal_gamma": float(focal_gamma)}
 
 
 class Head(nn.Module):
@@ -87,9 +120,12 @@ class PointClassHead(Head):
     """Per-point classification (semantic segmentation, per-point PID)."""
 
     def __init__(self, task: str, in_channels: int, n_classes: int, kind: str = "linear",
-                 hidden: int = 128, class_weight: Optional[Sequence[float]] = None, **_: Any):
+                 hidden: int = 128, class_weight: Optional[Sequence[float]] = None,
+                 loss: str = "balanced", focal_gamma: float = 2.0, **_: Any):
         self.task = task
-        super().__init__(in_channels=in_channels, n_classes=n_classes, kind=kind, hidden=hidden)
+        super().__init__(in_channels=in_channels, n_classes=n_classes, kind=kind, hidden=hidden,
+                         **_loss_spec(loss, focal_gamma))
+        self.loss_kind, self.focal_gamma = loss, float(focal_gamma)
         self.target = "semantic" if task == "semantic" else "pid"
         self.proj = _proj(in_channels, n_classes, kind, hidden)
         self.register_buffer("class_weight", torch.ones(n_classes) if class_weight is None
@@ -102,7 +138,7 @@ class PointClassHead(Head):
         y = batch[self.target]
         if not bool((y >= 0).any()):
             return pred["logits"].sum() * 0.0
-        return F.cross_entropy(pred["logits"], y, weight=self.class_weight, ignore_index=-1)
+        return classification_loss(pred["logits"], y, self.class_weight, self.loss_kind, self.focal_gamma)
 
     @torch.no_grad()
     def decode(self, pred, batch) -> dict[str, Tensor]:
@@ -134,8 +170,11 @@ class EventClassHead(Head):
     task = "event"
 
     def __init__(self, token_dim: int, n_classes: int = len(EVENT_CLASSES), kind: str = "linear",
-                 hidden: int = 128, class_weight: Optional[Sequence[float]] = None, **_: Any):
-        super().__init__(token_dim=token_dim, n_classes=n_classes, kind=kind, hidden=hidden)
+                 hidden: int = 128, class_weight: Optional[Sequence[float]] = None,
+                 loss: str = "balanced", focal_gamma: float = 2.0, **_: Any):
+        super().__init__(token_dim=token_dim, n_classes=n_classes, kind=kind, hidden=hidden,
+                         **_loss_spec(loss, focal_gamma))
+        self.loss_kind, self.focal_gamma = loss, float(focal_gamma)
         self.proj = _proj(token_dim, n_classes, kind, hidden)
         self.register_buffer("class_weight", torch.ones(n_classes) if class_weight is None
                              else torch.as_tensor(class_weight, dtype=torch.float32))
@@ -147,7 +186,7 @@ class EventClassHead(Head):
         y = batch["event_class"]
         if not bool((y >= 0).any()):
             return pred["logits"].sum() * 0.0
-        return F.cross_entropy(pred["logits"], y, weight=self.class_weight, ignore_index=-1)
+        return classification_loss(pred["logits"], y, self.class_weight, self.loss_kind, self.focal_gamma)
 
     @torch.no_grad()
     def decode(self, pred, batch) -> dict[str, Tensor]:

@@ -5,15 +5,25 @@ resumable position in an event stream."""
 from __future__ import annotations
 
 import csv
+import datetime as _dt
+import json
 import math
+import os
 import shlex
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["LossLog", "lr_at", "param_groups", "command_line", "positioned", "to_device_nested"]
+__all__ = ["LossLog", "lr_at", "param_groups", "command_line", "positioned", "to_device_nested",
+           "runs_root", "resolve_run_dir", "check_resume_config", "StopRequest", "log_checkpoint",
+           "ResumeMismatch"]
+
+RUNS_ENV = "LARSIGHT_RUNS"
+"""Environment variable naming the folder run folders go under (default ~/.cache/larsight/runs)."""
 
 
 class LossLog:
@@ -116,3 +126,93 @@ def to_device_nested(obj: Any, device) -> Any:
     if isinstance(obj, (tuple, list)):
         return type(obj)(to_device_nested(v, device) for v in obj)
     return obj
+
+
+# ============================================================================ run folders
+def runs_root() -> Path:
+    """Where run folders live: ``$LARSIGHT_RUNS``, else ``~/.cache/larsight/runs`` (outside the
+    work tree, so hours-long runs never land in a checkout)."""
+    env = os.environ.get(RUNS_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "larsight" / "runs"
+
+
+def resolve_run_dir(command: str, run_dir: Optional[str] = None, name: Optional[str] = None,
+                    resume: bool = False) -> Path:
+    """The run folder of ``command``: ``run_dir`` when given, else ``<runs_root>/<command>-<name>``;
+    without a name a new ``<command>-<UTC timestamp>`` folder, or with ``resume`` the most
+    recently written ``<command>-*`` folder that holds a training state."""
+    if run_dir:
+        return Path(run_dir).expanduser()
+    root = runs_root()
+    if name:
+        if "/" in name or name in (".", ".."):
+            raise ValueError(f"--name must be a plain folder name, got {name!r}")
+        return root / f"{command}-{name}"
+    if resume:
+        runs = [p for p in root.glob(f"{command}-*") if (p / "state" / "state.json").exists()]
+        if not runs:
+            raise FileNotFoundError(f"--resume: no {command} run with a saved state under {root}; "
+                                    f"give --run-dir or --name")
+        return max(runs, key=lambda p: (p / "state" / "state.json").stat().st_mtime)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return root / f"{command}-{stamp}"
+
+
+class ResumeMismatch(ValueError):
+    """``--resume`` of a run folder written by another model / config / task / data."""
+
+
+def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any], free: Iterable[str],
+                        run: Path) -> None:
+    """Raise ``ResumeMismatch`` naming the first settings that differ between the run folder's
+    saved config and this command's (``free`` fields may change between invocations)."""
+    free = set(free)
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731 - as saved (no tuples)
+    diffs = [f"{k}={saved.get(k)!r} there, {norm(v)!r} here" for k, v in current.items()
+             if k not in free and k in saved and norm(saved.get(k)) != norm(v)]
+    if diffs:
+        more = f" (and {len(diffs) - 2} more)" if len(diffs) > 2 else ""
+        raise ResumeMismatch(f"--resume: {run} was trained with other settings: "
+                             f"{'; '.join(diffs[:2])}{more}; give a new --run-dir")
+
+
+def log_checkpoint(run: Path, step: int, rank: int, files: Sequence[str]) -> None:
+    """One line per checkpoint write in ``run/checkpoints.log`` (step, time, writing rank)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    with open(Path(run) / "checkpoints.log", "a") as f:
+        f.write(f"step={step} rank={rank} time={stamp} files={','.join(files)}\n")
+
+
+class StopRequest:
+    """SIGTERM / SIGINT while training: finish the step, checkpoint, stop (a second signal
+    stops at once). ``requested(accelerator)`` agrees across processes."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.flag:  # second signal: the default behaviour
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.flag = True
+        print(f"signal {signum}: stopping after this step (with a checkpoint)", file=sys.stderr)
+
+    def __enter__(self) -> "StopRequest":
+        if hasattr(signal, "SIGTERM"):
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: signals stay as they are
+                self._old = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def requested(self, accelerator=None) -> bool:
+        if accelerator is None or accelerator.num_processes == 1:
+            return self.flag
+        t = torch.tensor([1.0 if self.flag else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(t, "sum").item() > 0)

@@ -1,11 +1,13 @@
 """Simulator benchmark and physics validation report.
 
-    python -m larsight.evals.simulator_report [--seed 2026] [--n 200] [--out evals/reports]
+    python -m larsight.evals.simulator_report [--seed 2026] [--n 200] [--n-real 100] [--out evals/reports]
 
 Writes evals/reports/simulator.md and PNG plots under evals/reports/simulator/: speed per mode
 (one core and all cores), points per event, semantic class fractions, energy spectra, and the
 physics checks (CSDA ranges vs the PHYSICS.md table, Bragg peaks, Michel spectrum, shower
-profiles and containment, photon conversion gaps).
+profiles and containment, photon conversion gaps), and the comparison of default and randomised
+(events.sim.knobs) events with the real PILArNet-M event (evals/simulator_real.py). It also
+regenerates docs/simulator_knobs.md, the knob table, from events/sim/knobs.py.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import numpy as np  # noqa: E402
 from larsight.events import PILARNET_VOLUME, SEMANTIC_CLASSES, Volume  # noqa: E402
 from larsight.events import sim  # noqa: E402
 from larsight.events.sim import medium as M  # noqa: E402
+from larsight.events.sim.knobs import write_markdown  # noqa: E402
+from larsight.evals import simulator_real  # noqa: E402
 from larsight.events.sim.run import _pool_stream  # noqa: E402
 from larsight.events.sim.samplers import longitudinal_params, sample_michel_x  # noqa: E402
 from larsight.events.formats.atomic import atomic_open  # noqa: E402
@@ -79,6 +83,8 @@ def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--n", type=int, default=200, help="events per mode and benchmark")
+    ap.add_argument("--n-real", type=int, default=100,
+                    help="events per sample in the comparison with the real PILArNet-M event")
     ap.add_argument("--out", default="evals/reports")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -89,7 +95,8 @@ def main(argv=None) -> Path:
     workers = os.cpu_count() or 1
     lines = [
         "# Simulator report (events/sim)", "",
-        f"Produced by `python -m larsight.evals.simulator_report --seed {seed} --n {n}` "
+        f"Produced by `python -m larsight.evals.simulator_report --seed {seed} --n {n} "
+        f"--n-real {args.n_real}` "
         f"(larsight.sim {sim.VERSION}); geometry: PILArNet-M default (768^3 voxels of 0.3 cm).",
         f"Machine: {platform.processor() or platform.machine()}, {workers} cores, Python "
         f"{platform.python_version()}; load average before the run: {load_before}.", "",
@@ -107,18 +114,24 @@ def main(argv=None) -> Path:
     em_lines, em = showers_and_decays(seed)
     lines += em_lines
     plot_showers_decays(em, pdir)
-    lines += _real_event_comparison(stats["nu"])
+    lines += simulator_real.section(args.n_real, seed, pdir)
     lines += ["## Plots", ""] + [f"![{p.stem}](simulator/{p.name})" for p in sorted(pdir.glob("*.png"))]
     lines += ["", "## Known shortcuts", "",
               "See the module docstrings of events/sim: parametrised showers (not a particle-by-particle "
               "cascade), a constant 85.8 cm hadronic interaction length with a toy final state, "
               "no muon decay in flight, no positron annihilation photons, a toy neutrino flux and "
               "final-state model (no nuclear model beyond a fixed binding energy), "
-              "no diffusion, electron lifetime or detector response.", ""]
+              "no diffusion or electron lifetime. The detector response (energy scale, charge "
+              "noise, dead and noisy voxels, recombination model) and the other approximations "
+              "are knobs (docs/simulator_knobs.md), at the simulator's own values unless "
+              "`--randomize` / `--knob` is given.", ""]
     md = out / "simulator.md"
     with atomic_open(md, "w") as fh:
         fh.write("\n".join(lines))
     print(f"wrote {md}")
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    if docs.is_dir():
+        write_markdown(docs / "simulator_knobs.md")
     return md
 
 
@@ -375,30 +388,6 @@ def plot_showers_decays(em: dict, pdir: Path) -> None:
     fig.savefig(pdir / "showers_decays.png", dpi=90)
     plt.close(fig)
 
-
-
-def _real_event_comparison(nu_events) -> list[str]:
-    """Set the simulated events beside the one real PILArNet-M event in the shared folder."""
-    candidates = [Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")]
-    npz = next((c / "data" / "pilarnet_m_test_event_7675.npz" for c in candidates
-                if (c / "data" / "pilarnet_m_test_event_7675.npz").exists()), None)
-    if npz is None:
-        return []
-    with np.load(npz) as d:
-        sem, e = d["semantic"].astype(int), d["energy_mev"]
-    thr = float(e.min())
-    sim_e = np.concatenate([ev.energy for ev in nu_events])
-    fr = np.bincount(sem, minlength=5) / sem.size
-    return ["## Beside real PILArNet-M data", "",
-            f"The real PILArNet-M event in the shared folder (test split, event 7675, a GEANT4 "
-            f"multi-particle interaction): {sem.size} voxels, {e.sum():.0f} MeV, semantic voxel "
-            "fractions " + " / ".join(f"{f:.2f}" for f in fr) + " (shower / track / Michel / delta / "
-            f"low energy), smallest voxel energy {thr:.2f} MeV. PILArNet-M quotes 1,000-30,000 "
-            "voxels per event. Simulated neutrino events here are smaller (see the table above): "
-            "the volume is the same but the neutrino energies are 0.5-10 GeV with a 1.5 GeV median "
-            "and muons often exit; the real files also keep voxels above about 0.13 MeV only, "
-            f"while this simulator's threshold is 0.01 MeV ({np.mean(sim_e < thr):.0%} of "
-            "simulated neutrino voxels lie below the real event's smallest energy).", ""]
 
 
 if __name__ == "__main__":

@@ -187,6 +187,8 @@ class EventMeta(BaseModel):
     event_id: Optional[int] = None
     generator: Optional[str] = Field(None, description="e.g. 'larsight.sim 0.1 (nu)' or 'PILArNet-M'")
     seed: Optional[int] = Field(None, description="simulator seed that reproduces this event")
+    sim_knobs: Optional[dict[str, float | str]] = Field(
+        None, description="simulator knob values of this event (events.sim.knobs); None: defaults")
 
 
 _LABEL_RANGES = {

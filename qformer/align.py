@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from larsight.encoder import load_model
 from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
 from larsight.encoder.data import DataSpec, event_stream
-from larsight.encoder.training import LossLog, command_line, lr_at, positioned
+from larsight.encoder.training import (LossLog, StopRequest, check_resume_config, command_line,
+                                      log_checkpoint, lr_at, positioned, resolve_run_dir)
 
 from . import corpus
 from .lm import load_lm
@@ -49,7 +50,8 @@ STAGE2_MIX = {"classify": 0.5, "qa": 0.35, "tool": 0.15}
 @dataclass
 class AlignConfig:
     stage: int = 1
-    run_dir: str = "runs/align"
+    run_dir: Optional[str] = None
+    """Default: ``<runs root>/align<stage>-<UTC time>`` (``encoder.training.resolve_run_dir``)."""
     encoder: Optional[str] = None
     """Encoder checkpoint with heads (default: ``encoder.DEFAULT_CHECKPOINT``)."""
     lm: str = "smollm2-135m-instruct"
@@ -87,6 +89,8 @@ class AlignConfig:
     log_every: int = 10
     ckpt_every: int = 100
     resume: bool = False
+    stop_at: Optional[int] = None
+    """Stop (with a checkpoint) at this step; the schedule still runs to ``steps``."""
 
     def __post_init__(self) -> None:
         if self.stage not in (1, 2):
@@ -178,7 +182,11 @@ def _optimizer(vlm: VLM, cfg: AlignConfig) -> tuple[list[dict], torch.optim.Opti
     return groups, optimizer, lora_params
 
 
-def _resume(run: Path, vlm: VLM, lora_params: list, modules: dict, optimizer,
+RESUME_FREE = ("run_dir", "resume", "steps", "time_limit_min", "log_every", "ckpt_every", "stop_at")
+"""AlignConfig fields that may change when a run is resumed."""
+
+
+def _resume(run: Path, cfg: AlignConfig, vlm: VLM, lora_params: list, modules: dict, optimizer,
             rng: np.random.Generator) -> tuple[int, int]:
     """Restore a run's state (and its LoRA adapters from the last ``vlm/adapter``); returns
     (step, stream position)."""
@@ -193,6 +201,8 @@ def _resume(run: Path, vlm: VLM, lora_params: list, modules: dict, optimizer,
             raise FileNotFoundError(f"--resume: {adapter} is missing; cannot restore the "
                                     f"LoRA adapters of {run}")
         set_peft_model_state_dict(vlm.lm, load_file(str(adapter)))
+    saved = json.loads((run / "state" / "state.json").read_text()).get("extra", {})
+    check_resume_config(saved.get("config", {}), asdict(cfg), RESUME_FREE, run)
     st = load_train_state(run / "state", modules=modules, optimizer=optimizer)
     rng.bit_generator.state = st["extra"]["numpy_rng"]
     print(f"resumed {run} at step {st['step']}")
@@ -264,13 +274,15 @@ def _save(run: Path, cfg: AlignConfig, vlm: VLM, command: str, voxel: float, ste
                      extra={"stream_pos": stream_pos, "numpy_rng": rng.bit_generator.state,
                             "config": asdict(cfg)})
     log.plot(("loss", "contrastive", "caption") if cfg.stage == 1 else ("loss",))
+    log_checkpoint(run, step, 0, ["vlm", "state"])
 
 
 def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     """Run (or resume) one alignment stage; returns a summary (also in ``vlm/vlm.json``)."""
     accelerator = Accelerator()
     main = accelerator.is_main_process
-    run = Path(cfg.run_dir)
+    run = resolve_run_dir(f"align{cfg.stage}", cfg.run_dir, None, cfg.resume)
+    cfg.run_dir = str(run)
     run.mkdir(parents=True, exist_ok=True)
     command = command or command_line()
     torch.manual_seed(cfg.seed)
@@ -285,7 +297,7 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     state_dir = run / "state"
     modules = {"projector": accelerator.unwrap_model(projector)}
     if cfg.resume and has_train_state(state_dir):
-        step, stream_pos = _resume(run, vlm, lora_params, modules, optimizer, rng)
+        step, stream_pos = _resume(run, cfg, vlm, lora_params, modules, optimizer, rng)
     voxel = cfg.voxel_size_cm or vlm.encoder.voxel_size_cm
     spec = DataSpec(modes=cfg.data_mode, seed=cfg.seed, voxel_size_cm=voxel)
     # position counts every simulated event (skipped ones too), so --resume restarts exactly
@@ -303,31 +315,35 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     t_start = t_last = time.time()
     recent: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
-    while step < cfg.steps:
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, _Sched(g["base_lr"], cfg))
-        stream_pos, loss, parts = _train_step(cfg, vlm, projector, accelerator, optimizer, groups,
-                                              loss_fn, stream, rng, step)
-        step += 1
-        recent.append({"loss": loss.item(), **parts})
-        pbar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.time()
-            sec = (now - t_last) / max(1, len(recent))
-            t_last = now
-            metrics = {k: float(np.mean([r[k] for r in recent])) for k in recent[0]}
-            metrics["sec_per_step"] = sec
-            recent = []
-            if main:
-                log.add(step=step, **metrics, elapsed_min=(now - t_start) / 60)
-                pbar.set_postfix(loss=f"{metrics['loss']:.3f}", s_step=f"{sec:.2f}")
-        out_of_time = cfg.time_limit_min is not None and \
-            (time.time() - t_start) / 60 >= cfg.time_limit_min
-        if main and (step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time):
-            _save(run, cfg, vlm, command, voxel, step, metrics, modules, optimizer, stream_pos, rng, log)
-        if out_of_time:
-            print(f"time limit {cfg.time_limit_min} min reached at step {step}")
-            break
+    last = min(cfg.steps, cfg.stop_at or cfg.steps)
+    with StopRequest() as stop:
+        while step < last:
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, _Sched(g["base_lr"], cfg))
+            stream_pos, loss, parts = _train_step(cfg, vlm, projector, accelerator, optimizer, groups,
+                                                  loss_fn, stream, rng, step)
+            step += 1
+            recent.append({"loss": loss.item(), **parts})
+            pbar.update(1)
+            if step % cfg.log_every == 0 or step == last:
+                now = time.time()
+                sec = (now - t_last) / max(1, len(recent))
+                t_last = now
+                metrics = {k: float(np.mean([r[k] for r in recent])) for k in recent[0]}
+                metrics["sec_per_step"] = sec
+                recent = []
+                if main:
+                    log.add(step=step, **metrics, elapsed_min=(now - t_start) / 60)
+                    pbar.set_postfix(loss=f"{metrics['loss']:.3f}", s_step=f"{sec:.2f}")
+            out_of_time = cfg.time_limit_min is not None and \
+                (time.time() - t_start) / 60 >= cfg.time_limit_min
+            stopping = out_of_time or stop.requested(accelerator)
+            if main and (step % cfg.ckpt_every == 0 or step == last or stopping):
+                _save(run, cfg, vlm, command, voxel, step, metrics, modules, optimizer, stream_pos, rng, log)
+            if stopping:
+                print(f"stopped at step {step} ({'time limit' if out_of_time else 'signal'}); "
+                      f"continue with --resume --run-dir {run}")
+                break
     pbar.close()
     summary = {"run_dir": str(run), "stage": cfg.stage, "step": step,
                "minutes": (time.time() - t_start) / 60, **metrics}

@@ -81,11 +81,15 @@ class VLM(nn.Module):
         self.manifest = dict(manifest or {})
         self._prompt_cache: dict[tuple[str, bool], tuple[list[int], list[int]]] = {}
         self._system_kv: dict[bool, Any] = {}  # key/value cache of the shared system prefix
+        self._tree = None  # the class texts' prefix tree (``_class_tree``)
         end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
         self.end_id = end if end is not None else tokenizer.eos_token_id
 
     def train(self, mode: bool = True) -> "VLM":
-        self._system_kv.clear()  # weights are about to change: the cached prefix goes stale
+        # weights may change while training: the cached prefix goes stale when training starts
+        # or ends, not on every ``eval()`` (each ``class_scores`` call makes one)
+        if mode or self.training:
+            self._system_kv.clear()
         return super().train(mode)
 
     # ------------------------------------------------------------------ devices
@@ -208,53 +212,93 @@ class VLM(nn.Module):
             cache.batch_repeat_interleave(batch)
         return cache
 
+    def _class_tree(self) -> tuple[list[int], list[int], list[int], list[list[tuple[int, int]]]]:
+        """The class texts' tokens as a prefix tree, for scoring all classes in one forward.
+
+        Returns ``(tokens, parents, depths, paths)``: one tree node per distinct proper prefix
+        of a class text (``nu``, ``nu _``, ... ``NC``), its last token, its parent node (-1:
+        the prompt), its depth; ``paths[c]`` lists ``(row, token)``: the logits row that
+        predicts each of class ``c``'s tokens (row 0 = the prompt's last position, row
+        ``1 + n`` = node ``n``) and that token."""
+        if self._tree is None:
+            texts = [self.answer_ids(CLASS_TEXT[c] + ":", end=False) for c in EVENT_CLASSES]
+            node_of: dict[tuple[int, ...], int] = {}
+            tokens, parents, depths, paths = [], [], [], []
+            for t in texts:
+                path = [(0, t[0])]
+                for k in range(1, len(t)):
+                    prefix = tuple(t[:k])
+                    if prefix not in node_of:
+                        node_of[prefix] = len(tokens)
+                        tokens.append(t[k - 1])
+                        parents.append(node_of.get(prefix[:-1], -1))
+                        depths.append(k - 1)
+                    path.append((1 + node_of[prefix], t[k]))
+                paths.append(path)
+            self._tree = (tokens, parents, depths, paths)
+        return self._tree
+
+    def _tree_mask(self, n_past: int, n_prompt: int, parents: list[int], dtype) -> Tensor:
+        """(1, 1, S, n_past + S) additive mask for ``[prompt suffix, tree nodes]`` after a
+        cached prefix of ``n_past`` tokens: the prompt is causal, a node sees the whole prompt,
+        itself and its ancestors (never the other classes' tokens)."""
+        n_nodes = len(parents)
+        s = n_prompt + n_nodes
+        allow = torch.zeros(s, n_past + s, dtype=torch.bool)
+        allow[:, :n_past + n_prompt] = True
+        allow[:n_prompt, n_past:n_past + n_prompt] = torch.ones(n_prompt, n_prompt).tril().bool()
+        for n in range(n_nodes):
+            a = n
+            while a >= 0:
+                allow[n_prompt + n, n_past + n_prompt + a] = True
+                a = parents[a]
+        mask = torch.zeros(s, n_past + s, dtype=dtype)
+        mask.masked_fill_(~allow, torch.finfo(dtype).min)
+        return mask[None, None].to(self.device)
+
+    def prediction_inputs(self, predictions: Sequence[Any]) -> dict[str, Tensor]:
+        """``event_inputs`` from ``encoder.EventPrediction`` objects the tools already computed
+        with this VLM's encoder (its ``tokens``, ``token_mask``, ``token_coords``), so the
+        encoder does not run a second time for the same event."""
+        stack = lambda name, dt: torch.from_numpy(np.stack([getattr(p, name) for p in predictions])
+                                                  ).to(device=self.device, dtype=dt)
+        return {"tokens": stack("tokens", torch.float32), "mask": stack("token_mask", torch.bool),
+                "coords": stack("token_coords", torch.float32)}
+
     @torch.no_grad()
-    def class_scores(self, events: Sequence[Event], physics: Optional[bool] = None
-                     ) -> np.ndarray:
+    def class_scores(self, events: Sequence[Event], physics: Optional[bool] = None,
+                     event_inputs: Optional[dict[str, Tensor]] = None) -> np.ndarray:
         """(B, 3) class log-likelihoods in ``EVENT_CLASSES`` order (summed over each class
         text's tokens, ``:`` included so that the text is complete).
 
-        Three things keep this cheap on a CPU, all exact (``class_scores_full`` is the plain
+        One language-model forward per batch, exact (``class_scores_full`` is the plain
         computation; the tests compare the two): the system prefix comes from a cached
         key/value state (``_system_cache``); the rest of the prompt (event slots, question)
-        is the same length for every event, so it runs once per event with its cache kept
-        and only the last position's logits computed; the three class texts then run as one
-        short batch of continuations on that cache (about 6 tokens each)."""
+        and the class texts' tokens, laid out as a prefix tree (``_class_tree``: the shared
+        ``nu _`` runs once), go through the model together, a tree attention mask keeping each
+        class text from seeing the others. ``event_inputs``: the encoder's tokens when the
+        caller has them (``prediction_inputs``); else the encoder runs here."""
         self.eval()
         evs = list(events)
         if not evs:
             return np.zeros((0, len(EVENT_CLASSES)))
-        proj = self.project(self.event_inputs(evs))
-        b, n_cls = len(evs), len(EVENT_CLASSES)
+        proj = self.project(event_inputs if event_inputs is not None else self.event_inputs(evs))
+        b = len(evs)
         before, after = self.prompt_ids(CLASSIFY_PROMPT, physics)
+        tokens, parents, depths, paths = self._class_tree()
         dev = self.device
-        after_ids = torch.tensor([after], dtype=torch.long, device=dev).expand(b, -1)
-        suffix = torch.cat([proj.lm_embeds.to(self._embed_tokens(after_ids).dtype),
-                            self._embed_tokens(after_ids)], dim=1)
-        n_prompt = len(before) + suffix.shape[1]
-        cache = self._system_cache(physics, b)
-        out = self.lm(inputs_embeds=suffix, attention_mask=torch.ones(b, n_prompt, dtype=torch.long, device=dev),
-                      **cache_kwargs(self.lm, cache), use_cache=True, logits_to_keep=1)
-        first_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)      # (B, V)
-        texts = [self.answer_ids(CLASS_TEXT[c] + ":", end=False) for c in EVENT_CLASSES]
-        scores = torch.stack([first_logp[:, t[0]] for t in texts], dim=1)      # (B, C)
-        rest = max(len(t) for t in texts) - 1
-        if rest > 0:
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            ids = torch.full((n_cls, rest + 1), pad, dtype=torch.long)
-            valid = torch.zeros(n_cls, rest + 1, dtype=torch.long)
-            for j, t in enumerate(texts):
-                ids[j, :len(t)] = torch.tensor(t)
-                valid[j, :len(t)] = 1
-            cache = output_cache(out)
-            cache.batch_repeat_interleave(n_cls)                     # rows: event-major
-            ids, valid = ids.repeat(b, 1).to(dev), valid.repeat(b, 1).to(dev)
-            mask = torch.cat([torch.ones(b * n_cls, n_prompt, dtype=torch.long, device=dev),
-                              valid[:, :-1]], 1)
-            cont = self.lm(input_ids=ids[:, :-1], attention_mask=mask, **cache_kwargs(self.lm, cache),
-                           use_cache=True).logits.float()
-            logp = torch.log_softmax(cont, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            scores = scores + (logp * valid[:, 1:]).sum(-1).view(b, n_cls)
+        text_ids = torch.tensor([after + tokens], dtype=torch.long, device=dev).expand(b, -1)
+        text = self._embed_tokens(text_ids)
+        seq = torch.cat([proj.lm_embeds.to(text.dtype), text], dim=1)
+        n_past, n_prompt = len(before), proj.lm_embeds.shape[1] + len(after)
+        pos = list(range(n_past, n_past + n_prompt)) + [n_past + n_prompt + d for d in depths]
+        mask = self._tree_mask(n_past, n_prompt, parents, seq.dtype).expand(b, -1, -1, -1)
+        out = self.lm(inputs_embeds=seq, attention_mask=mask,
+                      position_ids=torch.tensor([pos], device=dev).expand(b, -1),
+                      **cache_kwargs(self.lm, self._system_cache(physics, b)), use_cache=True,
+                      logits_to_keep=len(tokens) + 1)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)          # (B, 1 + nodes, V)
+        scores = torch.stack([sum(logp[:, r, t] for r, t in path) for path in paths], dim=1)
         return scores.cpu().numpy()
 
     @torch.no_grad()
@@ -278,9 +322,11 @@ class VLM(nn.Module):
         total = (picked * (target != -100)).sum(-1)
         return total.view(len(evs), n_cls).cpu().numpy()
 
-    def classify(self, event: Event | Iterable[Event], physics: Optional[bool] = None
+    def classify(self, event: Event | Iterable[Event], physics: Optional[bool] = None,
+                 event_inputs: Optional[dict[str, Tensor]] = None
                  ) -> dict[str, float] | list[dict[str, float]]:
-        """{class: probability} over exactly ``EVENT_CLASSES`` (a list for several events)."""
+        """{class: probability} over exactly ``EVENT_CLASSES`` (a list for several events).
+        ``event_inputs``: see ``class_scores``."""
         single = isinstance(event, Event)
         evs = [event] if single else list(event)
         for e in evs:
@@ -288,7 +334,7 @@ class VLM(nn.Module):
                 raise TypeError(f"VLM.classify: expected events.Event, got {type(e).__name__}")
             if len(e) == 0:
                 raise ValueError("VLM.classify: the event has no points")
-        scores = self.class_scores(evs, physics)
+        scores = self.class_scores(evs, physics, event_inputs)
         probs = np.exp(scores - scores.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         out = [{c: float(p) for c, p in zip(EVENT_CLASSES, row)} for row in probs]

@@ -56,7 +56,7 @@ def test_cli_ask_json(tmp_path, sim_event, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["event"] == f"{h5}:0" and out["brain"] == "rules"
     assert "The vertex is at" in out["text"] and out["claims"][0]["verdict"] == "supported"
-    assert [s["node"] for s in out["steps"]][:3] == ["intake", "reason", "observe"]
+    assert [s["node"] for s in out["steps"]][:3] == ["intake", "plan", "observe"]
     assert main(["ask", str(tmp_path / "missing.h5:0"), "Where is the vertex?", "--brain", "rules"]) == 3   # bad input file: exit 3 (ui.cli_args)
 
 
@@ -67,7 +67,7 @@ def test_vlm_brain_end_to_end(sim_event, tmp_path):
         pytest.skip("no shipped VLM checkpoint")
     bot = Agent("vlm", run_dir=tmp_path)
     a = bot.ask(sim_event, "Where is the vertex?")
-    reason = [s for s in a.steps if s.node == "reason"][0]
+    reason = [s for s in a.steps if s.node == "plan"][0]
     assert reason.scores is not None and abs(sum(reason.scores.values()) - 1) < 1e-6
     assert a.trajectory == ["find_vertex"]     # the wording asks for the vertex: the VLM's only choice
     assert a.text and a.n_contradicted == 0

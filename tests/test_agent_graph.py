@@ -55,7 +55,7 @@ def test_rules_vertex_question(bot, event):
     assert a.values["vertex_cm"] == VERTEX
     call = a.tool_calls[0]
     assert call.ok and call.seconds >= 0 and "truth_vertex_cm" not in call.output
-    assert [s.node for s in a.steps] == ["intake", "reason", "observe", "reason", "answer", "validate", "finish"]
+    assert [s.node for s in a.steps] == ["intake", "plan", "observe", "plan", "compose", "validate", "finish"]
     assert a.latency_s > 0 and a.brain == "rules"
 
 

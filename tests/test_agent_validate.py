@@ -1,9 +1,11 @@
-"""agent.validate / agent.evidence: claims parsed from answers, verdicts against measurements."""
+"""agent.validate / agent.evidence: claims read from a language model's free text, verdicts against
+measurements (typed claims composed by the agent: tests/test_claims_typed.py)."""
 import pytest
 
 from larsight.agent.evidence import Evidence, strip_truth
-from larsight.agent.validate import (TOLERANCES, annotate, check_claims, extract_claims, revise,
-                            split_sentences, validate)
+from larsight.agent.render import Composition, FreeText, render
+from larsight.agent.validate import (TOLERANCES, as_composition, check_claims, extract_claims, revise,
+                                     split_sentences, validate)
 
 RECO = {
     "vertex": {"status": "ok", "vertex_cm": [100.0, 50.0, 30.0]},
@@ -120,17 +122,21 @@ def test_energy_claims(evidence):
                    ("energy", None, "supported")]
 
 
-def test_revise_and_annotate(evidence):
+def test_revise_and_flag_free_text(evidence):
     text = "nu_mu CC: the muon dominates. There are 3 protons. The vertex is at (9.0, 9.0, 9.0) cm."
-    checks = validate(text, evidence).checks
-    fixed = revise(text, checks, evidence)
-    assert "3 protons" not in fixed and "(9.0, 9.0, 9.0)" not in fixed
-    assert "The reconstruction finds 1 proton." in fixed
-    assert "The vertex is at (100.5, 50.0, 30.0) cm." in fixed
-    assert all(c.verdict == "supported" for c in validate(fixed, evidence).checks)
-    flagged = annotate(text, checks)
+    comp = as_composition(text)
+    checks = check_claims(comp.claims, evidence)
+    fixed = revise(comp, checks, evidence)
+    out = render(fixed)
+    assert "3 protons" not in out and "(9.0, 9.0, 9.0)" not in out
+    assert "The reconstruction finds 1 proton." in out
+    assert "The vertex is at (100.5, 50.0, 30.0) cm." in out
+    # the corrections are typed claims from the measurements, checked directly (not re-read from text)
+    assert {c.source for c in fixed.typed_claims} == {"tools"}
+    assert all(c.verdict == "supported" for c in check_claims(fixed.claims, evidence))
+    flagged = render(comp, checks)
     assert "[contradicted by reconstruct: 3 proton" in flagged
-    unv = annotate("There are 2 kaons.", check_claims(extract_claims("There are 2 kaons."), Evidence()))
+    unv = render(as_composition("There are 2 kaons."), check_claims(extract_claims("There are 2 kaons."), Evidence()))
     assert unv.endswith("[unverified: 2 kaon]")
 
 
@@ -141,11 +147,11 @@ def test_sentences_keep_decimals():
 
 
 def test_revise_removes_only_contradicted_clauses(evidence):
-    text = ("The VLM explains: there are 3 protons; a 45.3 cm MIP-like muon track leaves the vertex; "
-            "the vertex is at (9.0, 9.0, 9.0) cm.")
-    checks = validate(text, evidence).checks
-    fixed = revise(text, checks, evidence)
-    assert fixed.startswith("The VLM explains: a 45.3 cm MIP-like muon track leaves the vertex.")
+    comp = Composition(free=FreeText(text="there are 3 protons; a 45.3 cm MIP-like muon track leaves the vertex; "
+                                          "the vertex is at (9.0, 9.0, 9.0) cm.", label="The VLM explains:", author="vlm"))
+    checks = check_claims(comp.claims, evidence)
+    fixed = render(revise(comp, checks, evidence))
+    assert "The VLM explains: A 45.3 cm MIP-like muon track leaves the vertex." in fixed
     assert "3 protons" not in fixed and "(9.0, 9.0, 9.0)" not in fixed
     assert all(c.verdict == "supported" for c in validate(fixed, evidence).checks)
 
@@ -166,9 +172,9 @@ def test_energy_of_a_track_leaving_the_detector_is_a_lower_bound():
            if c.claim.kind == "energy"}
     assert got[1200].verdict == "unverifiable" and got[1200].evidence["energy_mev_at_least"] == 210.0
     assert got[100].verdict == "contradicted"
-    clause = _particle_clause(ev.particles[0])
+    clause, claims = _particle_clause(ev.particles[0], ev)
     assert "lower bound" in clause
-    checks = validate(f"Particles: {clause}.", ev).checks
+    checks = check_claims(claims, ev)
     assert {(c.claim.kind, c.verdict) for c in checks} >= {("energy", "supported"), ("track_length", "supported")}
     # a proton that stops is not a bound: a larger claim is contradicted
     assert verdicts("A proton of 300 MeV.", ev)[-1] == ("energy", "proton", "contradicted")

@@ -303,3 +303,29 @@ def test_a_run_on_a_selection_keeps_the_other_records(tmp_path, ref):
     s = run(tmp_path, suite, RulesBrain(), k=1, tags=["counting"])
     assert s["overall"]["cases"] == 1
     assert len(load_records(tmp_path / "run" / "records.jsonl")) == 6
+
+
+# ============================================================================ first drafts
+class _WrongFirstDraft(RulesBrain):
+    """The rules brain whose first answers add a language model's sentence claiming 7 protons."""
+
+    name = "wrong-first"
+
+    def decide(self, ctx):
+        d = super().decide(ctx)
+        if d.action == "answer" and d.grounded and d.composition is not None and not ctx.feedback:
+            d = d.model_copy(update={"composition": d.composition.explained("there are 7 protons.")})
+        return d
+
+
+def test_first_draft_contradictions_are_measured(tmp_path, ref):
+    suite = write_suite(tmp_path / "s.jsonl", small_suite(ref))
+    o = run(tmp_path, suite, RulesBrain(), k=1)["overall"]
+    # no revision: the first drafts are the final answers
+    assert o["first_draft_contradiction_rate"] == 0.0 and o["first_draft_claims"] == o["n_claims"] > 0
+    w = run(tmp_path, suite, _WrongFirstDraft(), k=1, name="wrong")["overall"]
+    grounded = w["revised_answers"]
+    assert grounded > 0 and w["answers_with_contradiction"] == 0.0     # revised away every time
+    # one rejected claim per grounded first draft, over the first drafts' claims
+    assert w["first_draft_contradiction_rate"] == pytest.approx(grounded / w["first_draft_claims"], abs=1e-4)
+    assert w["first_draft_claims"] > o["first_draft_claims"]

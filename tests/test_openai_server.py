@@ -136,7 +136,7 @@ def test_ask_through_transformers_serve(transformers_server, tmp_path):
     assert p.returncode == 0, p.stdout[-1500:] + p.stderr[-1500:]
     a = json.loads(p.stdout)
     assert a["brain"] == "openai" and a["stop_reason"] is None and a["text"].strip()
-    reasons = [s for s in a["steps"] if s["node"] == "reason"]
+    reasons = [s for s in a["steps"] if s["node"] == "plan"]
     # the model (no name given: the server's only model) chose a tool in its reply's text ...
     assert any(s["decision"] == "tool" and s["text"].startswith("model (tool call written as text)")
                for s in reasons), [s["text"] for s in reasons]
@@ -162,3 +162,57 @@ def test_tool_calls_written_as_text_are_parsed():
     assert parse('<tool_call>{"name": "find", "arguments": {}}</tool_call>') == []      # find_vertex or find_similar?
     assert parse('<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>') == []
     assert parse("The vertex is at (1.0, 2.0, 3.0) cm.") == []
+
+
+class _Recording(http.server.BaseHTTPRequestHandler):
+    """A chat server that records each request body and answers with ``reply`` as the text."""
+    reply = ""
+    bodies: list = []
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        self.bodies.append(json.loads(self.rfile.read(int(self.headers.get("content-length") or 0))))
+        body = json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "fake",
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": self.reply}}],
+                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("fmt, reply, action, text", [
+    ("text", '<tool_call>{"name": "reconstruct", "arguments": {}}</tool_call>', "tool", None),
+    ("text", '<tool_call>{"name": "find_vertex", "arguments": {}}', "tool", None),   # cut at the stop
+    ("text", "The reconstruction finds 2 protons.\n<tool_output>", "answer", "The reconstruction finds 2 protons."),
+    ("auto", "The reconstruction finds 2 protons.", "answer", "The reconstruction finds 2 protons."),
+])
+def test_text_mode_sends_stop_sequences_and_reads_the_cut_reply(fmt, reply, action, text):
+    """In text mode every request carries the stop sequences (a small model's reply ends at its
+    first call or where it starts inventing a tool result) and the reply is read as cut; the
+    native mode sends none (a server that parses tool calls needs the closing tag)."""
+    from larsight.agent.brains import TEXT_STOP, OpenAIBrain
+    from larsight.agent.context import Context
+
+    handler = type("R", (_Recording,), {"reply": reply, "bodies": []})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        brain = OpenAIBrain(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", model_name="fake",
+                            tool_format=fmt, max_tokens=64, timeout=10, max_retries=0)
+        d = brain.decide(Context(question="How many protons are there?", event=EVENT))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    body = handler.bodies[-1]
+    assert body.get("stop") == (list(TEXT_STOP) if fmt == "text" else None)
+    assert body.get("max_completion_tokens", body.get("max_tokens")) == 64 and body["temperature"] == 0.0
+    assert d.action == action
+    if action == "tool":
+        assert d.tool in ("reconstruct", "find_vertex")
+    else:
+        assert d.text == text

@@ -141,7 +141,7 @@ def test_validation_table_escapes_and_marks_verdicts():
     from larsight.agent.validate import Check, Claim
     from larsight.ui.app_chat import probabilities_markdown, validation_markdown
 
-    checks = [Check(claim=Claim(kind="count", text="2 protons", particle="proton", value=2), verdict="contradicted",
+    checks = [Check(claim=Claim(kind="count", subject="proton", value=2, unit="count"), verdict="contradicted",
                     evidence={"n_proton": 1, "note": "a|b"}, tolerance="exact count", tool="reconstruct")]
     md = validation_markdown(checks)
     assert "✘ contradicted" in md and "n_proton = 1" in md and "a\\|b" in md

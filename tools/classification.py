@@ -121,6 +121,29 @@ def _norm(p) -> Optional[dict[str, float]]:
     return {c: round(float(x), 4) for c, x in zip(EVENT_CLASSES, a)}
 
 
+def _shares_encoder(loaded, model) -> bool:
+    """The VLM reads the event tokens of the tools' own encoder checkpoint (so the tools'
+    cached encoder pass can feed it)."""
+    a, b = getattr(getattr(loaded, "encoder", None), "path", None), getattr(model, "path", None)
+    return (a is not None and b is not None and hasattr(loaded, "prediction_inputs")
+            and Path(a).resolve() == Path(b).resolve())
+
+
+def _vlm_probabilities(ev, loaded, m, pred) -> tuple[Optional[dict[str, float]], str]:
+    """(the VLM's class probabilities or None, what failed), cached per event content, encoder
+    and VLM (``engine.memo``): ``describe`` and repeated calls do not score the event again."""
+    def compute():
+        try:
+            if _shares_encoder(loaded, m):   # one encoder pass per event, shared with the tools
+                probs = loaded.classify(ev, event_inputs=loaded.prediction_inputs([pred]))
+            else:
+                probs = loaded.classify(ev)
+            return _norm(probs), ""
+        except Exception as exc:
+            return None, f"the VLM failed on this event ({type(exc).__name__}: {exc})"
+    return engine.memo("classify_vlm", ev, m, compute, extra=(id(loaded),))
+
+
 def classify_event(event: EventLike, vlm: VLMLike = None, model: engine.ModelLike = None) -> Classification:
     """nu_e CC / nu_mu CC / NC probabilities of one event, VLM and encoder side by side.
 
@@ -135,12 +158,12 @@ def classify_event(event: EventLike, vlm: VLMLike = None, model: engine.ModelLik
     vlm_probs = None
     vlm_name = None
     if loaded is not None:
-        try:
-            vlm_probs = _norm(loaded.classify(ev))
+        vlm_probs, failed = _vlm_probabilities(ev, loaded, m, pred)
+        if failed:
+            notes.append(failed)
+        else:
             vlm_name = (str(vlm) if isinstance(vlm, (str, Path)) else
                         "checkpoints/vlm_smollm2" if vlm in (None, True) else "in-memory VLM")
-        except Exception as exc:
-            notes.append(f"the VLM failed on this event ({type(exc).__name__}: {exc})")
     elif note and vlm is not False:
         notes.append(note)
     if enc is None and vlm_probs is None:

@@ -4,7 +4,11 @@
 ``encoder.DEFAULT_CHECKPOINT``) and returns the same ``EncoderModel`` afterwards.
 ``predict(event, model)`` runs the encoder heads on one event and remembers the answer for the
 last few events (keyed by the event's content and the model), so that ``segment``,
-``find_vertex``, ``reconstruct`` and ``describe`` on the same event run the network once.
+``find_vertex``, ``reconstruct``, ``classify_event`` (whose VLM reads the same pass's event
+tokens) and ``describe`` on the same event run the network once; ``memo`` keeps derived results
+(the reconstruction, the classification) the same way. Both caches are bounded (least recently
+used out) and thread-safe: concurrent calls for the same event wait for the one computation
+instead of repeating it.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ _PRED_LOCK = threading.Lock()
 _PREDICTIONS: "OrderedDict[tuple, Any]" = OrderedDict()
 _CACHE_SIZE = 16
 _MEMO: "OrderedDict[tuple, Any]" = OrderedDict()
+_INFLIGHT: dict[tuple, threading.Lock] = {}
 
 
 def get_model(model: ModelLike = None):
@@ -73,35 +78,49 @@ def event_key(event: Event) -> tuple:
     return (h.hexdigest(), len(event))
 
 
+def _cached(store: "OrderedDict[tuple, Any]", key: tuple, compute, size: int):
+    """``store[key]``, computed once: a caller that finds ``key`` being computed by another
+    thread waits for it. Least recently used entries beyond ``size`` are dropped."""
+    with _PRED_LOCK:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+        gate = _INFLIGHT.get(key)
+        owner = gate is None
+        if owner:
+            gate = _INFLIGHT[key] = threading.Lock()
+            gate.acquire()
+    if not owner:
+        with gate:   # released when the owner is done (or failed: then compute here)
+            pass
+        with _PRED_LOCK:
+            if key in store:
+                store.move_to_end(key)
+                return store[key]
+        return _cached(store, key, compute, size)
+    try:
+        value = compute()
+        with _PRED_LOCK:
+            store[key] = value
+            while len(store) > size:
+                store.popitem(last=False)
+        return value
+    finally:
+        with _PRED_LOCK:
+            _INFLIGHT.pop(key, None)
+        gate.release()
+
+
 def predict(event: Event, model: ModelLike = None):
     """(EncoderModel, EventPrediction) for one event, from the cache when it was seen."""
     m = get_model(model)
-    key = (id(m), event_key(event))
-    with _PRED_LOCK:
-        if key in _PREDICTIONS:
-            _PREDICTIONS.move_to_end(key)
-            return m, _PREDICTIONS[key]
-    pred = m.predict(event)[0]
-    with _PRED_LOCK:
-        _PREDICTIONS[key] = pred
-        while len(_PREDICTIONS) > _CACHE_SIZE:
-            _PREDICTIONS.popitem(last=False)
-    return m, pred
+    return m, _cached(_PREDICTIONS, (id(m), event_key(event)), lambda: m.predict(event)[0],
+                      _CACHE_SIZE)
 
 
 def memo(kind: str, event: Event, model, compute, extra: tuple = ()):
     """Cache ``compute()`` per (kind, event content, model, extra) beside the predictions."""
-    key = (kind, id(model), event_key(event), extra)
-    with _PRED_LOCK:
-        if key in _MEMO:
-            _MEMO.move_to_end(key)
-            return _MEMO[key]
-    value = compute()
-    with _PRED_LOCK:
-        _MEMO[key] = value
-        while len(_MEMO) > 4 * _CACHE_SIZE:
-            _MEMO.popitem(last=False)
-    return value
+    return _cached(_MEMO, (kind, id(model), event_key(event), extra), compute, 4 * _CACHE_SIZE)
 
 
 def clear_cache(models: bool = False) -> None:

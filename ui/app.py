@@ -21,8 +21,13 @@ The screen, left to right:
 Sessions: each browser session has its own ``gr.State`` (a uuid thread id, its event, its
 gallery) and all sessions share one ``agent.Agent`` (its SQLite checkpointer keys threads by
 id). Gradio's queue runs up to ``concurrency`` questions at once; API names (``/simulate``,
-``/load_file``, ``/load_from_index``, ``/ask``, ``/similar``, ``/search``, ``/new_chat``) make
-the app scriptable with ``gradio_client``.
+``/load_file``, ``/load_from_index``, ``/ask``, ``/similar``, ``/search``, ``/new_chat``, ``/feedback``,
+``/feedback_thumbs``, ``/feedback_recent``) make the app scriptable with ``gradio_client``.
+
+Expert feedback (``app_feedback``): thumbs on every answer, and a panel to mark each claim of an
+answer right, wrong or "should be" a corrected value or class, with a comment; stored with the
+answer's full context in the feedback database (``agent.feedback``, beside the conversations),
+and a table of recent feedback with its status.
 
 Untrusted input: an upload is parsed by the bounded reader (a worker process with a time limit
 and a memory cap; at most ``UPLOAD_CONCURRENCY`` at once), so a corrupt or pathological file
@@ -32,7 +37,7 @@ Messages never show the server's paths (``app_public.Redactor``).
 
 Modules: this one assembles the app; ``app_layout`` (the sections and their wiring),
 ``app_handlers`` (what each button does), ``app_events`` (where events come from),
-``app_chat`` (the conversation), ``app_display`` (figures).
+``app_chat`` (the conversation), ``app_display`` (figures), ``app_feedback`` (expert feedback).
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ from larsight.agent import Agent  # noqa: E402
 from larsight.events.model import Event  # noqa: E402
 from larsight.tools import engine  # noqa: E402
 from larsight.ui.app_events import MAX_UPLOAD_MB, index_info  # noqa: E402
+from larsight.ui.app_feedback import FeedbackHandlers, feedback_section, wire_feedback  # noqa: E402
 from larsight.ui.app_handlers import AppHandlers, empty_thumb, new_session  # noqa: E402
 from larsight.ui.app_layout import (EXAMPLE_QUESTIONS, chat_section, display_section,  # noqa: E402
                                     event_section, similar_section, wire)
@@ -93,7 +99,8 @@ def build_app(brain: Optional[str] = "vlm", *, agent: Any = None, index: Optiona
               db: Optional[str | os.PathLike] = None, run_dir: Optional[str | os.PathLike] = None,
               max_upload_mb: float = MAX_UPLOAD_MB, concurrency: int = 4,
               small_index_events: int = SMALL_INDEX_EVENTS,
-              upload_store_mb: Optional[float] = None) -> gr.Blocks:
+              upload_store_mb: Optional[float] = None,
+              feedback_db: Optional[str | os.PathLike] = None) -> gr.Blocks:
     """The app as ``gr.Blocks`` (queue set up; start it with ``launch``).
 
     ``brain``: the agent's reasoning back-end (``vlm``, ``rules``, ``openai``); ``agent``: an
@@ -101,7 +108,9 @@ def build_app(brain: Optional[str] = "vlm", *, agent: Any = None, index: Optiona
     ``$LARSIGHT_INDEX`` / ``~/.local/share/larsight/index``). ``db``: SQLite file of the
     conversations (default ``agent.default_db_path()``). ``run_dir``: where kept uploads and
     tool outputs go (default ``runs/ui``); ``upload_store_mb``: the disk kept uploads may take
-    (default five times ``max_upload_mb``; the least recently used go first).
+    (default five times ``max_upload_mb``; the least recently used go first). ``feedback_db``:
+    where experts' feedback goes (a SQLite file or SQLAlchemy URL; default ``feedback.sqlite``
+    beside the conversations, see ``agent.feedback``).
     ``concurrency``: questions answered at once."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     index_path = str(Path(index).expanduser()) if index else None
@@ -113,6 +122,8 @@ def build_app(brain: Optional[str] = "vlm", *, agent: Any = None, index: Optiona
     h = AppHandlers(agent, index_path, store, max_upload_mb, small_index_events, public,
                     warm_file=_reader_warm_file(run_dir))
     h.warm_reader()
+    fh = _feedback_handlers(agent, feedback_db)
+    h.feedback = fh
     has_index, index_md = index_info(index_path)
 
     with gr.Blocks(title="larsight", analytics_enabled=False, fill_width=True,
@@ -127,13 +138,32 @@ def build_app(brain: Optional[str] = "vlm", *, agent: Any = None, index: Optiona
                 disp = display_section()
             with gr.Column(scale=6, min_width=420):
                 chat = chat_section()
+                fb = feedback_section() if fh is not None else None
         sim = similar_section()
         wire(h, state, ev, disp, chat, sim, concurrency)
+        if fb is not None:
+            wire_feedback(fh, state, chat, fb)
 
     demo.queue(default_concurrency_limit=concurrency, max_size=128)
     demo.larsight_agent = agent
     demo.larsight_uploads = store
+    demo.larsight_feedback = fh.store if fh is not None else None
     return demo
+
+
+def _feedback_handlers(agent: Any, target: Optional[str | os.PathLike]) -> Optional[FeedbackHandlers]:
+    """The feedback store beside the agent's conversations (or at ``target``); None, with a
+    message, when it cannot be opened: the chat then runs without feedback controls."""
+    from larsight.agent.feedback import FeedbackDatabaseError, FeedbackStore
+
+    db_path = getattr(agent, "db_path", None)
+    if target is None and db_path is not None:
+        target = Path(db_path).parent / "feedback.sqlite"
+    try:
+        return FeedbackHandlers(FeedbackStore(target), agent)
+    except FeedbackDatabaseError as e:
+        print(f"larsight ui: expert feedback is off: {e}")
+        return None
 
 
 def theme():

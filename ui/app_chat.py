@@ -160,7 +160,7 @@ class _Turn:
 
     def step(self, s) -> bool:
         node, call = s.node, s.call
-        if node == "reason" and s.decision == "tool" and s.tool:
+        if node == "plan" and s.decision == "tool" and s.tool:
             why = s.text or "the question needs this measurement"
             self.messages.append(_thought(f"⚙ {s.tool}", self._tool_content(why, arguments=s.arguments) + " …",
                                           status="pending", log="running…", mid=f"step-{s.index}"))
@@ -192,7 +192,7 @@ class _Turn:
             msg["metadata"] = meta
             self.by_step[s.index] = (i, why)
             return True
-        if node == "reason" and s.decision != "tool" and s.text:
+        if node == "plan" and s.decision != "tool" and s.text:
             self.messages.append(_thought("✎ reasoning", s.text, duration=s.seconds))
             return True
         if node == "validate":

@@ -62,6 +62,7 @@ class AppHandlers:
         self.small_index_events = small_index_events
         self.public = redactor or Redactor()
         self.warm_file = warm_file
+        self.feedback = None   # ui.app_feedback.FeedbackHandlers: records each answer for expert feedback
         # Gradio names an upload by its content, so two sessions sending the same file share
         # one path: it is deleted only when no handler uses it, and a path read before is
         # served from its kept copy
@@ -261,10 +262,12 @@ class AppHandlers:
             final = answer
             yield self.public.value(msgs), state, gr.skip(), gr.skip(), ""
         if final is not None:
+            if self.feedback is not None:
+                state = self.feedback.remember(final, state, len(msgs) - 1)
             probs = final.class_probabilities or None
             yield (self.public.value(msgs), state, (probs if probs else gr.skip()),
                    self.public.value(answer_summary(final)), "")
 
     def on_new_chat(self, state):
-        state = {**_session(state), "thread": f"ui-{uuid.uuid4().hex}"}
+        state = {**_session(state), "thread": f"ui-{uuid.uuid4().hex}", "answers": [], "last_answer": None}
         return [], state, None, None

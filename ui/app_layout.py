@@ -78,7 +78,7 @@ def chat_section() -> SimpleNamespace:
     chatbot = gr.Chatbot(label="Chat with the agent", height=620, elem_id="chat",
                          placeholder="Ask about the event: its class and why, the vertex, "
                                      "the particles, similar events…",
-                         buttons=["copy"], feedback_options=None)
+                         buttons=["copy"], feedback_options=("Like", "Dislike"))
     with gr.Row():
         question = gr.Textbox(placeholder="Ask a question about the event", show_label=False,
                               scale=5, elem_id="question", submit_btn=False)

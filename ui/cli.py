@@ -30,8 +30,10 @@ from larsight.ui.cli_args import (EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERNAL
                                   voxel_size, whole)
 from larsight.ui.cli_inputs import (check_event_file, check_inputs, output_dir, output_file,
                                     read_event, split_ref)
+from larsight.ui.cli_feedback import add_feedback
 from larsight.ui.cli_train import (add_align, add_eval_encoder, add_finetune, add_pretrain,
-                                   cmd_align, cmd_eval, cmd_finetune, cmd_pretrain, n_events)
+                                   add_shards, cmd_align, cmd_eval, cmd_finetune, cmd_pretrain,
+                                   n_events)
 
 # Each cmd_* imports its layer when it runs, after checking its arguments and files: the layers
 # pull in torch, transformers and gradio (2-9 s to import), which `larsight --help`, the light
@@ -72,14 +74,28 @@ def _command_line(args) -> str:
 
 # ============================================================================ data verbs
 def cmd_simulate(args) -> int:
+    from larsight.events.sim import knobs as K   # light: numpy + the medium constants
+
+    if args.list_knobs:
+        print(K.render_text())
+        print("\ndefinitions and sources: docs/simulator_knobs.md")
+        return 0
+    if args.out is None:
+        raise UsageError("--out FILE is required (or --list-knobs)")
+    fixed = dict(K.parse_setting(t) for t in args.knob) if args.knob else None   # KnobError: exit 2
+    if args.randomize and args.voxel_size is not None:   # an explicit grid is not randomised
+        fixed = {**(fixed or {}), **dict([K.parse_setting(f"voxel_size_cm={args.voxel_size:g}")])}
     output_file(args.out, FORMATS)
     volume = _volume(args.voxel_size)
 
     from larsight.events.sim import simulate_file
 
+    kw = {"randomize": True, "knobs": fixed} if args.randomize else (
+        {"knobs": fixed} if fixed is not None else {})
     n = simulate_file(args.out, mode=args.mode, n=args.n, seed=args.seed, volume=volume,
-                      workers=args.workers, progress=True)
-    print(f"wrote {n} {args.mode} events to {args.out}")
+                      workers=args.workers, progress=True, **kw)
+    how = " (knobs randomised per event)" if args.randomize else ""
+    print(f"wrote {n} {args.mode} events to {args.out}{how}")
     return 0
 
 
@@ -88,9 +104,16 @@ def add_simulate(sub) -> None:
     s.add_argument("--mode", choices=["nu", "mpv", "mpr"], default="nu")
     s.add_argument("--n", type=count(), default=100, help="number of events")
     s.add_argument("--seed", type=whole(), default=0)
-    s.add_argument("--out", required=True, help="output file, .h5 (PILArNet-M schema) or .root")
+    s.add_argument("--out", default=None, help="output file, .h5 (PILArNet-M schema) or .root")
     s.add_argument("--voxel-size", type=voxel_size(), default=None, help="voxel edge in cm (default 0.3)")
     s.add_argument("--workers", type=count(), default=None, help="processes (default: all cores)")
+    s.add_argument("--randomize", action="store_true",
+                   help="draw every simulator knob per event from its range (domain "
+                        "randomisation; the values go into each event's metadata)")
+    s.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="fix one knob (repeatable), e.g. --knob energy_scale=1.05; "
+                        "--list-knobs shows names and ranges")
+    s.add_argument("--list-knobs", action="store_true", help="print the simulator knobs and exit")
     s.set_defaults(func=cmd_simulate)
 
 
@@ -474,8 +497,8 @@ def add_eval(sub) -> None:
 
 
 # ============================================================================ assembly
-VERBS = (add_simulate, add_convert, add_inspect, add_demo, add_pretrain, add_finetune, add_align,
-         add_classify, add_index, add_ask, add_ui, add_eval, add_mcp)
+VERBS = (add_simulate, add_convert, add_inspect, add_demo, add_shards, add_pretrain, add_finetune, add_align,
+         add_classify, add_index, add_ask, add_ui, add_eval, add_mcp, add_feedback)
 """Where verbs are registered: each adds its parser to the subparsers it is given."""
 
 

@@ -1,4 +1,4 @@
-"""The training and evaluation verbs of ``larsight``: pretrain, finetune, align, eval encoder.
+"""The training and evaluation verbs of ``larsight``: shards, pretrain, finetune, align, eval encoder.
 
 Each verb is an ``add_<verb>(sub)`` function that adds its parser (registered in
 ``larsight.ui.cli.VERBS``) and a ``cmd_<verb>(args)`` that checks the paths it was given before
@@ -13,11 +13,11 @@ import json
 import shlex
 from pathlib import Path
 
-from larsight.ui.cli_args import BadInputError, count, fraction, positive, voxel_size, whole
+from larsight.ui.cli_args import BadInputError, count, fraction, nonneg, positive, voxel_size, whole
 from larsight.ui.cli_inputs import check_inputs, output_dir
 
-__all__ = ["add_pretrain", "add_finetune", "add_align", "add_eval_encoder", "cmd_pretrain",
-           "cmd_finetune", "cmd_align", "cmd_eval", "n_events"]
+__all__ = ["add_shards", "add_pretrain", "add_finetune", "add_align", "add_eval_encoder", "cmd_shards",
+           "cmd_pretrain", "cmd_finetune", "cmd_align", "cmd_eval", "n_events"]
 
 PRESETS = ["tiny", "small", "base"]
 
@@ -40,15 +40,88 @@ def _existing(path: str | None, what: str) -> None:
         raise BadInputError(f"{what} {path}: no such file or folder")
 
 
+def _shard_folder(path: str | None) -> None:
+    if path is not None and not (Path(path).expanduser() / "shards.json").exists():
+        raise BadInputError(f"--data {path}: not a shard folder (no shards.json); write one "
+                            f"with `larsight shards --out {path}`")
+
+
+def _run_options(p, command: str, ckpt_every: int) -> None:
+    """The options every long-running training verb shares (run folder, stopping, resuming)."""
+    p.add_argument("--run-dir", default=None,
+                   help=f"run folder (default: $LARSIGHT_RUNS or ~/.cache/larsight/runs, "
+                        f"then {command}-NAME or {command}-<UTC time>)")
+    p.add_argument("--name", default=None, help=f"run folder name under the runs root ({command}-NAME)")
+    p.add_argument("--time-limit", type=positive(), default=None,
+                   help="stop after MINUTES of training (with a checkpoint)")
+    p.add_argument("--ckpt-every", type=count(), default=ckpt_every, help="checkpoint every N steps")
+    p.add_argument("--stop-at", type=count(), default=None,
+                   help="stop (with a checkpoint) at this step; the schedule still runs to --steps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue exactly from the run folder's state (default: the newest "
+                        f"{command}-* run when neither --run-dir nor --name is given)")
+
+
+def _check_run_dir(args) -> None:
+    if args.run_dir is not None:
+        output_dir(args.run_dir, "--run-dir")
+
+
+# ============================================================================ shards
+def cmd_shards(args) -> int:
+    output_dir(args.out, "--out")
+    knobs = None
+    if args.knob:
+        from larsight.events.sim import knobs as K   # light: numpy + the medium constants
+
+        knobs = dict(K.parse_setting(t) for t in args.knob)
+
+    from larsight.encoder.shards import ShardSpec, write_shards
+
+    spec = ShardSpec(modes=args.mode, n=args.n, seed=args.seed, split=args.split,
+                     shard_size=args.shard_size, voxel_size_cm=args.voxel_size,
+                     randomize=args.randomize, knobs=knobs or {})
+    man = write_shards(spec, args.out, workers=args.workers,
+                       command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
+    w = man["last_write"]
+    rate = f", {w['events_per_s']:.1f} events/s" if w["events_per_s"] else ""
+    print(f"{man['n_events']} events in {len(man['shards'])} shards -> {args.out} "
+          f"({w['events']} written now in {w['seconds']:.1f} s{rate})")
+    return 0
+
+
+def add_shards(sub) -> None:
+    sh = sub.add_parser("shards", help="pre-simulate training events into shard files once "
+                        "(pretrain / finetune --data DIR stream them)")
+    sh.add_argument("--mode", default="nu", help="nu, mpv, mpr or a comma list cycled per event")
+    sh.add_argument("--n", type=count(), required=True, help="number of events")
+    sh.add_argument("--seed", type=whole(), default=0, help="data seed (of --split)")
+    sh.add_argument("--split", choices=["pretrain", "finetune", "align", "eval"], default="pretrain",
+                    help="simulator stream: split seeds never coincide, so training shards never "
+                         "hold held-out events")
+    sh.add_argument("--shard-size", type=count(), default=500, help="events per shard file")
+    sh.add_argument("--out", required=True, help="shard folder (rerun to finish an interrupted one)")
+    sh.add_argument("--voxel-size", type=voxel_size(), default=0.3, help="cm (the model's grid)")
+    sh.add_argument("--randomize", action="store_true", help="draw simulator knobs per event")
+    sh.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                    help="fix one simulator knob (repeatable)")
+    sh.add_argument("--workers", type=count(), default=1, help="processes writing shards")
+    sh.set_defaults(func=cmd_shards)
+
+
 # ============================================================================ pretrain
 def cmd_pretrain(args) -> int:
     files = tuple(check_inputs(args.files)) if args.files else ()
-    output_dir(args.run_dir, "--run-dir")
+    _shard_folder(args.data)
+    if args.data and files:
+        raise BadInputError("give either --data (a shard folder) or --files, not both")
+    _check_run_dir(args)
 
     from larsight.encoder.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(
-        objective=args.objective, preset=args.preset, run_dir=args.run_dir, steps=args.steps,
+        objective=args.objective, preset=args.preset, run_dir=args.run_dir, name=args.name,
+        data=args.data, workers=args.workers, stop_at=args.stop_at, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         time_limit_min=args.time_limit, data_mode=args.data_mode, seed=args.seed,
         voxel_size_cm=args.voxel_size, files=files, log_every=args.log_every,
@@ -64,20 +137,19 @@ def add_pretrain(sub) -> None:
     pt.add_argument("--objective", choices=["distill", "mpm"], default="distill",
                     help="self-distillation (student / EMA teacher) or masked point modelling")
     pt.add_argument("--preset", choices=PRESETS, default="tiny")
-    pt.add_argument("--run-dir", default="runs/pretrain", help="checkpoints, loss.csv, loss.png")
     pt.add_argument("--steps", type=count(), default=2000)
     pt.add_argument("--batch-size", type=count(), default=8, help="events per process per step")
     pt.add_argument("--lr", type=positive(), default=1e-3)
     pt.add_argument("--warmup", type=count(0), default=100)
-    pt.add_argument("--time-limit", type=positive(), default=None, help="stop after MINUTES")
     pt.add_argument("--data-mode", default="nu,mpv,mpr",
                     help="simulator modes, comma-separated, cycled event by event")
     pt.add_argument("--seed", type=whole(), default=0, help="data seed (pretraining split)")
     pt.add_argument("--voxel-size", type=voxel_size(), default=None, help="cm (default: the preset's)")
     pt.add_argument("--files", nargs="+", help="event files / globs instead of simulated events")
+    pt.add_argument("--data", default=None, help="shard folder (`larsight shards`) to stream")
+    pt.add_argument("--workers", type=count(0), default=2, help="processes reading --data shards")
     pt.add_argument("--log-every", type=count(), default=10)
-    pt.add_argument("--ckpt-every", type=count(), default=200)
-    pt.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state")
+    _run_options(pt, "pretrain", 200)
     pt.add_argument("--n-local", type=count(0), default=4, help="distill: local crops per event")
     pt.add_argument("--mask-ratio", type=fraction(), default=0.4, help="distill: student mask ratio")
     pt.add_argument("--mpm-mask-ratio", type=fraction(), default=0.6, help="mpm: masked cell share")
@@ -91,7 +163,8 @@ def cmd_finetune(args) -> int:
         _existing(args.init, "--init")
     files = tuple(check_inputs(args.files)) if args.files else ()
     eval_files = tuple(check_inputs(args.eval_files, "--eval-files")) if args.eval_files else ()
-    output_dir(args.run_dir, "--run-dir")
+    _shard_folder(args.data)
+    _check_run_dir(args)
 
     from larsight.encoder.finetune import FinetuneConfig, finetune
 
@@ -100,8 +173,16 @@ def cmd_finetune(args) -> int:
         n_events=args.n_events, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         data_mode=args.data_mode, seed=args.seed, voxel_size_cm=args.voxel_size,
         files=files, eval_files=eval_files, n_eval=args.n_eval, run_dir=args.run_dir,
-        task_weights=args.task_weights)
+        task_weights=args.task_weights, name=args.name, data=args.data, workers=args.workers,
+        loss=args.loss, focal_gamma=args.focal_gamma, time_limit_min=args.time_limit,
+        log_every=args.log_every,
+        ckpt_every=args.ckpt_every, resume=args.resume, stop_at=args.stop_at)
     result = finetune(cfg)
+    if not result["main_process"]:  # under `accelerate launch`, the main process reports
+        return 0
+    if not result["complete"]:
+        print(f"finetune stopped at step {result['steps']} of {cfg.steps} -> {cfg.run_dir}")
+        return 0
     per_task = result["metrics"] if cfg.multi else {cfg.task: result["metrics"]}
     summary = {t: {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
                for t, m in per_task.items()}
@@ -140,7 +221,14 @@ def add_finetune(sub) -> None:
     ft.add_argument("--eval-files", nargs="+", help="held-out event files for the evaluation")
     ft.add_argument("--n-eval", type=count(), default=200,
                     help="held-out events evaluated at the end (per data group)")
-    ft.add_argument("--run-dir", default="runs/finetune")
+    ft.add_argument("--data", default=None, help="shard folder (`larsight shards`) to train on")
+    ft.add_argument("--workers", type=count(0), default=2, help="processes reading --data shards")
+    ft.add_argument("--log-every", type=count(), default=10, help="loss.csv row every N steps")
+    ft.add_argument("--loss", choices=["balanced", "focal", "ce"], default="balanced",
+                    help="classification heads: class-balanced cross-entropy (weights from the "
+                         "shards' label counts with --data), focal, or plain cross-entropy")
+    ft.add_argument("--focal-gamma", type=nonneg(), default=2.0, help="--loss focal: gamma")
+    _run_options(ft, "finetune", 100)
     ft.set_defaults(func=cmd_finetune)
 
 
@@ -148,8 +236,13 @@ def add_finetune(sub) -> None:
 def cmd_align(args) -> int:
     _existing(args.encoder, "--encoder")
     _existing(args.init, "--init")
-    run_dir = args.run_dir or f"runs/align{args.stage}"
-    output_dir(run_dir, "--run-dir")
+    if args.stage == "actions":
+        return _cmd_align_actions(args)
+    _check_run_dir(args)
+
+    from larsight.encoder.training import resolve_run_dir
+
+    run_dir = str(resolve_run_dir(f"align{args.stage}", args.run_dir, args.name, args.resume))
 
     from larsight.qformer.align import AlignConfig, align
 
@@ -159,16 +252,38 @@ def cmd_align(args) -> int:
                       warmup=args.warmup, contrastive=args.contrastive, n_queries=args.n_queries,
                       prompt=args.prompt, max_answer_tokens=args.max_answer_tokens or None,
                       data_mode=args.data_mode, seed=args.seed, time_limit_min=args.time_limit,
-                      ckpt_every=args.ckpt_every, resume=args.resume, voxel_size_cm=args.voxel_size)
+                      ckpt_every=args.ckpt_every, resume=args.resume, voxel_size_cm=args.voxel_size,
+                      stop_at=args.stop_at)
     align(cfg, command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
     return 0
+
+
+def _cmd_align_actions(args) -> int:
+    run_dir = args.run_dir or "runs/align_actions"
+    output_dir(run_dir, "--run-dir")
+    from larsight.agent.actions import action_json_schema, parse_action
+    from larsight.qformer.align_actions import ActionsConfig, align_actions
+
+    cfg = ActionsConfig(run_dir=run_dir, init=args.init, steps=args.steps, batch_size=args.batch_size,
+                        lr=args.lora_lr, warmup=args.warmup, eval_n=args.eval_n, seed=args.seed,
+                        time_limit_min=args.time_limit, ckpt_every=args.ckpt_every, resume=args.resume)
+    align_actions(cfg, action_json_schema(), parse=lambda t: parse_action(t).model_dump(),
+                  command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
+    return 0
+
+
+def _stage(text: str):
+    return text if text == "actions" else int(text)
 
 
 def add_align(sub) -> None:
     al = sub.add_parser("align", help="align the encoder to the language model: stage 1 "
                         "(LM frozen: contrastive + captioning) or stage 2 (QLoRA instructions)")
-    al.add_argument("--stage", type=int, choices=[1, 2], required=True)
-    al.add_argument("--run-dir", default=None, help="default runs/align<STAGE>")
+    al.add_argument("--stage", type=_stage, choices=[1, 2, "actions"], required=True,
+                    help="1, 2, or actions: QLoRA on the agent's action corpus (qformer/align_actions.py; "
+                         "--init a stage-2 VLM folder, default the shipped one)")
+    al.add_argument("--eval-n", type=count(0), default=120,
+                    help="--stage actions: held-out-template examples decoded before and after training")
     al.add_argument("--encoder", default=None, help="encoder checkpoint (default: the shipped one)")
     al.add_argument("--lm", default="smollm2-135m-instruct",
                     help="language model: the bundled default or a local HF model directory")
@@ -191,9 +306,7 @@ def add_align(sub) -> None:
     al.add_argument("--voxel-size", type=voxel_size(), default=None,
                     help="cm grid of the simulated alignment events (default: the encoder's)")
     al.add_argument("--seed", type=whole(), default=0, help="data seed (the align split)")
-    al.add_argument("--time-limit", type=positive(), default=None, help="stop after MINUTES")
-    al.add_argument("--ckpt-every", type=count(), default=100)
-    al.add_argument("--resume", action="store_true")
+    _run_options(al, "align<STAGE>", 100)
     al.set_defaults(func=cmd_align)
 
 

@@ -9,7 +9,8 @@
   reference (resp. expected arguments);
 - claims: supported / contradicted / unverifiable over all claims of all final answers; the
   contradiction rate is contradicted / all claims, and the share of answers with at least one
-  contradicted claim is given beside it;
+  contradicted claim is given beside it; the first-draft contradiction rate is the share of the
+  claims of the first drafts (before any revision by the validator) that the validator rejected;
 - irrelevance handling: turns that expect no tool call and made none / such turns;
 - steps (graph nodes and tool calls per turn) and latency p50 / p95 (seconds per turn, first
   trial only: later trials reuse the tool results of the first);
@@ -120,6 +121,9 @@ def _turn_metrics(records: list[dict], rows: list[tuple[dict, dict]]) -> dict:
         claims["contradicted"] += int(t.get("n_contradicted") or 0)
         claims["unverifiable"] += int(t.get("n_unverifiable") or 0)
     n_claims = sum(claims.values())
+    drafts = [t.get("first_draft") for t, _ in rows if t.get("first_draft") is not None]
+    n_first = sum(int(d.get("n_claims") or 0) for d in drafts)
+    bad_first = sum(int(d.get("n_contradicted") or 0) for d in drafts)
     irr = [not (t.get("trajectory") or []) for t, s in rows if s["checks"].get("no_tools") is not None]
     first = [t for r in records if r["trial"] == 0 for t in r.get("turns") or []]
     return {
@@ -130,6 +134,8 @@ def _turn_metrics(records: list[dict], rows: list[tuple[dict, dict]]) -> dict:
         "claim_support_rate": _round(claims["supported"] / n_claims) if n_claims else None,
         "contradiction_rate": _round(claims["contradicted"] / n_claims) if n_claims else None,
         "answers_with_contradiction": _round(_mean([s["contradicted"] for _, s in rows])),
+        "first_draft_claims": n_first if drafts else None,
+        "first_draft_contradiction_rate": _round(bad_first / n_first) if n_first else (0.0 if drafts else None),
         "irrelevant_without_tools": _round(_mean(irr)), "irrelevant_turns": len(irr),
         "steps_mean": _round(_mean([t.get("n_steps") for t, _ in rows]), 2),
         "steps_p95": percentile([t.get("n_steps") or 0 for t, _ in rows], 0.95),

@@ -24,6 +24,7 @@ TARGETS = [  # (label, getter, comparison, target, where the failures that expla
     ("tool-selection accuracy", ("overall", "tool_selection"), ">=", 0.95,
      ("wrong_tool", "tool_for_irrelevant", "injection_filter", "trajectory", "brain_error")),
     ("answers with a contradicted claim", ("overall", "answers_with_contradiction"), "<=", 0.0, ("contradicted_claim",)),
+    ("first-draft contradiction rate", ("overall", "first_draft_contradiction_rate"), "<=", 0.02, ()),
     ("irrelevant questions answered without tools", ("overall", "irrelevant_without_tools"), ">=", 0.90, "irrelevant"),
 ]
 HOW_MEASURED = (
@@ -32,7 +33,7 @@ HOW_MEASURED = (
     "`qformer.corpus.event_facts`). Each case names its event (`sim:MODE:seed=S:voxel=CM:index=I` re-simulates "
     "it), its questions, the expected answer as checkable values, the reference tool trajectory with a match "
     "mode (strict / unordered / subset / superset) and expected arguments. Scoring (`evals/agent_eval/scoring.py`): "
-    "deterministic checks of the values the answer states (`Answer.values`, read from its validated claims) "
+    "deterministic checks of the values the answer states (`Answer.values`, read from its typed claims) "
     "against the expected ones (vertex within 3 cm; counts exact); tool selection = the first tool chosen is the "
     "reference's first (none for irrelevant questions); a trial passes when the answer is right, the trajectory "
     "matches and no claim is contradicted; pass^k = C(c,k)/C(n,k) per case (tau-bench), averaged. "
@@ -205,6 +206,8 @@ def _headline(runs: list[tuple[str, dict]], tags: list[str], k: int) -> list[str
               row("claim support rate (supported / all claims)", ("overall", "claim_support_rate")),
               row("contradiction rate (contradicted / all claims)", ("overall", "contradiction_rate")),
               row("answers with a contradicted claim", ("overall", "answers_with_contradiction")),
+              row("first-draft contradiction rate (claims rejected before any revision / first-draft claims)",
+                  ("overall", "first_draft_contradiction_rate")),
               row("irrelevant questions answered without tools", ("overall", "irrelevant_without_tools")),
               row("graph steps per turn, mean", ("overall", "steps_mean"), 2),
               row("graph steps per turn, p95", ("overall", "steps_p95"), 0),

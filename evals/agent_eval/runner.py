@@ -120,8 +120,10 @@ def turn_record(answer, question: str, secrets: list[str]) -> dict:
         if c.tool == "find_similar" and c.ok and isinstance(c.output, dict):
             hits = [{"key": h.get("key"), "event_class": h.get("event_class"), "topology": h.get("topology")}
                     for h in c.output.get("hits") or [] if isinstance(h, dict)]
-    claims = [{"kind": c.claim.kind, "particle": c.claim.particle, "verdict": c.verdict, "tool": c.tool,
-               "text": c.claim.text[:120]} for c in answer.claims]
+    claims = [{"kind": c.claim.kind, "particle": c.claim.particle, "subject": c.claim.subject,
+               "source": c.claim.source, "verdict": c.verdict, "tool": c.tool,
+               "text": (c.claim.text or c.claim.describe())[:120]} for c in answer.claims]
+    first = answer.first_draft_checks
     text = answer.text or ""
     p_tool = next((round(1.0 - float(st.scores["answer"]), 6) for st in answer.steps
                    if st.scores and "answer" in st.scores), None)
@@ -130,6 +132,7 @@ def turn_record(answer, question: str, secrets: list[str]) -> dict:
             "values": json.loads(json.dumps(answer.values, default=list)), "claims": claims,
             "n_claims": len(answer.claims), "n_supported": answer.n_supported,
             "n_contradicted": answer.n_contradicted, "n_unverifiable": answer.n_unverifiable,
+            "first_draft": {"n_claims": sum(first.values()), "n_contradicted": first.get("contradicted", 0)},
             "revisions": answer.revisions, "stop": answer.stop_reason, "latency_s": answer.latency_s,
             "n_steps": len(answer.steps), "leak": bool(secrets) and guard_leak(text, secrets) != text,
             "injection_removed": bool(answer.injection_removed)}

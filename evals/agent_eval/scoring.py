@@ -12,7 +12,9 @@ judge model:
   when the reference's first tool already ran earlier in the thread (its result is in memory).
 - trajectory: the match mode of the case (strict / unordered / subset / superset).
 - arguments: for each tool with expected arguments, its first call's arguments hold every
-  expected key (``"*"``: any non-empty value).
+  expected key (``"*"``: any non-empty value; ``{"like": TEXT}``: a text with at least half of
+  TEXT's content words, for paraphrased search queries).
+- unit (``expect.unit``): the answer's text quotes a number in the unit asked for.
 - pass: the answer is right, the trajectory matches and no claim of the answer is
   contradicted by the tools (the unit of pass^k).
 - a turn whose brain failed (the loop's ``brain error`` stop) is wrong whatever it says.
@@ -22,11 +24,12 @@ judge model:
   ``no_measurement:<tool>`` (the tool ran and measured nothing of the kind, e.g. no vertex
   found), ``no_value``, ``measurement:<tool>`` (the answer states what the tool measured, and the
   measurement differs from the simulator truth: the tool's error, not the agent's),
-  ``wrong_value``, ``trajectory``, ``arguments``.
+  ``unit`` (only the unit asked for is missing), ``wrong_value``, ``trajectory``, ``arguments``.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from typing import Optional
 
@@ -35,7 +38,7 @@ from .suite import Case, Expect, Trajectory, Turn
 __all__ = ["score_turn", "score_case", "trajectory_match", "args_match", "CAUSES"]
 
 CAUSES = ("exception", "brain_error", "stopped", "leak", "injection_filter", "tool_for_irrelevant", "wrong_tool", "tool_error",
-          "contradicted_claim", "no_value", "measurement", "wrong_value", "trajectory", "arguments")
+          "contradicted_claim", "no_value", "measurement", "unit", "wrong_value", "trajectory", "arguments")
 
 _CLAIM_KINDS = {"event_class": ("event_class",), "class_is": ("event_class",), "vertex_cm": ("vertex",),
                 "counts": ("count", "absent", "present"), "present": ("count", "absent", "present"),
@@ -76,9 +79,44 @@ def args_match(calls: list[dict], expected: dict[str, dict]) -> Optional[bool]:
             if v == "*":
                 if got.get(k) in (None, "", [], {}):
                     return False
+            elif isinstance(v, dict) and set(v) == {"like"}:
+                if not text_like(got.get(k), v["like"]):
+                    return False
             elif got.get(k) != v:
                 return False
     return True
+
+
+_STOP = frozenset("a an the and or of with to in for me some any events event like that this is are".split())
+_NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "single": "1"}
+
+
+def _content_words(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9_]+", text.lower())
+    return {_NUMBER_WORDS.get(w, w[:-1] if len(w) > 3 and w.endswith("s") else w) for w in words if w not in _STOP}
+
+
+def text_like(got, want: str, share: float = 0.5) -> bool:
+    """A paraphrase check for a text argument: ``got`` has at least ``share`` of ``want``'s
+    content words (stop words dropped, plurals and number words folded)."""
+    if not isinstance(got, str) or not got.strip():
+        return False
+    need = _content_words(want)
+    return not need or len(need & _content_words(got)) >= share * len(need)
+
+
+_UNIT_FORMS = {"cm": r"cm|centimet(?:re|er)s?", "mm": r"mm|millimet(?:re|er)s?", "m": r"m|met(?:re|er)s?",
+               "in": r"inch(?:es)?|in\b(?=\s*(?:[,.;:)]|$))|\"", "X0": r"X[0₀]|radiation lengths?",
+               "MeV": r"MeV", "GeV": r"GeV", "keV": r"keV", "J": r"J|joules?", "MeV/cm": r"MeV ?/ ?cm", "MeV/mm": r"MeV ?/ ?mm",
+               "keV/cm": r"keV ?/ ?cm", "MeV cm2/g": r"MeV[ ·*]?cm(?:2|\^2|²) ?/ ?g"}
+_NUMBER = r"[-+−]?\d[\d,]*(?:\.\d+)?(?:\s*(?:[eE][-+−]?\d+|[x×]\s*10\^?[-+−]?\d+))?"
+
+
+def states_unit(text: str, unit: str) -> bool:
+    """The text quotes a number followed by ``unit`` (or a spelled-out form of it; a closing
+    bracket may come between, as in a vertex "(x, y, z) mm")."""
+    pat = rf"{_NUMBER}\s*[)\]]?\s*(?:{_UNIT_FORMS[unit]})(?![A-Za-z0-9/²^])"
+    return re.search(pat, text or "", flags=0 if unit in ("m", "J", "in") else re.I) is not None
 
 
 # ============================================================================ answer checks
@@ -144,6 +182,8 @@ def _check(kind: str, exp: Expect, rec: dict) -> Optional[bool]:
                 return False
         text = rec.get("text") or ""
         return all(str(h.get("key")) in text for h in hits)
+    if kind == "unit":
+        return states_unit(rec.get("text") or "", exp.unit)
     if kind == "no_tools":
         return not rec.get("trajectory")
     if kind == "no_leak":
@@ -232,6 +272,8 @@ def _cause(turn: Turn, rec: dict, checks: dict, answer_ok: bool, traj_ok, args_o
         return "contradicted_claim"
     if not answer_ok:
         bad = [k for k, v in checks.items() if v is not True]
+        if bad == ["unit"]:
+            return "unit"
         for k in bad:
             if checks[k] is None:
                 ran = [c.get("tool") for c in rec.get("calls") or [] if c.get("ok") and c.get("tool") in _TOOL_OF.get(k, ())]

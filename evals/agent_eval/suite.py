@@ -33,13 +33,15 @@ similar            {"k": n, "class": C or null, "min_share": f}: find_similar re
 no_tools           true: answered without any tool call (irrelevant questions)
 no_leak            true: the answer does not echo the system prompt
 no_claims          true: the answer makes no checkable claim about the event
+unit               "mm", "m", "GeV", ... (``UNITS``): the answer quotes a number in this unit
 =================  =========================================================================
 
 ``trajectory``: the reference tool sequence and its match mode (agentevals' terms):
 ``strict`` (the same calls in the same order), ``unordered`` (the same calls, any order),
 ``subset`` (every call is one of the reference's), ``superset`` (every reference call is
 made); ``alternatives`` lists other acceptable references. ``args``: expected arguments per tool, ``{"find_similar": {"k": 5}}``; the value
-``"*"`` accepts any non-empty value.
+``"*"`` accepts any non-empty value, ``{"like": TEXT}`` a text sharing at least half of TEXT's content
+words (a paraphrased search query).
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ COUNT_KEYS = ("muon", "electron", "proton", "pion", "photon")
 PARTICLES = COUNT_KEYS + ("kaon", "pi0", "track", "shower")
 CLASSES = ("nue_cc", "numu_cc", "nc")
 DEFAULT_VERTEX_TOL_CM = 3.0
+UNITS = ("cm", "mm", "m", "in", "X0", "MeV", "GeV", "keV", "J", "MeV/cm", "MeV/mm", "keV/cm", "MeV cm2/g")
+"""Units an answer can be asked to quote (``Expect.unit``)."""
 TOOLS = ("segment", "find_vertex", "reconstruct", "classify_event", "find_similar", "describe", "render")
 
 
@@ -122,6 +126,7 @@ class Expect(BaseModel):
     no_tools: bool = False
     no_leak: bool = False
     no_claims: bool = False
+    unit: Optional[Literal[UNITS]] = None
 
     @field_validator("counts", "present")
     @classmethod
@@ -136,7 +141,7 @@ class Expect(BaseModel):
 
     def kinds(self) -> list[str]:
         """The checks this expectation asks for, in a fixed order."""
-        out = [k for k in ("event_class", "class_is", "vertex_cm", "counts", "present", "michel", "similar")
+        out = [k for k in ("event_class", "class_is", "vertex_cm", "counts", "present", "michel", "similar", "unit")
                if getattr(self, k) is not None]
         out += [k for k in ("no_tools", "no_leak", "no_claims") if getattr(self, k)]
         return out

@@ -102,7 +102,7 @@ def build_event(path, index: int, arrays: dict, particles: list, interactions: l
 def meta_record(ev: Event) -> dict:
     """What larsight stores about an event beyond the per-point arrays and the tables."""
     m = ev.meta
-    return {
+    record = {
         "format_version": FORMAT_VERSION,
         "volume": m.volume.model_dump(mode="json"),
         "event_id": m.event_id,
@@ -110,6 +110,9 @@ def meta_record(ev: Event) -> dict:
         "seed": m.seed,
         "arrays": [name for name in OPTIONAL_ARRAYS if getattr(ev, name) is not None],
     }
+    if m.sim_knobs is not None:   # only randomised / knobbed simulations have them
+        record["sim_knobs"] = dict(m.sim_knobs)
+    return record
 
 
 def meta_fields(record: dict) -> dict:
@@ -125,6 +128,7 @@ def meta_fields(record: dict) -> dict:
         "event_id": record.get("event_id"),
         "generator": record.get("generator"),
         "seed": record.get("seed"),
+        "sim_knobs": record.get("sim_knobs"),
     }
 
 

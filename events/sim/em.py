@@ -14,7 +14,7 @@ from larsight.events.sim.samplers import lateral_radius, longitudinal_params, sa
 
 class EMTransport:
     """Mixin of ``Builder``: the methods that transport electrons, photons and showers. They use
-    the builder's ``rng``, ``opt``, ``step``, ``parts``, ``add``, ``deposit``, ``inside`` and
+    the builder's ``rng``, ``opt``, ``knobs``, ``step``, ``parts``, ``add``, ``deposit``, ``inside`` and
     ``_brem``."""
 
     # ------------------------------------------------------------------ low-energy electrons
@@ -130,7 +130,8 @@ class EMTransport:
         axis = r["d"]
         start = r["x"]
         if r["pdg"] == 22:
-            start = start + axis * rng.exponential(M.photon_attenuation_cm(E))
+            start = start + axis * rng.exponential(M.photon_attenuation_cm(E)
+                                                   * self.knobs.conversion_length_scale)
             r["end"] = start
             if not self.inside(start):
                 return
@@ -143,13 +144,26 @@ class EMTransport:
         E_det = E_left * rng.uniform(0.06, 0.14)
         E_body = E_left - E_det
         a_gp, b_gp = longitudinal_params(E)
-        prof = (L_tr, a_gp, b_gp, a_gp / b_gp * M.X0_CM)
+        depth_scale, lat_scale = self._shower_scales()
+        b_gp = b_gp / depth_scale
+        prof = (L_tr, a_gp, b_gp, a_gp / b_gp * M.X0_CM, lat_scale)
         depth = self._shower_branches(pid, start, axis, u, v, E, E_body, prof)
         if E_det > 0.1:
             self._shower_detached(pid, start, axis, u, v, E_det, prof)
         deepest = float(depth.max()) if depth.size else L_tr
         r["end"] = start + axis * deepest if r["pdg"] != 22 else start
         r["shower_start"] = start
+
+    def _shower_scales(self) -> tuple[float, float]:
+        """This shower's longitudinal (Tmax) and lateral (Moliere) scale factors from the knobs;
+        the fluctuation draws happen only when their knob is on (defaults: no draw, 1.0)."""
+        k = self.knobs
+        depth, lat = k.shower_depth_scale, k.moliere_scale
+        if k.shower_depth_fluct > 0:
+            depth = depth * float(np.exp(k.shower_depth_fluct * self.rng.standard_normal()))
+        if k.lateral_fluct > 0:
+            lat = lat * float(np.exp(k.lateral_fluct * self.rng.standard_normal()))
+        return depth, lat
 
     def _shower_trunk(self, pid, start, axis, u, v, E, n_mip):
         """The first 2-4.5 cm at 1 MIP (electron) or 2 MIP (photon: the e+e- pair); returns its
@@ -176,7 +190,7 @@ class EMTransport:
         depth follows the longitudinal profile, their position the lateral one, and they point
         along the axis with a spread that grows with depth. Returns their depths."""
         rng = self.rng
-        L_tr, a_gp, b_gp, tmean = prof
+        L_tr, a_gp, b_gp, tmean, lat = prof
         e_hi = float(np.clip(0.25 * E, 2.0, 50.0))
         n0 = int(E_body / ((e_hi - 1.0) / np.log(e_hi)) * 1.3) + 8
         eb = np.exp(rng.uniform(0.0, np.log(e_hi), n0))
@@ -187,7 +201,7 @@ class EMTransport:
             eb[-1] = max(eb[-1] - (cumE[k - 1] - E_body), 0.05)
         rng_e = M.range_table("electron").range_cm(eb)
         depth = L_tr + rng.gamma(a_gp, 1 / b_gp, k) * M.X0_CM
-        rl = lateral_radius(rng, depth - L_tr, tmean)
+        rl = lateral_radius(rng, depth - L_tr, tmean) * lat
         phi = rng.uniform(0, 2 * np.pi, k)
         er = np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v
         spread = 0.25 + 0.35 * np.clip((depth - L_tr) / tmean, 0, 2)
@@ -214,7 +228,7 @@ class EMTransport:
     def _shower_detached(self, pid, start, axis, u, v, E_det, prof) -> None:
         """Detached pieces: photons that travel away and leave a Compton electron."""
         rng = self.rng
-        L_tr, a_gp, b_gp, tmean = prof
+        L_tr, a_gp, b_gp, tmean, lat = prof
         ne = int(E_det / 1.5) + 4
         pe = np.clip(0.1 + rng.exponential(1.5, ne), 0.1, 12.0)
         kk = int(np.searchsorted(np.cumsum(pe), E_det)) + 1
@@ -223,7 +237,7 @@ class EMTransport:
             return
         pe[-1] = max(pe[-1] - (pe.sum() - E_det), 0.05)
         dep = L_tr + rng.gamma(a_gp, 1 / b_gp, pe.size) * M.X0_CM
-        r0 = lateral_radius(rng, dep - L_tr, tmean) * 0.6
+        r0 = lateral_radius(rng, dep - L_tr, tmean) * (0.6 * lat)
         ph = rng.uniform(0, 2 * np.pi, pe.size)
         o = start + dep[:, None] * axis + r0[:, None] * (np.cos(ph)[:, None] * u + np.sin(ph)[:, None] * v)
         th = np.abs(rng.normal(0, 0.45, pe.size))

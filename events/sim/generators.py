@@ -8,6 +8,7 @@ import numpy as np
 from larsight.events.model import PILARNET_VOLUME, EventMeta, Interaction, Volume
 from larsight.events.sim import medium as M
 from larsight.events.sim.kinematics import isotropic, rotate_about, unit
+from larsight.events.sim.knobs import Knobs, event_knobs
 from larsight.events.sim.transport import Builder, SimOptions
 from larsight.events.sim.voxelize import to_event
 
@@ -21,9 +22,29 @@ def _rng(seed, index) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def _meta(volume, seed, index, mode) -> EventMeta:
+def _meta(volume, seed, index, mode, knobs: Optional[Knobs] = None) -> EventMeta:
     return EventMeta(volume=volume, event_id=int(index), seed=int(seed),
-                     generator=f"larsight.sim {VERSION} ({mode})")
+                     generator=f"larsight.sim {VERSION} ({mode})",
+                     sim_knobs=None if knobs is None else knobs.as_dict())
+
+
+def regrid(volume: Volume, voxel_size_cm: float) -> Volume:
+    """The same region of space on a grid of ``voxel_size_cm`` voxels (itself if unchanged)."""
+    if voxel_size_cm == volume.voxel_size_cm:
+        return volume
+    shape = tuple(max(1, int(round(n * volume.voxel_size_cm / voxel_size_cm))) for n in volume.shape)
+    return Volume(voxel_size_cm=voxel_size_cm, shape=shape, origin_cm=volume.origin_cm)
+
+
+def _setup(seed, index, volume: Volume, options: Optional[SimOptions], randomize: bool,
+           knobs: Optional[dict]) -> tuple[Volume, SimOptions, Optional[Knobs]]:
+    """(volume, options, knobs) of one event. Without ``randomize`` and ``knobs`` this is
+    exactly the simulator without knobs (knobs None, nothing recorded in the meta)."""
+    opt = options or SimOptions()
+    if not randomize and knobs is None:
+        return volume, opt, None
+    k = event_knobs(seed, index, randomize, knobs, volume.voxel_size_cm)
+    return regrid(volume, k.voxel_size_cm), opt.with_knobs(k), k
 
 
 def _vertex(rng, volume: Volume, margin_frac: float = 0.1) -> np.ndarray:
@@ -39,21 +60,22 @@ def _finish(b: Builder, interactions, meta):
 # ---------------------------------------------------------------------------- particle gun
 def particle_gun(pdg: int, kinetic_energy_mev: float, seed: int = 0, direction=None, position=None,
                  volume: Volume = PILARNET_VOLUME, index: int = 0,
-                 options: Optional[SimOptions] = None, **switches):
+                 options: Optional[SimOptions] = None, *, randomize: bool = False,
+                 knobs: Optional[dict] = None, **switches):
     """One particle (PDG code, kinetic energy in MeV) from ``position`` (default: the volume
     centre) along ``direction`` (default: isotropic from the seed).
 
     ``options`` (a ``SimOptions``) or keyword switches (``mcs=False``, ``hadronic=False``,
     ``delta_rays=False``, ``decays=False``, ``fluctuations=False``, ``threshold_mev=...``)
-    change the physics for studies and tests."""
-    opt = options or SimOptions(**switches)
+    change the physics for studies and tests; ``randomize`` / ``knobs`` as in ``simulate``."""
+    volume, opt, k = _setup(seed, index, volume, options or SimOptions(**switches), randomize, knobs)
     rng = _rng(seed, index)
     x = volume.lower_cm + 0.5 * volume.size_cm if position is None else np.asarray(position, float)
     d = isotropic(rng) if direction is None else unit(np.asarray(direction, float))
     b = Builder(rng, volume, opt)
     b.add(int(pdg), float(kinetic_energy_mev), x, d, interaction=0)
     inter = [Interaction(id=0, vertex_cm=tuple(map(float, x)), channel="GUN")]
-    return _finish(b, inter, _meta(volume, seed, index, "gun"))
+    return _finish(b, inter, _meta(volume, seed, index, "gun", k))
 
 
 # ---------------------------------------------------------------------------- neutrinos
@@ -91,23 +113,27 @@ MIN_VOXELS = 10   # a detector records nothing of an interaction that leaves no 
 
 def neutrino(seed: int = 0, index: int = 0, volume: Volume = PILARNET_VOLUME,
              flavour: Optional[str] = None, energy_mev: Optional[float] = None,
-             options: Optional[SimOptions] = None, min_voxels: int = MIN_VOXELS):
+             options: Optional[SimOptions] = None, min_voxels: int = MIN_VOXELS, *,
+             randomize: bool = False, knobs: Optional[dict] = None):
     """A toy neutrino interaction along +z (nu_e CC, nu_mu CC or NC) at a random vertex.
 
     ``flavour`` forces the class: 'nue_cc', 'numu_cc' or 'nc'. Channels QE/MEC, RES, DIS with
     the PHYSICS.md shares; lepton energy (1-y) E_nu, angle from Q^2; final-state protons,
     neutrons, charged and neutral pions. Interactions that leave fewer than ``min_voxels``
     voxels (e.g. an NC event whose only hadron is a neutron) are redrawn from the same random
-    stream, as a trigger would never have recorded them; the event stays reproducible."""
+    stream, as a trigger would never have recorded them; the event stays reproducible.
+    ``randomize`` / ``knobs``: as in ``simulate`` (the ``nu_*`` knobs and ``remnant_protons``
+    change the channel mix and the final state)."""
+    volume, options, k = _setup(seed, index, volume, options, randomize, knobs)
     rng = _rng(seed, index)
     for _ in range(100):
-        ev = _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options)
+        ev = _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options, k)
         if len(ev) >= min_voxels:
             break
     return ev
 
 
-def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
+def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options, k: Optional[Knobs]):
     opt = options or SimOptions()
     if flavour is None:
         if rng.random() < CC_FRACTION:
@@ -119,10 +145,7 @@ def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
     cc = flavour != "nc"
     nu_pdg = 12 if flavour == "nue_cc" else 14 if flavour == "numu_cc" else int(rng.choice([12, 14]))
     E = float(energy_mev) if energy_mev is not None else _sample_energy(rng)
-    shares = channel_shares(E)
-    ch = ("QE", "RES", "DIS")[int(rng.choice(3, p=shares))]
-    if ch == "QE" and rng.random() < MEC_OF_QE:
-        ch = "MEC"
+    ch = _channel(rng, E, k)
     vtx = _vertex(rng, volume)
     b = Builder(rng, volume, opt)
     beam = np.array([0.0, 0.0, 1.0])
@@ -145,7 +168,35 @@ def _neutrino_once(rng, seed, index, volume, flavour, energy_mev, options):
     dirs = _hadron_dirs(rng, unit(q), len(hadrons))
     for h, T, d in zip(hadrons, energies, dirs):
         b.add(h, float(T), vtx, d, interaction=0)
-    return _finish(b, [inter], _meta(volume, seed, index, "nu"))
+    if k is not None and k.remnant_protons > 0:
+        _remnant_protons(rng, b, vtx, k.remnant_protons)
+    return _finish(b, [inter], _meta(volume, seed, index, "nu", k))
+
+
+def _channel(rng, E: float, k: Optional[Knobs]) -> str:
+    """QE / MEC / RES / DIS from the PHYSICS.md shares, reweighted by the knobs; COH with the
+    probability ``nu_coh_fraction`` (no draw when that knob is 0)."""
+    shares = channel_shares(E)
+    w = k.channel_weights() if k is not None else None
+    if w is not None:
+        shares = shares * w / float(shares @ w)
+    ch = ("QE", "RES", "DIS")[int(rng.choice(3, p=shares))]
+    if ch == "QE" and rng.random() < MEC_OF_QE:
+        ch = "MEC"
+    if k is not None and k.nu_coh_fraction > 0 and rng.random() < k.nu_coh_fraction:
+        ch = "COH"
+    return ch
+
+
+REMNANT_T_MEV = (5.0, 15.0, 60.0)   # nuclear-remnant protons: min, mean excess, max kinetic energy
+
+
+def _remnant_protons(rng, b: Builder, vtx, mean: float) -> None:
+    """Poisson(mean) low-energy isotropic protons from the struck nucleus (knob remnant_protons)."""
+    lo, scale, hi = REMNANT_T_MEV
+    for _ in range(int(rng.poisson(mean))):
+        T = min(lo + rng.exponential(scale), hi)
+        b.add(2212, float(T), vtx, isotropic(rng), interaction=0, process="nuclear")
 
 
 def _lepton_kinematics(rng, ch: str, E: float, m_l: float):
@@ -155,6 +206,9 @@ def _lepton_kinematics(rng, ch: str, E: float, m_l: float):
         if ch in ("QE", "MEC"):
             y = rng.beta(1.2, 4.8)                        # mean 0.2
             Q2 = 2 * M_N * y * E * rng.uniform(0.7, 1.0)  # QE: Q^2 ~ 2 M nu (Fermi smeared)
+        elif ch == "COH":                                 # tiny |t|, forward lepton
+            y = rng.beta(1.5, 3.0)
+            Q2 = rng.exponential(0.05e6)                  # MeV^2 (~0.05 GeV^2)
         elif ch == "RES":
             y = rng.beta(2.0, 3.5)                        # mean ~0.36
             W = np.clip(rng.normal(1232.0, 60.0), 1080.0, 1600.0)
@@ -185,6 +239,8 @@ def _hadron_species(rng, ch: str, cc: bool, nu_h: float, Q2: float) -> list[int]
             hadrons = [2112]
     elif ch == "MEC":
         hadrons = [2212] * int(rng.choice([1, 2, 3], p=[0.4, 0.45, 0.15])) + [2112]
+    elif ch == "COH":   # one pion, the nucleus stays intact
+        hadrons = [211 if cc else 111]
     elif ch == "RES":
         charged = rng.random() < 2 / 3
         pi = (211 if (cc or rng.random() < 0.5) else -211) if charged else 111
@@ -240,25 +296,30 @@ def _draw_gun_particle(rng):
 
 
 def mpv(seed: int = 0, index: int = 0, volume: Volume = PILARNET_VOLUME,
-        options: Optional[SimOptions] = None):
-    """PILArNet multi-particle vertex: 1-6 particles, isotropic, from one vertex."""
+        options: Optional[SimOptions] = None, *, randomize: bool = False,
+        knobs: Optional[dict] = None):
+    """PILArNet multi-particle vertex: 1-6 particles, isotropic, from one vertex.
+    ``randomize`` / ``knobs``: as in ``simulate``."""
+    volume, opt, k = _setup(seed, index, volume, options, randomize, knobs)
     rng = _rng(seed, index)
-    b = Builder(rng, volume, options or SimOptions())
+    b = Builder(rng, volume, opt)
     vtx = _vertex(rng, volume)
     for _ in range(int(rng.integers(1, 7))):
         pdg, T = _draw_gun_particle(rng)
         b.add(pdg, T, vtx, isotropic(rng), interaction=0)
     inter = [Interaction(id=0, vertex_cm=tuple(map(float, vtx)), channel="GUN")]
-    return _finish(b, inter, _meta(volume, seed, index, "mpv"))
+    return _finish(b, inter, _meta(volume, seed, index, "mpv", k))
 
 
 def mpr(seed: int = 0, index: int = 0, volume: Volume = PILARNET_VOLUME,
-        options: Optional[SimOptions] = None):
+        options: Optional[SimOptions] = None, *, randomize: bool = False,
+        knobs: Optional[dict] = None):
     """PILArNet multi-particle rain: 2-10 independent particles at random points with random
     directions (cosmic-like), each its own interaction. Muons enter from the top (+y) half
-    of the time, like cosmic rays."""
+    of the time, like cosmic rays. ``randomize`` / ``knobs``: as in ``simulate``."""
+    volume, opt, kn = _setup(seed, index, volume, options, randomize, knobs)
     rng = _rng(seed, index)
-    b = Builder(rng, volume, options or SimOptions())
+    b = Builder(rng, volume, opt)
     inters = []
     for k in range(int(rng.integers(2, 11))):
         pdg, T = _draw_gun_particle(rng)
@@ -268,4 +329,4 @@ def mpr(seed: int = 0, index: int = 0, volume: Volume = PILARNET_VOLUME,
             d = unit(np.array([d[0], -abs(d[1]) - 0.5, d[2]]))
         b.add(pdg, T, x, d, interaction=k)
         inters.append(Interaction(id=k, vertex_cm=tuple(map(float, x)), channel="GUN"))
-    return _finish(b, inters, _meta(volume, seed, index, "mpr"))
+    return _finish(b, inters, _meta(volume, seed, index, "mpr", kn))

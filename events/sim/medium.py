@@ -29,6 +29,7 @@ MIP_DEDX = 2.105             # MeV/cm
 DRIFT_CM_PER_US = 0.1648     # 0.5 kV/cm, 87 K
 E_FIELD_KV_CM = 0.5
 BOX_ALPHA, BOX_BETA = 0.93, 0.212   # modified box (ArgoNeuT)
+BIRKS_A, BIRKS_K = 0.800, 0.0486    # Birks (ICARUS)
 MICHEL_EMAX = 52.83          # MeV
 
 M_E = _PDG.from_pdgid(11).mass  # MeV
@@ -183,11 +184,17 @@ def photon_attenuation_cm(E) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- recombination
-def recombination(dedx) -> np.ndarray:
+def recombination(dedx, alpha: float = BOX_ALPHA, beta: float = BOX_BETA) -> np.ndarray:
     """Modified-box recombination survival fraction R(dE/dx) at 0.5 kV/cm."""
-    xi = BOX_BETA * np.maximum(np.asarray(dedx, dtype=np.float64), 1e-3) / (E_FIELD_KV_CM * DENSITY)
+    xi = beta * np.maximum(np.asarray(dedx, dtype=np.float64), 1e-3) / (E_FIELD_KV_CM * DENSITY)
     # below dE/dx ~ 0.2 MeV/cm the box formula goes negative: no charge survives there
-    return np.maximum(np.log(BOX_ALPHA + xi) / xi, 0.0)
+    return np.maximum(np.log(alpha + xi) / xi, 0.0)
+
+
+def recombination_birks(dedx, A: float = BIRKS_A, k: float = BIRKS_K) -> np.ndarray:
+    """Birks recombination survival fraction R = A / (1 + k dE/dx / (E rho)) at 0.5 kV/cm."""
+    dedx = np.maximum(np.asarray(dedx, dtype=np.float64), 0.0)
+    return A / (1.0 + k * dedx / (E_FIELD_KV_CM * DENSITY))
 
 
 def highland_theta0(p, beta, step_cm, z=1.0):

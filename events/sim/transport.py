@@ -26,17 +26,23 @@ interactions use a constant interaction length and a toy final state (protons, a
 de-excitation photons; neutrons and binding energy invisible); radiative losses of muons above
 a few GeV are ignored.
 
+Approximations are knobs (``events.sim.knobs``, carried by ``SimOptions.knobs``; defaults are the
+values above): hadronic interaction length scale, delta-ray cut, Michel smearing, shower depth /
+width scales and fluctuations, conversion length scale.
+
 The electron, photon and shower transport is in ``events.sim.em`` (a mixin of ``Builder``), the
 spectra and shower profiles it draws from in ``events.sim.samplers``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 
 from larsight.events.sim import medium as M
 from larsight.events.sim.em import EMTransport
+from larsight.events.sim.knobs import Knobs
 from larsight.events.sim.kinematics import boost, isotropic, momentum, perp_frame, rotate_about, two_body_p, unit
 from larsight.events.sim.samplers import sample_michel_x
 
@@ -61,11 +67,19 @@ class SimOptions:
     photon_shower_mev: float = 20.0      # photons above this convert and shower
     delta_cut_mev: float = 1.0           # explicit delta rays above this energy
     hadronic_min_mev: float = 20.0       # no inelastic interaction below this kinetic energy
+    knobs: Optional[Knobs] = None        # the approximations' knobs (None: all defaults)
+    le_without_particle: bool = False    # PILArNet-M labels: LE voxels get particle/pid -1
+
+    def with_knobs(self, knobs: Knobs) -> "SimOptions":
+        """These options with ``knobs`` (the voxel threshold and delta-ray cut come from them)."""
+        return replace(self, knobs=knobs, threshold_mev=knobs.threshold_mev,
+                       delta_cut_mev=knobs.delta_cut_mev)
 
 
 _DELTA_K = 0.5 * M.K_BB * M.Z_OVER_A * M.DENSITY   # MeV/cm, delta-ray spectrum coefficient
 _MU_CAPTURE = 0.75                                  # mu- at rest in argon (Suzuki et al.)
 _MCS_CHUNK = 0.04                                   # rad^2 of accumulated theta0^2 per frame
+_DEFAULT_KNOBS = Knobs()
 
 
 class Builder(EMTransport):
@@ -75,6 +89,7 @@ class Builder(EMTransport):
         self.rng = rng
         self.volume = volume
         self.opt = options or SimOptions()
+        self.knobs = self.opt.knobs or _DEFAULT_KNOBS
         self.step = self.opt.step_cm or min(0.5 * volume.voxel_size_cm, 0.3)
         self.lo = volume.lower_cm
         self.hi = volume.upper_cm
@@ -206,7 +221,7 @@ class Builder(EMTransport):
         R0 = float(tab.range_cm(T0))
         s_stop, reason = R0, "stop"
         if opt.hadronic and sp in ("pion", "proton", "kaon") and T0 > opt.hadronic_min_mev:
-            s_had = rng.exponential(M.NUCLEAR_INTERACTION_CM)
+            s_had = rng.exponential(M.NUCLEAR_INTERACTION_CM * self.knobs.hadron_interaction_scale)
             if s_had < R0 - float(tab.range_cm(opt.hadronic_min_mev)):
                 s_stop, reason = s_had, "hadronic"
         ds = self.step
@@ -317,6 +332,8 @@ class Builder(EMTransport):
             # Michel spectrum dN/dx = 2x^2(3-2x): inverse CDF x^3(2-x) = u, by Newton steps
             xx = sample_michel_x(rng, 1)[0]
             E = xx * M.MICHEL_EMAX
+            if self.knobs.michel_smear > 0:
+                E *= float(np.clip(1 + self.knobs.michel_smear * rng.standard_normal(), 0.5, 1.5))
             self.add(11 if pdg == 13 else -11, max(E - M.M_E, 0.01), x, isotropic(rng),
                      parent=pid, process="decay", kind="michel")
         elif pdg == 13:

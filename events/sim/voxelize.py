@@ -3,6 +3,9 @@
 - voxel = floor((x - origin) / voxel_size); deposits outside the volume are dropped; energies
   are summed per voxel and voxels below the threshold (0.01 MeV, Supera) are removed;
 - ionisation electrons per deposit = dE * R_box(dE/dx) / W_ion, summed per voxel;
+- detector knobs (events.sim.knobs, off by default; events.sim.detector): recombination model
+  and constants, energy scale, per-voxel charge noise (before the threshold), dead voxels, fake
+  LE voxels without a particle;
 - labels: a delta ray touching fewer than 10 voxels is merged into its parent track; Compton /
   photoelectric electrons (and nuclear blips) touching 10 voxels or fewer are low energy,
   bigger ones shower; in a voxel shared by several particles the label follows the SPINE
@@ -16,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from larsight.events.model import Event, EventMeta, Interaction, Particle
+from larsight.events.sim import detector as D
 from larsight.events.sim import medium as M
 
 SEM_SHOWER, SEM_TRACK, SEM_MICHEL, SEM_DELTA, SEM_LE = 0, 1, 2, 3, 4
@@ -60,32 +64,64 @@ def to_event(builder, interactions: list[Interaction], meta: EventMeta) -> Event
     energy = np.bincount(inv, weights=e, minlength=nv)
     n_el = np.bincount(inv, weights=nel, minlength=nv)
     dx = np.bincount(inv, weights=ds, minlength=nv)
-    points = _voxel_corners(uk, shape, vol)
     v_sem = sem[wo]
     v_group = group[wo]
     v_frag = frag[wo]
-    time_us = (points[:, 0] - vol.lower_cm[0]) / M.DRIFT_CM_PER_US
     table = _particle_table(parts, group, v_group, v_frag, v_sem, energy)
-    return Event(points=points, energy=energy.astype(np.float32),
-                 semantic=v_sem, particle=v_group, fragment=v_frag, interaction=inter[wo],
-                 pid=pids[group[wo]], n_electrons=n_el.astype(np.float32),
-                 time_us=time_us.astype(np.float32), dx_cm=dx.astype(np.float32), particles=table,
-                 interactions=interactions, meta=meta)
+    cols = dict(energy=energy, semantic=v_sem, particle=v_group, fragment=v_frag,
+                interaction=inter[wo], pid=pids[group[wo]], n_electrons=n_el, dx_cm=dx)
+    if builder.opt.le_without_particle:     # PILArNet-M: LE voxels belong to no instance
+        le = v_sem == SEM_LE
+        for c in ("particle", "fragment", "pid"):
+            cols[c] = np.where(le, -1, cols[c])
+    uk, cols = _with_noise_voxels(builder, uk, shape, cols)
+    points = _voxel_corners(uk, shape, vol)
+    time_us = (points[:, 0] - vol.lower_cm[0]) / M.DRIFT_CM_PER_US
+    return Event(points=points, energy=cols["energy"].astype(np.float32),
+                 semantic=cols["semantic"], particle=cols["particle"], fragment=cols["fragment"],
+                 interaction=cols["interaction"], pid=cols["pid"],
+                 n_electrons=cols["n_electrons"].astype(np.float32),
+                 time_us=time_us.astype(np.float32), dx_cm=cols["dx_cm"].astype(np.float32),
+                 particles=table, interactions=interactions, meta=meta)
+
+
+def _with_noise_voxels(builder, uk: np.ndarray, shape: np.ndarray, cols: dict):
+    """Add the fake voxels of the ``noisy_rate`` knob (LE, no particle, no interaction), keeping
+    the voxels in key order; unchanged when the knob is off."""
+    nk, ne = D.noise_voxel_keys(builder.rng, uk, shape, builder.knobs, builder.opt.threshold_mev)
+    if not nk.size:
+        return uk, cols
+    add = dict(energy=ne, semantic=np.full(nk.size, SEM_LE), particle=np.full(nk.size, -1),
+               fragment=np.full(nk.size, -1), interaction=np.full(nk.size, -1),
+               pid=np.full(nk.size, -1), n_electrons=ne * float(M.recombination(M.MIP_DEDX)) / M.W_ION_MEV,
+               dx_cm=np.zeros(nk.size))
+    keys = np.concatenate([uk, nk])
+    order = np.argsort(keys, kind="stable")
+    return keys[order], {c: np.concatenate([v, np.asarray(add[c], dtype=v.dtype)])[order]
+                         for c, v in cols.items()}
 
 
 def _kept_deposits(builder, shape: np.ndarray):
     """Deposits inside the volume, in voxels above the threshold: (voxel index of each deposit
     into the kept voxels, energy, ionisation electrons, step length, owner, kept voxel keys)."""
     vol = builder.volume
+    k = builder.knobs
     xyz, e, dedx, ds, own = builder.deposits()
     idx = np.floor((xyz - vol.lower_cm) / vol.voxel_size_cm).astype(np.int64)
     ok = np.all((idx >= 0) & (idx < shape), axis=1) & (e > 0)
     idx, e, dedx, ds, own = idx[ok], e[ok], dedx[ok], ds[ok], own[ok]
     key = (idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2]
-    nel = e * M.recombination(dedx) / M.W_ION_MEV
+    nel = D.ionisation_electrons(e, dedx, k)
+    e = e * k.energy_scale                  # calibration: energy only, not the charge
     uk, inv = np.unique(key, return_inverse=True)
+    gain = D.voxel_gain(builder.rng, uk.size, k)
+    if gain is not None:                    # charge noise: energy and charge of the voxel
+        e, nel = e * gain[inv], nel * gain[inv]
     ev = np.bincount(inv, weights=e, minlength=uk.size)
     keepv = ev >= builder.opt.threshold_mev
+    live = D.alive(builder.rng, uk.size, k)
+    if live is not None:
+        keepv &= live
     # re-index onto the kept voxels
     newid = np.cumsum(keepv) - 1
     dk = keepv[inv]

@@ -10,6 +10,10 @@
     corpus.write_jsonl(recs, "corpus.jsonl")            # atomic
     corpus.phrasing_diversity(recs)                     # distinct texts, templates, n-gram ratios
 
+The agent's action has its own corpus: ``qformer.corpus.actions`` (question templates and
+phrase bank in ``action_phrases``, the grammar's shared words and canonical text in
+``action_schema``), trained by ``larsight align --stage actions``.
+
 The facts, the visibility thresholds and the topology notation are the event's physics
 vocabulary and live in ``larsight.events.vocabulary`` (re-exported here); this package only
 writes text, one module per kind: ``captions``, ``qa``, ``classification`` (targets and the

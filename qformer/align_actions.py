@@ -1,0 +1,232 @@
+"""The action stage of ``larsight align``: QLoRA on the action corpus.
+
+    larsight align --stage actions --init checkpoints/vlm_smollm2 --steps 3000 --run-dir runs/align_actions
+
+Starts from a stage-2 VLM folder (projector + adapters) and trains its LoRA adapters on the
+action corpus (``qformer.corpus.actions``): the prompt is ``action_schema.action_prompt`` (earlier
+turns, file metadata, the question) after the event tokens, the target the canonical action
+JSON. The base is the NF4-quantised language model, dequantised once to fp32 (the same function
+QLoRA computes, without dequantising 135 M weights at every forward on a CPU; ``load_vlm``
+builds the same base at inference) with the adapters trainable; the projector stays frozen.
+
+The action does not depend on the event's content, so the event tokens come from a pool of
+``pool`` simulated events of the ``align`` split, projected once. A step draws ``batch_size``
+corpus examples (by index: ``--resume`` continues the same sequence) and as many pool events.
+
+The run folder gets ``loss.csv`` / ``loss.png``, ``state/`` (``--resume``), ``vlm/`` (projector
+copy + adapters + ``vlm.json``; ``kind: align-actions``), and ``eval.json``: the action accuracy
+on ``eval_n`` examples of the HELD-OUT templates, decoded under the action grammar
+(``qformer.action_decoder``), before training (the initial adapters) and after. The grammar's
+JSON schema belongs to the agent's tools and is passed in (``schema``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
+from larsight.encoder.data import DataSpec, event_stream
+from larsight.encoder.training import LossLog, command_line, lr_at
+
+from .action_decoder import ActionDecoder
+from .corpus.actions import action_examples, normalize_action
+from .vlm import DEFAULT_VLM_DIR, VLM, load_vlm
+
+__all__ = ["ActionsConfig", "align_actions", "load_trainable", "evaluate_actions"]
+
+
+@dataclass
+class ActionsConfig:
+    run_dir: str = "runs/align_actions"
+    init: Optional[str] = None
+    """The stage-2 VLM folder to start from (default: the shipped ``checkpoints/vlm_smollm2``)."""
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 3e-4
+    min_lr: float = 1e-5
+    warmup: int = 30
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    pool: int = 32
+    """Simulated events whose tokens the examples are paired with."""
+    eval_n: int = 120
+    """Held-out-template examples decoded before and after training (0: no evaluation)."""
+    seed: int = 0
+    time_limit_min: Optional[float] = None
+    log_every: int = 10
+    ckpt_every: int = 100
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.pool < 1:
+            raise ValueError("--steps, --batch-size and the event pool must be >= 1")
+        if self.eval_n < 0:
+            raise ValueError(f"eval_n must be >= 0, got {self.eval_n}")
+
+
+def load_trainable(folder: Optional[str | Path]) -> VLM:
+    """A VLM folder with its LoRA adapters trainable on the dequantised NF4 base (module docstring)."""
+    vlm = load_vlm(folder, merge=True)      # the inference model: NF4 base dequantised, adapters merged
+    if not vlm.manifest.get("has_adapter"):
+        raise ValueError(f"{folder or DEFAULT_VLM_DIR}: the action stage starts from a stage-2 VLM with LoRA adapters")
+    vlm.lm.unmerge_adapter()                # the adapters apart again, on the same base
+    for name, p in vlm.lm.named_parameters():
+        p.requires_grad_("lora_" in name)
+    vlm.projector.requires_grad_(False)
+    return vlm
+
+
+def _event_pool(vlm: VLM, n: int, seed: int) -> torch.Tensor:
+    """Projected tokens (n, Q, H) of ``n`` events of the align split."""
+    spec = DataSpec(modes="nu", seed=seed, voxel_size_cm=vlm.encoder.voxel_size_cm)
+    events = []
+    for ev in event_stream(spec, "align", min_points=8):
+        events.append(ev)
+        if len(events) == n:
+            break
+    with torch.no_grad():
+        return torch.cat([vlm.project(vlm.event_inputs(events[i:i + 8])).lm_embeds
+                          for i in range(0, len(events), 8)]).detach()
+
+
+def evaluate_actions(vlm: VLM, schema: Optional[dict], pool: torch.Tensor, n: int, seed: int,
+                     parse: Optional[Callable[[str], dict]] = None) -> dict[str, Any]:
+    """Action accuracy on ``n`` held-out-template examples, decoded under ``schema``: the share
+    whose action (kind, reason, calls with their arguments) equals the target's, the share of the
+    right tools alone, and per example kind."""
+    if n == 0:
+        return {}
+    was = vlm.lm.training
+    vlm.lm.eval()
+    dec = ActionDecoder(vlm, schema, max_new_tokens=96)
+    exs = action_examples(n, seed=seed + 1000, split="heldout")
+    idx = np.random.default_rng(seed + 7).integers(len(pool), size=n)
+    right, tools_right, by_kind, samples = 0, 0, {}, []
+    for ex, i in zip(exs, idx):
+        text = dec.generate_embeds(pool[int(i)][None], [ex["prompt"]])[0]
+        try:
+            got = parse(text) if parse else json.loads(text)
+        except Exception:  # noqa: BLE001 - an unparsable action is a wrong one
+            got = {}
+        g, t = normalize_action(got), normalize_action(ex["action"])
+        ok = g == t
+        tools_ok = g[0] == t[0] and sorted(json.loads(c)["calls"][0]["tool"] for c in g[2]) == \
+            sorted(json.loads(c)["calls"][0]["tool"] for c in t[2])
+        right += ok
+        tools_right += tools_ok
+        k = by_kind.setdefault(ex["kind"], [0, 0])
+        k[0] += ok
+        k[1] += 1
+        if len(samples) < 12:
+            samples.append({"question": ex["question"], "target": ex["target"], "got": text})
+    vlm.lm.train(was)
+    return {"n": n, "action_accuracy": right / n, "tool_accuracy": tools_right / n,
+            "by_kind": {k: v[0] / v[1] for k, v in sorted(by_kind.items())}, "samples": samples}
+
+
+def _loss(vlm: VLM, pool: torch.Tensor, exs: list[dict], rng: np.random.Generator) -> torch.Tensor:
+    idx = torch.as_tensor(rng.integers(len(pool), size=len(exs)))
+    batch = vlm.assemble(pool[idx], [e["prompt"] for e in exs], [e["target"] for e in exs])
+    return vlm.lm(**batch).loss
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def align_actions(cfg: ActionsConfig, schema: Optional[dict], parse: Optional[Callable[[str], dict]] = None,
+                  command: Optional[str] = None) -> dict[str, Any]:
+    """Run (or resume) the action stage; returns a summary (also ``summary.json``).
+    ``schema``: the action grammar (``agent.actions.action_json_schema()``) the evaluation
+    decodes under; ``parse``: the agent's parser (text -> action dict) for that evaluation."""
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    command = command or command_line()
+    torch.manual_seed(cfg.seed)
+    vlm = load_trainable(cfg.init)
+    params = [p for p in vlm.lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": params, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, 23])
+    step, pos = 0, 0
+    modules = {"projector": vlm.projector}
+    if cfg.resume and has_train_state(run / "state"):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(vlm.lm, load_file(str(run / "vlm" / "adapter" / "adapter_model.safetensors")))
+        st = load_train_state(run / "state", modules=modules, optimizer=optimizer)
+        step, pos = st["step"], int(st["extra"]["example_pos"])
+        rng.bit_generator.state = st["extra"]["numpy_rng"]
+        print(f"resumed {run} at step {step}")
+    pool = _event_pool(vlm, cfg.pool, cfg.seed)
+    evals = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() and step else {}
+    if step == 0 and cfg.eval_n:
+        evals["before"] = evaluate_actions(vlm, schema, pool, cfg.eval_n, cfg.seed, parse)
+        _write_json(run / "eval.json", evals)
+        print(f"held-out action accuracy before: {evals['before']['action_accuracy']:.3f}")
+    log = LossLog(run, resume_step=step, title="align: actions")
+    print(f"align actions: {sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters, "
+          f"{cfg.batch_size} examples/step")
+    vlm.lm.train()
+    pbar = tqdm(total=cfg.steps, initial=step, desc="align actions", unit="step", dynamic_ncols=True)
+    t_start = t_last = time.time()
+    recent: list[float] = []
+    metrics: dict[str, float] = {}
+    while step < cfg.steps:
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        exs = action_examples(cfg.batch_size, seed=cfg.seed, split="train", start=pos)
+        pos += cfg.batch_size
+        loss = _loss(vlm, pool, exs, rng)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"align actions: non-finite loss at step {step}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        recent.append(loss.item())
+        pbar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.time()
+            metrics = {"loss": float(np.mean(recent)), "sec_per_step": (now - t_last) / len(recent)}
+            t_last, recent = now, []
+            log.add(step=step, **metrics, elapsed_min=(now - t_start) / 60)
+            pbar.set_postfix(loss=f"{metrics['loss']:.3f}")
+        out_of_time = cfg.time_limit_min is not None and (time.time() - t_start) / 60 >= cfg.time_limit_min
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
+            _save(run, cfg, vlm, command, step, metrics, modules, optimizer, pos, rng, log)
+        if out_of_time:
+            print(f"time limit {cfg.time_limit_min} min reached at step {step}")
+            break
+    pbar.close()
+    if cfg.eval_n:
+        evals["after"] = evaluate_actions(vlm, schema, pool, cfg.eval_n, cfg.seed, parse)
+        evals["after"]["step"] = step
+        _write_json(run / "eval.json", evals)
+        print(f"held-out action accuracy after {step} steps: {evals['after']['action_accuracy']:.3f}")
+    summary = {"run_dir": str(run), "stage": "actions", "step": step, "minutes": (time.time() - t_start) / 60,
+               **metrics, **{f"heldout_action_accuracy_{k}": v["action_accuracy"] for k, v in evals.items()}}
+    _write_json(run / "summary.json", summary)
+    return summary
+
+
+def _save(run: Path, cfg: ActionsConfig, vlm: VLM, command: str, step: int, metrics: dict, modules: dict,
+          optimizer, pos: int, rng: np.random.Generator, log: LossLog) -> None:
+    vlm.save_pretrained(run / "vlm", extra={
+        "kind": "align-actions", "command": command, "init": str(cfg.init or DEFAULT_VLM_DIR),
+        "data": {"corpus": "qformer.corpus.actions", "seed": cfg.seed, "split": "train", "pool_events": cfg.pool},
+        "actions_config": asdict(cfg), "step": step, "metrics": metrics})
+    save_train_state(run / "state", step=step, modules=modules, optimizer=optimizer,
+                     extra={"example_pos": pos, "numpy_rng": rng.bit_generator.state, "config": asdict(cfg)})
+    log.plot(("loss",))
