@@ -36,6 +36,7 @@ from .actions import Action, ActionError, CallAction, RefuseAction, action_json_
 from .compose import compose, general_answer
 from .context import Context, Decision, revision
 from .toolset import TOOLS, resolve
+from .vlm_brain import shared_vlm, strip_class_prefix, vlm_secrets
 
 __all__ = ["ActionVLMBrain", "ACTION_VLM_DIR", "REFUSALS", "action_intents"]
 
@@ -108,22 +109,11 @@ class ActionVLMBrain:
     @property
     def vlm(self):
         """The classifying VLM (the tools' copy) for generated explanations."""
-        if self._vlm is None or isinstance(self._vlm, (str, Path)):
-            from larsight.tools.classification import get_vlm
-
-            loaded, note = get_vlm(self._vlm)
-            if loaded is None:
-                raise RuntimeError(f"the vlm brain has no VLM: {note}")
-            self._vlm = loaded
+        self._vlm = shared_vlm(self._vlm)
         return self._vlm
 
     def secrets(self) -> list[str]:
-        try:
-            from larsight.qformer.vlm import system_prompt
-
-            return [system_prompt(True)]
-        except Exception:  # noqa: BLE001
-            return []
+        return vlm_secrets()
 
     # ---------------------------------------------------------------- the action
     def prompt(self, ctx: Context, event: Any, rejected: list[str]) -> str:
@@ -214,20 +204,18 @@ class ActionVLMBrain:
                 units["length"] = u
             elif u in ENERGY_UNITS and "energy" not in units:
                 units["energy"] = u
-        if units and hasattr(comp, "units"):
+        if units:
             comp = comp.model_copy(update={"units": comp.units.model_copy(update=units)})
         if self.explain and "reasons" in found:
             extra = self._generate(event)
-            if extra and hasattr(comp, "explained"):
+            if extra:
                 comp = comp.explained(extra)
         return Decision(action="answer", text=comp, grounded=True,
                         thought=f"{thought} -> answered {', '.join(found)} from the measurements")
 
     def _generate(self, event: Any) -> str:
-        from .vlm_brain import _strip_class_prefix
-
         try:
-            return _strip_class_prefix(self.vlm.explain(event, CLASSIFY_PROMPT,
+            return strip_class_prefix(self.vlm.explain(event, CLASSIFY_PROMPT,
                                                         max_new_tokens=self.max_new_tokens).strip())
         except Exception as e:  # noqa: BLE001 - a generation failure leaves the composed answer
             return f"(the VLM could not answer: `{e}`)"

@@ -40,6 +40,27 @@ _TOOL_INTENTS = {"classify_event": ["classify", "reasons"], "find_vertex": ["ver
                  "render": ["render"]}
 
 
+def shared_vlm(vlm: Any):
+    """The loaded VLM; a folder (or None: the shipped one) is loaded through the tools' cache
+    (``tools.classification.get_vlm``), so ``classify_event`` uses the same copy."""
+    if vlm is not None and not isinstance(vlm, (str, Path)):
+        return vlm
+    loaded, note = get_vlm(vlm)
+    if loaded is None:
+        raise RuntimeError(f"the vlm brain has no VLM: {note}")
+    return loaded
+
+
+def vlm_secrets() -> list[str]:
+    """What the VLM brains must never repeat: the VLM's system prompt."""
+    try:
+        from larsight.qformer.vlm import system_prompt   # torch: see the module docstring
+
+        return [system_prompt(True)]
+    except Exception:  # noqa: BLE001
+        return []
+
+
 def _vlm_intents(tool: str, question: str) -> list[str]:
     if tool == "reconstruct":
         found = [i for i in intents(question)
@@ -78,22 +99,11 @@ class VLMBrain:
 
     @property
     def vlm(self):
-        """The loaded VLM; a folder (or None: the shipped one) is loaded through the tools'
-        cache (``tools.classification.get_vlm``), so ``classify_event`` uses the same copy."""
-        if self._vlm is None or isinstance(self._vlm, (str, Path)):
-            loaded, note = get_vlm(self._vlm)
-            if loaded is None:
-                raise RuntimeError(f"the vlm brain has no VLM: {note}")
-            self._vlm = loaded
+        self._vlm = shared_vlm(self._vlm)
         return self._vlm
 
     def secrets(self) -> list[str]:
-        try:
-            from larsight.qformer.vlm import system_prompt   # torch: see the module docstring
-
-            return [system_prompt(True)]
-        except Exception:  # noqa: BLE001
-            return []
+        return vlm_secrets()
 
     # ---------------------------------------------------------------- scoring
     def action_scores(self, event, question: str, candidates: dict[str, str]) -> tuple[dict[str, float], float]:
@@ -195,7 +205,7 @@ class VLMBrain:
         if self.explain and event is not None and first in ("classify_event", "describe") and \
                 re.search(r"\bwhy\b|\bexplain|\breason|\bdescribe|\bevidence\b", ctx.question, re.I):
             extra = self._generate(event, CLASSIFY_PROMPT if first == "classify_event" else ctx.question)
-            extra = _strip_class_prefix(extra)
+            extra = strip_class_prefix(extra)
             if extra:
                 text = text.explained(extra)   # a Composition (agent.render): free text of the VLM
         return Decision(action="answer", text=text, grounded=True,
@@ -208,7 +218,7 @@ class VLMBrain:
             return f"(the VLM could not answer: `{e}`)"
 
 
-def _strip_class_prefix(text: str) -> str:
+def strip_class_prefix(text: str) -> str:
     """The explanation without its leading 'nu_e CC:' (the classifier's verdict is stated
     already; a disagreeing generated class would only be validated away), cut at its last
     full sentence, as one sentence of ';'-joined clauses: the validator then removes only the

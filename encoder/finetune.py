@@ -315,9 +315,9 @@ def _train(lp: _Loop, log: Optional[LossLog], checkpoint, show: bool) -> None:
     label = cfg.task if not cfg.multi else f"{len(tasks)} tasks"
     pbar = tqdm(total=cfg.steps, initial=lp.step, desc=f"finetune {label} {cfg.mode}", unit="step",
                 disable=not show, dynamic_ncols=True)
-    t_start = t_last = time.time()
+    t_last = time.time()
     recent: dict[str, list[float]] = {k: [] for k in ("loss", *tasks)}
-    with StopRequest() as stop:
+    with StopRequest(cfg.time_limit_min) as stop:
         while lp.step < last:
             lr = lr_at(lp.step, cfg)
             for pg in lp.optimizer.param_groups:
@@ -346,13 +346,12 @@ def _train(lp: _Loop, log: Optional[LossLog], checkpoint, show: bool) -> None:
                     log.add(**row)
                 pbar.set_postfix(loss=f"{row['loss']:.4f}")
                 recent = {k: [] for k in recent}
-            out_of_time = cfg.time_limit_min is not None and (time.time() - t_start) / 60 >= cfg.time_limit_min
-            stopping = out_of_time or stop.requested(acc)
-            if lp.step % cfg.ckpt_every == 0 or lp.step == last or stopping:
+            why = stop.reason(acc)
+            if lp.step % cfg.ckpt_every == 0 or lp.step == last or why:
                 checkpoint()
-            if stopping:
+            if why:
                 if show:
-                    print(f"stopped at step {lp.step} ({'time limit' if out_of_time else 'signal'}); "
+                    print(f"stopped at step {lp.step} ({why}); "
                           f"continue with --resume --run-dir {cfg.run_dir}")
                 break
     pbar.close()

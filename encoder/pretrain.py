@@ -328,7 +328,7 @@ def pretrain(cfg: PretrainConfig, command: Optional[str] = None) -> dict[str, An
     t_last, steps_since, recent = t_start, 0, []
     metrics: dict[str, float] = {}
     last = min(cfg.steps, cfg.stop_at or cfg.steps)
-    with StopRequest() as stop:
+    with StopRequest(cfg.time_limit_min) as stop:
         while prog.step < last:
             lr = lr_at(prog.step, cfg)
             for g in m.optimizer.param_groups:
@@ -353,14 +353,12 @@ def pretrain(cfg: PretrainConfig, command: Optional[str] = None) -> dict[str, An
                     log.add(step=prog.step, loss=metrics["loss"], **parts, lr=lr, sec_per_step=sec,
                             events=prog.events_seen * world, elapsed_min=(now - t_start) / 60)
                     pbar.set_postfix(loss=f"{metrics['loss']:.4f}", s_step=f"{sec:.2f}")
-            out_of_time = cfg.time_limit_min is not None and \
-                (time.time() - t_start) / 60 >= cfg.time_limit_min
-            stopping = out_of_time or stop.requested(accelerator)
-            if prog.step % cfg.ckpt_every == 0 or prog.step == last or stopping:
+            why = stop.reason(accelerator)
+            if prog.step % cfg.ckpt_every == 0 or prog.step == last or why:
                 checkpoint(metrics)
-            if stopping:
+            if why:
                 if main:
-                    print(f"stopped at step {prog.step} ({'time limit' if out_of_time else 'signal'}); "
+                    print(f"stopped at step {prog.step} ({why}); "
                           f"continue with --resume --run-dir {run}")
                 break
     pbar.close()

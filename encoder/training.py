@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -184,11 +185,16 @@ def log_checkpoint(run: Path, step: int, rank: int, files: Sequence[str]) -> Non
 
 
 class StopRequest:
-    """SIGTERM / SIGINT while training: finish the step, checkpoint, stop (a second signal
-    stops at once). ``requested(accelerator)`` agrees across processes."""
+    """When a training loop should stop with a checkpoint: after ``time_limit_min`` minutes
+    (counted from entering the ``with`` block), or on SIGTERM / SIGINT (finish the step,
+    checkpoint, stop; a second signal stops at once). ``requested(accelerator)`` agrees across
+    processes; ``reason(accelerator)`` says which of the two it is ('time limit', 'signal') or
+    None."""
 
-    def __init__(self) -> None:
+    def __init__(self, time_limit_min: Optional[float] = None) -> None:
         self.flag = False
+        self.time_limit_min = time_limit_min
+        self.t_start = time.time()
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
@@ -199,6 +205,7 @@ class StopRequest:
         print(f"signal {signum}: stopping after this step (with a checkpoint)", file=sys.stderr)
 
     def __enter__(self) -> "StopRequest":
+        self.t_start = time.time()
         if hasattr(signal, "SIGTERM"):
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -210,6 +217,14 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+    def out_of_time(self) -> bool:
+        return self.time_limit_min is not None and (time.time() - self.t_start) / 60 >= self.time_limit_min
+
+    def reason(self, accelerator=None) -> Optional[str]:
+        if self.out_of_time():
+            return "time limit"
+        return "signal" if self.requested(accelerator) else None
 
     def requested(self, accelerator=None) -> bool:
         if accelerator is None or accelerator.num_processes == 1:

@@ -316,7 +316,7 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
     recent: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
     last = min(cfg.steps, cfg.stop_at or cfg.steps)
-    with StopRequest() as stop:
+    with StopRequest(cfg.time_limit_min) as stop:
         while step < last:
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, _Sched(g["base_lr"], cfg))
@@ -335,13 +335,11 @@ def align(cfg: AlignConfig, command: Optional[str] = None) -> dict[str, Any]:
                 if main:
                     log.add(step=step, **metrics, elapsed_min=(now - t_start) / 60)
                     pbar.set_postfix(loss=f"{metrics['loss']:.3f}", s_step=f"{sec:.2f}")
-            out_of_time = cfg.time_limit_min is not None and \
-                (time.time() - t_start) / 60 >= cfg.time_limit_min
-            stopping = out_of_time or stop.requested(accelerator)
-            if main and (step % cfg.ckpt_every == 0 or step == last or stopping):
+            why = stop.reason(accelerator)
+            if main and (step % cfg.ckpt_every == 0 or step == last or why):
                 _save(run, cfg, vlm, command, voxel, step, metrics, modules, optimizer, stream_pos, rng, log)
-            if stopping:
-                print(f"stopped at step {step} ({'time limit' if out_of_time else 'signal'}); "
+            if why:
+                print(f"stopped at step {step} ({why}); "
                       f"continue with --resume --run-dir {run}")
                 break
     pbar.close()

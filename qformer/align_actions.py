@@ -1,6 +1,6 @@
 """The action stage of ``larsight align``: QLoRA on the action corpus.
 
-    larsight align --stage actions --init checkpoints/vlm_smollm2 --steps 3000 --run-dir runs/align_actions
+    larsight align --stage actions --init checkpoints/vlm_smollm2 --steps 3000 --name actions0
 
 Starts from a stage-2 VLM folder (projector + adapters) and trains its LoRA adapters on the
 action corpus (``qformer.corpus.actions``): the prompt is ``action_schema.action_prompt`` (earlier
@@ -22,7 +22,6 @@ JSON schema belongs to the agent's tools and is passed in (``schema``).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,8 @@ from tqdm.auto import tqdm
 
 from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
 from larsight.encoder.data import DataSpec, event_stream
-from larsight.encoder.training import LossLog, command_line, lr_at
+from larsight.encoder.training import LossLog, check_resume_config, command_line, lr_at
+from larsight.events.formats.atomic import atomic_open
 
 from .action_decoder import ActionDecoder
 from .corpus.actions import action_examples, normalize_action
@@ -45,7 +45,9 @@ __all__ = ["ActionsConfig", "align_actions", "load_trainable", "evaluate_actions
 
 @dataclass
 class ActionsConfig:
-    run_dir: str = "runs/align_actions"
+    run_dir: str
+    """The run folder (``larsight align --stage actions`` resolves it with
+    ``encoder.training.resolve_run_dir``: ``<runs root>/align_actions-<name or UTC time>``)."""
     init: Optional[str] = None
     """The stage-2 VLM folder to start from (default: the shipped ``checkpoints/vlm_smollm2``)."""
     steps: int = 3000
@@ -70,6 +72,10 @@ class ActionsConfig:
             raise ValueError("--steps, --batch-size and the event pool must be >= 1")
         if self.eval_n < 0:
             raise ValueError(f"eval_n must be >= 0, got {self.eval_n}")
+
+
+RESUME_FREE = ("run_dir", "resume", "steps", "time_limit_min", "log_every", "ckpt_every", "eval_n")
+"""ActionsConfig fields that may change when a run is resumed."""
 
 
 def load_trainable(folder: Optional[str | Path]) -> VLM:
@@ -139,9 +145,8 @@ def _loss(vlm: VLM, pool: torch.Tensor, exs: list[dict], rng: np.random.Generato
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        fh.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def align_actions(cfg: ActionsConfig, schema: Optional[dict], parse: Optional[Callable[[str], dict]] = None,
@@ -163,6 +168,8 @@ def align_actions(cfg: ActionsConfig, schema: Optional[dict], parse: Optional[Ca
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        saved = json.loads((run / "state" / "state.json").read_text()).get("extra", {})
+        check_resume_config(saved.get("config", {}), asdict(cfg), RESUME_FREE, run)
         set_peft_model_state_dict(vlm.lm, load_file(str(run / "vlm" / "adapter" / "adapter_model.safetensors")))
         st = load_train_state(run / "state", modules=modules, optimizer=optimizer)
         step, pos = st["step"], int(st["extra"]["example_pos"])

@@ -177,26 +177,12 @@ def test_harmless_clause_after_an_injection_is_kept():
 def test_action_scores_equal_the_plain_computation(smollm2_dir, tmp_path):
     """The cached continuation scoring of the VLM brain against a plain forward pass."""
     torch = pytest.importorskip("torch")
-    from larsight.encoder.backbone import PointEncoder
-    from larsight.encoder.checkpoint import save_weights
-    from larsight.encoder.config import EncoderConfig
     from larsight.encoder.data import DataSpec, event_stream
     from larsight.qformer.corpus import tool_call_text
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from helpers.vlm import MICRO, make_vlm   # torch and transformers: this slow test's business only
+    from helpers.vlm import make_vlm, save_micro_encoder, save_tiny_lm   # torch and transformers: this slow test's business only
 
-    tok = AutoTokenizer.from_pretrained(smollm2_dir)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    lm_dir = tmp_path / "lm"
-    LlamaForCausalLM(cfg).save_pretrained(lm_dir)
-    tok.save_pretrained(lm_dir)
-    enc_path = tmp_path / "enc.safetensors"
-    save_weights(enc_path, PointEncoder(EncoderConfig.preset("tiny", **MICRO)), manifest={"kind": "test"})
-    vlm = make_vlm(lm_dir, enc_path)
+    vlm = make_vlm(save_tiny_lm(tmp_path / "lm", smollm2_dir), save_micro_encoder(tmp_path / "enc.safetensors"))
     ev = next(iter(event_stream(DataSpec(modes="nu", seed=5), "eval", start=0, stop=1, min_points=8)))
     q = "Where is the vertex?"
     cands = {t: tool_call_text({"tool": t, "arguments": {"k": 5} if t == "find_similar" else {}})

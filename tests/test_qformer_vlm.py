@@ -17,25 +17,14 @@ from larsight.events.model import EVENT_CLASSES
 from larsight.qformer.corpus import CLASS_TEXT, CLASSIFY_PROMPT
 from larsight.qformer.vlm import load_vlm
 
-from helpers.vlm import MICRO, make_vlm
+from helpers.vlm import MICRO, make_vlm, save_tiny_lm
 
 torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def tiny_lm_dir(tmp_path_factory, smollm2_dir):
     """A 2-layer random Llama with the bundled SmolLM2 tokenizer (the real chat template)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(smollm2_dir)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=512, tie_word_embeddings=True,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    out = tmp_path_factory.mktemp("tiny_lm")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), smollm2_dir)
 
 
 @pytest.fixture(scope="module")

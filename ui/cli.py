@@ -84,16 +84,14 @@ def cmd_simulate(args) -> int:
         raise UsageError("--out FILE is required (or --list-knobs)")
     fixed = dict(K.parse_setting(t) for t in args.knob) if args.knob else None   # KnobError: exit 2
     if args.randomize and args.voxel_size is not None:   # an explicit grid is not randomised
-        fixed = {**(fixed or {}), **dict([K.parse_setting(f"voxel_size_cm={args.voxel_size:g}")])}
+        fixed = {**(fixed or {}), **K.check_knobs({"voxel_size_cm": args.voxel_size})}
     output_file(args.out, FORMATS)
     volume = _volume(args.voxel_size)
 
     from larsight.events.sim import simulate_file
 
-    kw = {"randomize": True, "knobs": fixed} if args.randomize else (
-        {"knobs": fixed} if fixed is not None else {})
     n = simulate_file(args.out, mode=args.mode, n=args.n, seed=args.seed, volume=volume,
-                      workers=args.workers, progress=True, **kw)
+                      workers=args.workers, progress=True, randomize=args.randomize, knobs=fixed)
     how = " (knobs randomised per event)" if args.randomize else ""
     print(f"wrote {n} {args.mode} events to {args.out}{how}")
     return 0

@@ -259,9 +259,11 @@ def cmd_align(args) -> int:
 
 
 def _cmd_align_actions(args) -> int:
-    run_dir = args.run_dir or "runs/align_actions"
-    output_dir(run_dir, "--run-dir")
+    _check_run_dir(args)
     from larsight.agent.actions import action_json_schema, parse_action
+    from larsight.encoder.training import resolve_run_dir
+
+    run_dir = str(resolve_run_dir("align_actions", args.run_dir, args.name, args.resume))
     from larsight.qformer.align_actions import ActionsConfig, align_actions
 
     cfg = ActionsConfig(run_dir=run_dir, init=args.init, steps=args.steps, batch_size=args.batch_size,

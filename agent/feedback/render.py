@@ -18,13 +18,14 @@ from typing import Any, Optional
 
 from larsight.events.vocabulary import CLASS_TEXT, MIP_DEDX
 
+from ..render import NOUNS
+
 __all__ = ["prompt_text", "corrected_text", "claim_sentence", "MAX_TOOL_CHARS"]
 
 MAX_TOOL_CHARS = 600
 """Characters of one tool's output kept in a prompt's context."""
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[`])")
-_NOUN = {"pion": "charged pion", "michel": "Michel electron", "pi0": "pi0"}
 
 
 def prompt_text(rec: Any) -> str:
@@ -83,8 +84,9 @@ def _apply(p: dict, corr: dict) -> dict:
 
 
 def _noun(subject: Optional[str], default: str, n: int = 1) -> str:
-    word = _NOUN.get(subject or "", subject or default)
-    return word if n == 1 else word + "s"
+    word = subject or default
+    one, many = NOUNS.get(word, (word, word + "s"))
+    return one if n == 1 else many
 
 
 def claim_sentence(p: dict) -> str:
@@ -137,7 +139,7 @@ def _find(sentences: list[str], p: dict, text: str, spans: list[tuple[int, int]]
     elif p["number"] is not None:
         forms = _number_forms(float(p["number"]))
     else:
-        forms = [w for w in (p["text"], _NOUN.get(p["subject"] or "", p["subject"])) if w]
+        forms = [w for w in (p["text"], _noun(p["subject"], "")) if w]
     for f in forms:
         for i, s in enumerate(sentences):
             if _word_at(s, f) >= 0:

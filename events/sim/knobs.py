@@ -13,7 +13,7 @@ existed (bit for bit). ``render_markdown`` writes the table of docs/simulator_kn
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
@@ -268,14 +268,10 @@ def parse_setting(text: str) -> tuple[str, Value]:
 
 def write_markdown(path) -> None:
     """Write ``render_markdown()`` atomically."""
-    import os
-    import tempfile
-    from pathlib import Path
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    from larsight.events.formats.atomic import atomic_open
+
+    with atomic_open(path, encoding="utf-8") as f:
         f.write(render_markdown())
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":   # regenerate docs/simulator_knobs.md

@@ -21,3 +21,29 @@ def make_vlm(lm_dir, encoder_ckpt, quantization="none", lora=False, lm_dim=64):
                                                intermediate_size=64, embed_dim=16))
     return VLM(enc, proj, lm, tok, manifest={"lm": str(lm_dir), "quantization": quantization,
                                              "encoder_checkpoint": str(encoder_ckpt)})
+
+
+def save_tiny_lm(out, smollm2_dir):
+    """A 2-layer random Llama with the bundled SmolLM2 tokenizer (its real chat template and class
+    texts), saved as a transformers folder at ``out``; returns ``out``."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def save_micro_encoder(path):
+    """A randomly initialised micro encoder checkpoint at ``path``; returns ``path``."""
+    from larsight.encoder.backbone import PointEncoder
+    from larsight.encoder.checkpoint import save_weights
+    from larsight.encoder.config import EncoderConfig
+
+    save_weights(path, PointEncoder(EncoderConfig.preset("tiny", **MICRO)), manifest={"kind": "test"})
+    return path
