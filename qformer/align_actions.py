@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
 from larsight.encoder.data import DataSpec, event_stream
-from larsight.encoder.training import LossLog, check_resume_config, command_line, lr_at
+from larsight.encoder.training import LossLog, StopRequest, check_resume_config, command_line, lr_at
 from larsight.events.formats.atomic import atomic_open
 
 from .action_decoder import ActionDecoder
@@ -189,33 +189,34 @@ def align_actions(cfg: ActionsConfig, schema: Optional[dict], parse: Optional[Ca
     t_start = t_last = time.time()
     recent: list[float] = []
     metrics: dict[str, float] = {}
-    while step < cfg.steps:
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        exs = action_examples(cfg.batch_size, seed=cfg.seed, split="train", start=pos)
-        pos += cfg.batch_size
-        loss = _loss(vlm, pool, exs, rng)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"align actions: non-finite loss at step {step}")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        recent.append(loss.item())
-        pbar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.time()
-            metrics = {"loss": float(np.mean(recent)), "sec_per_step": (now - t_last) / len(recent)}
-            t_last, recent = now, []
-            log.add(step=step, **metrics, elapsed_min=(now - t_start) / 60)
-            pbar.set_postfix(loss=f"{metrics['loss']:.3f}")
-        out_of_time = cfg.time_limit_min is not None and (time.time() - t_start) / 60 >= cfg.time_limit_min
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
-            _save(run, cfg, vlm, command, step, metrics, modules, optimizer, pos, rng, log)
-        if out_of_time:
-            print(f"time limit {cfg.time_limit_min} min reached at step {step}")
-            break
+    with StopRequest(cfg.time_limit_min) as stop:
+        while step < cfg.steps:
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            exs = action_examples(cfg.batch_size, seed=cfg.seed, split="train", start=pos)
+            pos += cfg.batch_size
+            loss = _loss(vlm, pool, exs, rng)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"align actions: non-finite loss at step {step}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            recent.append(loss.item())
+            pbar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.time()
+                metrics = {"loss": float(np.mean(recent)), "sec_per_step": (now - t_last) / len(recent)}
+                t_last, recent = now, []
+                log.add(step=step, **metrics, elapsed_min=(now - t_start) / 60)
+                pbar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            why = stop.reason()
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or why:
+                _save(run, cfg, vlm, command, step, metrics, modules, optimizer, pos, rng, log)
+            if why:
+                print(f"stopped at step {step} ({why}); continue with --resume --run-dir {run}")
+                break
     pbar.close()
     if cfg.eval_n:
         evals["after"] = evaluate_actions(vlm, schema, pool, cfg.eval_n, cfg.seed, parse)
