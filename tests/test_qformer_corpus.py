@@ -237,13 +237,15 @@ def test_one_physics_vocabulary_for_every_layer():
     from larsight.events.sim import medium
 
     # by module path: the packages export functions named like some of their modules
-    compose, validate, generate, classification, reconstruction, app_chat = (
-        import_module(f"larsight.{m}") for m in ("agent.compose", "agent.validate", "evals.suites.generate",
-                                                 "tools.classification", "tools.reconstruction", "ui.app_chat"))
+    # the agent writes class names and MIP units where it renders typed claims (agent.render)
+    compose, render, validate, generate, classification, reconstruction, app_chat = (
+        import_module(f"larsight.{m}") for m in ("agent.compose", "agent.render", "agent.validate",
+                                                 "evals.suites.generate", "tools.classification",
+                                                 "tools.reconstruction", "ui.app_chat"))
 
-    for mod in (C, compose, validate, generate, classification, app_chat):
+    for mod in (C, compose, render, generate, classification, app_chat):
         assert mod.CLASS_TEXT is V.CLASS_TEXT, mod.__name__
-    assert compose.MIP_DEDX == validate.MIP_DEDX == medium.MIP_DEDX
+    assert render.MIP_DEDX == validate.MIP_DEDX == medium.MIP_DEDX
     assert reconstruction.DEDX_MIN_SHOWER_MEV == V.DEDX_MIN_SHOWER_MEV
     assert reconstruction.finish_counts is V.finish_counts and reconstruction.is_visible is V.is_visible
     assert compose.DEFINITIONS is C.DEFINITIONS
