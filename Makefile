@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.larsight-installed
 
-.PHONY: venv test test-all demo report clean ui browser
+.PHONY: venv test test-all demo report clean ui browser pretrain-cpu-day
 
 venv: $(STAMP)
 
@@ -52,6 +52,20 @@ ui: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m larsight.evals.simulator_report
+
+# The CPU pretraining recipe (issue 15): randomised shards once, then self-distillation of the
+# tiny encoder for PRETRAIN_MINUTES per invocation. Every step is resumable: rerun the target
+# after a stop (time limit, reboot, SIGTERM) and it finishes the shards and continues the run
+# exactly. Run folders and shards live under $$LARSIGHT_RUNS (default ~/.cache/larsight/runs).
+RUNS             ?= $(or $(LARSIGHT_RUNS),$(HOME)/.cache/larsight/runs)
+PRETRAIN_SHARDS  ?= $(RUNS)/shards/pretrain-rand-24k
+PRETRAIN_MINUTES ?= 600
+pretrain-cpu-day: $(STAMP)
+	$(VENV)/bin/larsight shards --mode nu,mpv,mpr --n 24000 --seed 0 --split pretrain --randomize \
+	  --shard-size 400 --workers 2 --out $(PRETRAIN_SHARDS)
+	$(VENV)/bin/larsight pretrain --objective distill --preset tiny --voxel-size 0.3 \
+	  --data $(PRETRAIN_SHARDS) --workers 2 --steps 9000 --warmup 300 --batch-size 8 --seed 0 \
+	  --ckpt-every 100 --time-limit $(PRETRAIN_MINUTES) --name cpu_day --resume
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from .brains import default_brain_name, make_brain
 from .claims import Claim
 from .compose import compose
+from .request import request_from_question
 from .evidence import Evidence
 from .graph import (MAX_ACTIONS, MAX_REVISIONS, build_graph, recursion_limit_for, turn_input)
 from .intents import intents
@@ -372,7 +373,7 @@ class Agent:
             # the loop did not finish: answer from what was measured
             found = intents(state.get("clean_question") or question)
             if found and obs:
-                comp = compose(question, found, obs + mem, ev)
+                comp = compose(request_from_question(question, found), obs + mem, ev)
                 claims = check_claims(comp.claims, ev)
                 body = render(comp, claims)
             else:

@@ -38,6 +38,7 @@ import re
 from typing import Any, Optional
 
 from .compose import compose, general_answer
+from .request import request_from_question
 from .context import Brain, Context, Decision, revision, tool_args
 from .intents import intents, plan
 from .safety import quote, sanitize_data
@@ -77,8 +78,8 @@ class RulesBrain:
             if not ctx.done(tool, args):
                 return Decision(action="tool", tool=tool, arguments=args,
                                 thought=f"intents {', '.join(found)} -> {tool}")
-        text = compose(ctx.question, found, ctx.observations + [m for m in ctx.memory if m.get("event") == ctx.event],
-                               ctx.evidence())
+        obs = ctx.observations + [m for m in ctx.memory if m.get("event") == ctx.event]
+        text = compose(request_from_question(ctx.question, found), obs, ctx.evidence())
         return Decision(action="answer", text=text, grounded=True,
                         thought=f"answered {', '.join(found)} from the measurements")
 

@@ -1,9 +1,11 @@
-"""Answers composed from the tools' measurements as typed claims, for the intents a question has
-(``agent.intents``).
+"""Answers composed from the tools' measurements as typed claims, for what a question asks
+(an ``agent.request.Request``: its intents, the species and class it names, its units).
 
-``compose(question, intents, observations, evidence)`` returns an ``agent.render.Composition``:
+``compose(request, observations, evidence)`` returns an ``agent.render.Composition``:
 sentences whose claims (``agent.claims.Claim``) carry the measured values and the tool that
-measured them, in the units the question asks for (``render.units_from_question``). Nothing here
+measured them, in the units the request asks for. The composer never reads the question's
+words: the brain decided what it asks (the rules brain with ``request.request_from_question``,
+the VLM brain from its action's arguments with ``request.request_from_action``). Nothing here
 writes a number into text: ``agent.render`` does, once, at the end; ``agent.validate`` checks the
 claims directly. Data that is not a claim about the event (other events' summaries, file names,
 error messages) is plain text quoted in backticks. ``general_answer`` answers a question that
@@ -19,7 +21,8 @@ from larsight.qformer.corpus import DEFINITIONS
 
 from .claims import Claim
 from .evidence import Evidence, ParticleEvidence
-from .render import NOUNS, Composition, Sentence, units_from_question
+from .render import NOUNS, Composition, Sentence
+from .request import SPECIES_ORDER, TRACK_SPECIES, Request
 
 __all__ = ["compose", "general_answer"]
 
@@ -111,13 +114,12 @@ def _missing(observations: list[dict], tool: str, shown_as: str, otherwise: str)
 _PARTICLE_INTENTS = ("counts", "length", "dedx", "gap", "energy", "reasons")
 
 
-def compose(question: str, found: list[str], observations: list[dict], ev: Evidence) -> Composition:
-    """The answer to ``question`` for the intents ``found`` from the observations, as typed
-    sentences in the units the question asks for."""
+def compose(request: Request, observations: list[dict], ev: Evidence) -> Composition:
+    """The answer to a ``Request`` (its intents, species, units: ``agent.request``) from the
+    observations, as typed sentences."""
     out: list[Sentence] = []
-    q = question.lower()
     done: set[str] = set()
-    for it in found:
+    for it in request.intents:
         key = "reco-missing" if it in _PARTICLE_INTENTS and ev.particles is None else it
         if key in done:
             continue
@@ -126,20 +128,19 @@ def compose(question: str, found: list[str], observations: list[dict], ev: Evide
             out.append(_missing(observations, "reconstruct", "reconstruct",
                                 "The particles were not reconstructed, so I cannot say."))
         else:
-            out += _section(it, question, q, observations, ev)
+            out += _section(it, request, observations, ev)
     if not out:
         out.append(_s("The tools gave nothing to answer this question with."))
-    return Composition(sentences=out, units=units_from_question(question))
+    return Composition(sentences=out, units=request.units)
 
 
-def _section(it: str, question: str, q: str, observations: list[dict], ev: Evidence) -> list[Sentence]:
+def _section(it: str, req: Request, observations: list[dict], ev: Evidence) -> list[Sentence]:
     """The sentences of one intent."""
     if it == "classify":
         part = _classify(ev, observations)
-        asked = _asked_class(question)
-        if asked and ev.event_class and part:
-            part[0] = part[0].model_copy(update={"template": ("Yes. " if asked == ev.event_class else "No. ")
-                                                 + part[0].template})
+        if req.hypothesis and ev.event_class and part:
+            part[0] = part[0].model_copy(update={"template": ("Yes. " if req.hypothesis == ev.event_class
+                                                              else "No. ") + part[0].template})
         return part
     if it == "vertex":
         return _vertex(ev, observations)
@@ -151,21 +152,11 @@ def _section(it: str, question: str, q: str, observations: list[dict], ev: Evide
     if it == "visible_energy":
         return [_visible(ev) if ev.visible_energy_mev is not None else
                 _missing(observations, "segment", "segment", "The visible energy was not measured.")]
-    sections = {"counts": lambda: _counts(ev, q), "length": lambda: _length(ev, q), "dedx": lambda: _dedx(ev),
+    sections = {"counts": lambda: _counts(ev, req), "length": lambda: _length(ev, req), "dedx": lambda: _dedx(ev),
                 "gap": lambda: _gap(ev), "energy": lambda: _energies(ev), "segment": lambda: _segment(observations),
                 "similar": lambda: _similar(observations), "describe": lambda: _describe(observations, ev),
                 "render": lambda: _render(observations)}
     return sections[it]() if it in sections else []
-
-
-def _asked_class(question: str) -> Optional[str]:
-    """The class a yes/no question names ("Is this a nu_e CC event?"), else None."""
-    m = re.match(r"\s*(is|was)\s+(this|it|the event)\s+(an?\s+)?(?P<c>nu_?e\s*cc|nu_?mu\s*cc|numu\s*cc|nue\s*cc|nc|"
-                 r"neutral[- ]current)\b", question, re.I)
-    if not m or re.search(r"\bor\b", question, re.I):
-        return None
-    c = m["c"].lower().replace(" ", "")
-    return "nc" if c in ("nc",) or c.startswith("neutral") else "nue_cc" if c in ("nu_ecc", "nuecc") else "numu_cc"
 
 
 def _class_claim(ev: Evidence) -> Claim:
@@ -273,39 +264,24 @@ def _vertex(ev: Evidence, observations: list[dict]) -> list[Sentence]:
                               tool=_tool(ev, "vertex", "find_vertex")))]
 
 
-_ORDER = ("muon", "electron", "proton", "pion", "photon", "kaon")
-_YESNO = re.compile(r"\s*(is there|are there|does (it|the event|this event) (have|contain)|do you see|any\b|has it)")
-
-
-def _asked_species(q: str) -> list[str]:
-    asked = [p for p in _ORDER if re.search(rf"\b{p}s?\b", q)]
-    if re.search(r"\bgammas?\b", q) and "photon" not in asked:
-        asked.append("photon")
-    if re.search(r"\bleptons?\b", q):
-        asked += [p for p in ("muon", "electron") if p not in asked]
-    return asked
-
-
-def _counts(ev: Evidence, q: str) -> list[Sentence]:
+def _counts(ev: Evidence, req: Request) -> list[Sentence]:
     out = []
-    asked = _asked_species(q)
-    yesno = _YESNO.match(q) and not re.search(r"\bhow many\b", q)
-    for p in asked:
+    for p in req.species:
         c = _count(ev, p)
-        if yesno:
+        if req.yes_no:
             out.append(_s(("Yes: " if c.value else "No: ") + "the reconstruction finds {0}.", c))
         else:
             out.append(_s(f"There {'is' if c.value == 1 else 'are'} {{0:pl}}.", c))
-    if re.search(r"\btracks?\b|\bshowers?\b", q) and not asked:
+    if req.tracks_and_showers:
         t, sh = _count(ev, "track"), _count(ev, "shower")
         out.append(_s(f"There {'is' if t.value == 1 else 'are'} {{0:pl}} and {{1:pl}}.", t, sh))
-    if not asked or re.search(r"\btopology\b|\bparticles\b|\blist\b|\bfinal[- ]state\b|\bcontent\b", q):
-        cs = [_count(ev, p) for p in _ORDER if (ev.count(p) or 0) or p in ("muon", "electron", "proton", "pion")]
+    if req.all_species:
+        cs = [_count(ev, p) for p in SPECIES_ORDER if (ev.count(p) or 0) or p in ("muon", "electron", "proton", "pion")]
         slots = [f"{{{i}}}" for i in range(len(cs))]
         out.append(_s("The reconstruction finds " + ", ".join(slots[:-1]) + (" and " if len(slots) > 1 else "")
                       + slots[-1] + ".", *cs))
         vis = list(ev.particles or [])
-        if vis and re.search(r"\blist\b|\bparticles\b", q) and not re.search(r"\benerg", q):
+        if vis and req.list_particles:
             out += _listing(vis, ev)   # (an energy question lists them in its own section)
     return out
 
@@ -337,12 +313,12 @@ def _michel(ev: Evidence) -> list[Sentence]:
                Claim(kind="michel", subject="michel", qualifier="absent", tool=tool))]
 
 
-def _length(ev: Evidence, q: str) -> list[Sentence]:
+def _length(ev: Evidence, req: Request) -> list[Sentence]:
     tracks = [p for p in ev.tracks if p.length_cm is not None]
     if not tracks:
         return [_s("No track is reconstructed.", _count(ev, "track"))]
     tool = _tool(ev, "particles", "reconstruct")
-    asked = [p for p in ("muon", "proton", "pion", "kaon") if re.search(rf"\b{p}s?\b", q)]
+    asked = [p for p in req.species if p in TRACK_SPECIES]
     out = []
     for a in asked:
         ts = sorted([t for t in tracks if t.type == a], key=lambda t: -t.length_cm)
@@ -464,7 +440,7 @@ def _describe(observations: list[dict], ev: Evidence) -> list[Sentence]:
     if ev.vertex_cm is not None:
         out += _vertex(ev, observations)
     if ev.particles is not None:
-        out += _counts(ev, "particles")
+        out += _counts(ev, Request(all_species=True, list_particles=True))
     if ev.visible_energy_mev is not None:
         out.append(_visible(ev))
     return out or [_s("The description tool returned no text.")]

@@ -52,6 +52,7 @@ from typing import Any, Optional, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from .compose import compose
+from .request import request_from_question
 from .context import Context, Decision
 from .evidence import Evidence
 from .intents import intents
@@ -341,7 +342,8 @@ def _decide(ctx: Context, loop: Loop, stop: Optional[str]) -> tuple[Decision, Op
                            if ctx.injection else "Please ask a question about the event."))
     elif ctx.n_actions >= loop.max_actions and not ctx.feedback:
         found = intents(ctx.question) or _intents_of(ctx.observations)
-        comp = compose(ctx.question, found, ctx.observations + ctx.memory, ctx.evidence())
+        comp = compose(request_from_question(ctx.question, found), ctx.observations + ctx.memory,
+                       ctx.evidence())
         d = Decision(action="answer", composition=comp, grounded=True,
                      thought=f"step limit: {loop.max_actions} tool calls; answering from what was measured")
         stop = stop or f"step limit ({loop.max_actions} tool calls)"

@@ -125,6 +125,8 @@ class FreeText(BaseModel):
     text: str
     label: Optional[str] = Field(None, description="words before it in the answer, e.g. 'The VLM explains:'")
     author: str = Field("model", description="vlm, openai, ...")
+    prompt: Optional[str] = Field(None, description="the prompt the model wrote the text from, when it was "
+                                  "given the observations (qformer.corpus.explain_schema.explain_prompt)")
 
     def claims(self) -> list[Claim]:
         return extract_claims(self.text)

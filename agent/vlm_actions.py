@@ -16,7 +16,14 @@ The calls run one per graph step, in order, each once (a call whose tool already
 event with the same tool arguments, this turn or earlier in the thread, is not repeated). The
 answer is then composed from the measurements (``agent.compose``) for what the calls asked (the
 ``quantity`` of reconstruct and segment, the tools), in the units the action asked for. A
-classification with reasons adds the classifying VLM's generated explanation.
+classification with reasons adds a generated explanation: when the action model was trained
+with explanations (``explain_fraction`` > 0 in its ``vlm.json``: ``larsight align --stage actions
+--explain-fraction F``), the ACTION model writes it from the observations
+(``qformer.corpus.explain_schema.explain_prompt``: the measurements as text, the question) and
+the event tokens, by free greedy decoding; the prompt is kept with the text
+(``agent.render.FreeText.prompt``) and named in the plan step's thought. Otherwise the
+classifying VLM explains the event alone, as before. The validator reads the claims of either
+text and the revision loop removes contradicted ones.
 
 The action model is a VLM folder trained by ``larsight align --stage actions`` (``action_vlm``,
 ``$LARSIGHT_ACTION_VLM``, else ``checkpoints/vlm_actions`` when shipped, else the shipped
@@ -30,15 +37,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 from larsight.qformer.corpus import CLASSIFY_PROMPT
-from larsight.qformer.corpus.action_schema import ENERGY_UNITS, LENGTH_UNITS, action_prompt
+from larsight.qformer.corpus.action_schema import action_prompt
+from larsight.qformer.corpus.explain_schema import explain_prompt, whole_sentences
 
 from .actions import Action, ActionError, CallAction, RefuseAction, action_json_schema, canonical, parse_action
 from .compose import compose, general_answer
+from .request import request_from_action
 from .context import Context, Decision, revision
+from .evidence import Evidence
+from .render import FreeText
 from .toolset import TOOLS, resolve
 from .vlm_brain import shared_vlm, strip_class_prefix, vlm_secrets
 
-__all__ = ["ActionVLMBrain", "ACTION_VLM_DIR", "REFUSALS", "action_intents"]
+__all__ = ["ActionVLMBrain", "ACTION_VLM_DIR", "REFUSALS", "action_intents", "explanation_verdicts",
+           "trained_with_explanations"]
 
 ACTION_VLM_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "vlm_actions"
 
@@ -71,6 +83,24 @@ def action_intents(action: CallAction) -> list[str]:
     return out
 
 
+def explanation_verdicts(text: str, evidence: dict) -> list[str]:
+    """The validator's verdict on every claim of ``text`` against measurements given as
+    ``Evidence`` JSON (the explanation evaluation of ``larsight align --stage actions``)."""
+    from .validate import validate
+
+    return [c.verdict for c in validate(text, Evidence.model_validate(evidence)).checks]
+
+
+def trained_with_explanations(model: Any) -> bool:
+    """The action model's manifest says it was trained on grounded explanations."""
+    manifest = getattr(model, "manifest", None) or {}
+    f = manifest.get("explain_fraction", (manifest.get("actions_config") or {}).get("explain_fraction"))
+    try:
+        return float(f or 0.0) > 0.0
+    except (TypeError, ValueError):
+        return False
+
+
 def _tool_args(tool: str, arguments: dict) -> dict:
     return {k: v for k, v in arguments.items() if k not in TOOLS[tool].presentation}
 
@@ -81,7 +111,8 @@ class ActionVLMBrain:
     name = "vlm"
 
     def __init__(self, action_vlm: Any = None, vlm: Any = None, constrained: bool = True, max_retries: int = 2,
-                 explain: bool = True, max_new_tokens: int = 64, cache_size: int = 128):
+                 explain: bool = True, max_new_tokens: int = 64, cache_size: int = 128,
+                 explain_tokens: int = 96):
         self._action_vlm = action_vlm or os.environ.get("LARSIGHT_ACTION_VLM") or \
             (ACTION_VLM_DIR if (ACTION_VLM_DIR / "vlm.json").exists() else None)
         self._vlm = vlm
@@ -90,6 +121,8 @@ class ActionVLMBrain:
         self.explain = explain
         self.max_new_tokens = max_new_tokens
         self._decoder = None
+        self._explainer = None
+        self.explain_tokens = int(explain_tokens)
         self._cache: "OrderedDict[tuple, tuple[Optional[Action], list[str]]]" = OrderedDict()
         self._cache_size = cache_size
 
@@ -195,23 +228,34 @@ class ActionVLMBrain:
     def _answer(self, ctx: Context, event: Any, action: CallAction, thought: str) -> Decision:
         found = action_intents(action)
         obs = ctx.observations + [m for m in ctx.memory if m.get("event") == ctx.event]
-        comp = compose(ctx.question, found, obs, ctx.evidence())
-        units = {}
-        for c in action.calls:
-            u = c.arguments.get("unit")
-            if u in LENGTH_UNITS and "length" not in units and (c.tool == "find_vertex" or
-                                                                 c.arguments.get("quantity") != "energy"):
-                units["length"] = u
-            elif u in ENERGY_UNITS and "energy" not in units:
-                units["energy"] = u
-        if units:
-            comp = comp.model_copy(update={"units": comp.units.model_copy(update=units)})
+        comp = compose(request_from_action(action, found), obs, ctx.evidence())
+        how = ""
         if self.explain and "reasons" in found:
-            extra = self._generate(event)
-            if extra:
-                comp = comp.explained(extra)
+            if trained_with_explanations(getattr(self.decoder, "vlm", None)):
+                extra, prompt = self._explain_observed(ctx, event)
+                if extra:
+                    comp = comp.model_copy(update={"free": FreeText(text=extra, label="The VLM explains:", author="vlm",
+                                                                    prompt=prompt)})
+                n = prompt.count("\n") - 2
+                how = f"; explanation written by the action model from {n} lines of observations (explain_prompt)"
+            else:
+                extra = self._generate(event)
+                if extra:
+                    comp = comp.explained(extra)
         return Decision(action="answer", text=comp, grounded=True,
-                        thought=f"{thought} -> answered {', '.join(found)} from the measurements")
+                        thought=f"{thought} -> answered {', '.join(found)} from the measurements{how}")
+
+    def _explain_observed(self, ctx: Context, event: Any) -> tuple[str, str]:
+        """The action model's explanation from the observations and the event tokens, and its prompt."""
+        prompt = explain_prompt(ctx.question, ctx.evidence())
+        try:
+            if self._explainer is None:
+                from larsight.qformer.action_decoder import ActionDecoder
+
+                self._explainer = ActionDecoder(self.decoder.vlm, None, max_new_tokens=self.explain_tokens)
+            return whole_sentences(self._explainer.generate(event, prompt)), prompt
+        except Exception as e:  # noqa: BLE001 - a generation failure leaves the composed answer
+            return f"(the VLM could not answer: `{e}`)", prompt
 
     def _generate(self, event: Any) -> str:
         try:

@@ -16,6 +16,7 @@ from larsight.qformer.lm import cache_kwargs, output_cache
 from larsight.tools.classification import get_vlm
 
 from .compose import compose, general_answer
+from .request import request_from_question
 from .context import Context, Decision, revision, tool_args
 from .intents import intents, is_general, plan, refers_to_event
 from .toolset import resolve
@@ -201,7 +202,7 @@ class VLMBrain:
                                 thought=f"support for {first}: {tool}" if tool != first else f"VLM: {tool}")
         found = (intents(ctx.question) if asked else []) or _vlm_intents(first, ctx.question)
         obs = ctx.observations + [m for m in ctx.memory if m.get("event") == ctx.event]
-        text = compose(ctx.question, found, obs, ctx.evidence())
+        text = compose(request_from_question(ctx.question, found), obs, ctx.evidence())
         if self.explain and event is not None and first in ("classify_event", "describe") and \
                 re.search(r"\bwhy\b|\bexplain|\breason|\bdescribe|\bevidence\b", ctx.question, re.I):
             extra = self._generate(event, CLASSIFY_PROMPT if first == "classify_event" else ctx.question)

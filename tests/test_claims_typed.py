@@ -13,6 +13,7 @@ from larsight.agent.claims import Claim
 from larsight.agent.compose import compose
 from larsight.agent.context import Context, revision
 from larsight.agent.evidence import Evidence, strip_truth
+from larsight.agent.request import request_from_question
 from larsight.agent.render import Composition, FreeText, Sentence, render, units_from_question
 from larsight.agent.validate import Check, check_claims, revise
 from larsight.events.model import Event
@@ -58,7 +59,7 @@ def test_claim_is_typed_and_frozen():
 
 
 def test_compose_makes_typed_claims_from_the_measurements(ev, no_parsing):
-    comp = compose("Classify this event and explain why.", ["classify", "reasons"], OBS, ev)
+    comp = compose(request_from_question("Classify this event and explain why.", ["classify", "reasons"]), OBS, ev)
     got = {(c.kind, c.subject, c.value, c.unit, c.tool) for c in comp.claims}
     assert ("event_class", "event", "numu_cc", None, "classify_event") in got
     assert ("track_length", "muon", 40.0, "cm", "reconstruct") in got
@@ -77,7 +78,7 @@ def test_compose_makes_typed_claims_from_the_measurements(ev, no_parsing):
     ("What are the particle energies in keV?", ["energy"], "a 190000 keV muon"),
 ])
 def test_requested_units_are_honoured_at_render_time(ev, no_parsing, question, intents, expect):
-    comp = compose(question, intents, OBS, ev)
+    comp = compose(request_from_question(question, intents), OBS, ev)
     assert expect in comp.text()
     # inside, the values stay canonical (cm, MeV) and check as before
     assert all(c.unit in (None, "cm", "MeV", "MeV/cm", "count") for c in comp.claims)
@@ -127,7 +128,7 @@ def test_free_text_of_a_model_is_the_only_parsed_text(ev):
 
 
 def test_decision_accepts_a_composition_as_text(ev):
-    comp = compose("Where is the vertex?", ["vertex"], OBS, ev)
+    comp = compose(request_from_question("Where is the vertex?", ["vertex"]), OBS, ev)
     d = Decision(action="answer", text=comp)
     assert d.composition == comp and d.text == comp.text()
     assert Decision(action="answer", text="free words").as_composition().free.text == "free words"
@@ -172,7 +173,7 @@ def test_first_draft_contradictions_are_counted_and_revised_away(tmp_path, event
                 return revision(ctx)
             if not ctx.observations:
                 return Decision(action="tool", tool="reconstruct")
-            comp = compose(ctx.question, ["length"], ctx.observations, ctx.evidence())
+            comp = compose(request_from_question(ctx.question, ["length"]), ctx.observations, ctx.evidence())
             return Decision(action="answer", composition=comp.explained("the muon track is 1.40 m long."))
 
     a = Agent(Wrong(), tools=dict(FAKES), run_dir=tmp_path).ask(event, "How long is the muon in metres?")
@@ -199,9 +200,36 @@ def test_describe_is_composed_from_its_structured_facts_not_its_text(no_parsing)
            "particles": [{"id": 0, "kind": "track", "pid": "muon", "length_cm": 30.0, "kinetic_energy_mev": 120.0}]}
     obs = [_obs("describe", out)]
     ev = Evidence.from_observations(obs, event="e")
-    comp = compose("Describe this event in GeV.", ["describe"], obs, ev)
+    comp = compose(request_from_question("Describe this event in GeV.", ["describe"]), obs, ev)
     text = comp.text()
     assert "own words" not in text and "The visible energy is 0.250 GeV." in text
     kinds = {(c.kind, c.subject) for c in comp.claims}
     assert {("event_class", "event"), ("vertex", "vertex"), ("count", "muon"), ("energy", "visible")} <= kinds
     assert all(c.verdict == "supported" for c in check_claims(comp.claims, ev))
+
+
+# ---------------------------------------------------------------- requests: words vs actions
+def test_request_from_question_reads_species_units_and_hypothesis():
+    r = request_from_question("Is this a nu_e CC event? How many protons, in mm?", ["classify", "counts"])
+    assert r.hypothesis == "nue_cc" and r.species == ["proton"] and r.units.length == "mm"
+    assert not r.all_species and not r.yes_no
+    r = request_from_question("Are there any photons?", ["counts"])
+    assert r.yes_no and r.species == ["photon"]
+    r = request_from_question("What is the final-state topology?", ["counts"])
+    assert r.all_species and r.species == []
+
+
+def test_request_from_action_reads_only_the_arguments(ev, no_parsing):
+    from larsight.agent.actions import parse_action
+    from larsight.agent.request import request_from_action
+
+    a = parse_action('{"action":"call","calls":[{"tool":"reconstruct","arguments":'
+                     '{"particle":"muon","quantity":"length","unit":"m"}}]}')
+    r = request_from_action(a, ["length"])
+    assert r.species == ["muon"] and r.units.length == "m" and r.hypothesis is None
+    text = compose(r, OBS, ev).text()
+    assert "muon track is" in text and " m long" in text
+    # the same action answers the same whatever the words of the question were: compose never sees them
+    a2 = parse_action('{"action":"call","calls":[{"tool":"reconstruct","arguments":{"quantity":"counts"}}]}')
+    r2 = request_from_action(a2, ["counts"])
+    assert r2.all_species and r2.list_particles and r2.species == []

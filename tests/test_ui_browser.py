@@ -30,6 +30,9 @@ def _need_browser():
         pytest.skip("Playwright for Python is not installed (pip install -e '.[dev]')")
 
 
+FEEDBACK_DB: list = []   # where the app under test stores feedback
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     _need_browser()
@@ -42,7 +45,8 @@ def app_url(tmp_path_factory):
     bot = Agent("rules", run_dir=tmp / "run", db=tmp / "threads.sqlite")
     bot.toolset.tool_kwargs["classify_event"] = {"vlm": False}
     bot.toolset.tool_kwargs["describe"] = {"vlm": False}
-    demo = build_app(agent=bot, index=tmp / "index", run_dir=tmp / "run")
+    demo = build_app(agent=bot, index=tmp / "index", run_dir=tmp / "run", feedback_db=tmp / "feedback.sqlite")
+    FEEDBACK_DB.append(tmp / "feedback.sqlite")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -109,6 +113,16 @@ def test_simulate_ask_and_see_a_validated_answer(app_url, tmp_path):
             expect(chat).to_contain_text("The vertex is at", timeout=60_000)
             page.screenshot(path=str(tmp_path / "ui_follow_up.png"), full_page=True)
 
+            # expert feedback on the last answer: the panel shows its claims; mark it wrong, comment, save
+            page.get_by_text("Expert feedback on an answer").click()
+            expect(page.locator("#feedback-answer-text")).to_contain_text("Where is the vertex?", timeout=30_000)
+            page.locator("#feedback-verdict").get_by_text("wrong").click()
+            page.locator("#feedback-comment textarea").fill("the vertex is at the proton's start, 2 cm upstream")
+            page.locator("#feedback-author textarea, #feedback-author input").first.fill("browser-test")
+            page.locator("#feedback-save").click()
+            expect(page.locator("#feedback-status")).to_contain_text("Saved feedback #", timeout=30_000)
+            page.screenshot(path=str(tmp_path / "ui_feedback.png"), full_page=True)
+
             # similar events: a gallery of the index's nearest events; a click loads one
             page.locator("#similar-btn").click()
             expect(page.locator("#gallery-status")).to_contain_text("8 indexed", timeout=60_000)
@@ -127,6 +141,17 @@ def test_simulate_ask_and_see_a_validated_answer(app_url, tmp_path):
             shutil.copy(png, Path(keep) / png.name)
     print(f"screenshots: {tmp_path}")
     assert (tmp_path / "ui_answer.png").stat().st_size > 10_000
+    # the click reached the database with the answer's full context, and exports
+    from larsight.agent.feedback import FeedbackStore, export
+
+    with FeedbackStore(FEEDBACK_DB[0]) as store:
+        [item] = [i for i in store.list(limit=None) if i.author == "browser-test"]
+        full = store.get(item.id)
+        assert full.verdict == "down" and "2 cm upstream" in full.comment
+        assert full.answer.question == "Where is the vertex?" and full.answer.tools
+        assert any(t.get("tool") == "find_vertex" for t in full.answer.tools)
+        rep = export(store, tmp_path / "feedback.jsonl", fmt="jsonl")
+    assert rep.lines >= 1 and "2 cm upstream" in (tmp_path / "feedback.jsonl").read_text()
     assert not errors, f"JavaScript errors on the page: {errors}"
     assert not [u for u in outside if not u.startswith("data:")], \
         f"the page tried to reach outside 127.0.0.1: {outside}"

@@ -469,6 +469,16 @@ def add_mcp(sub) -> None:
     m.set_defaults(func=cmd_mcp)
 
 
+def add_promote(sub) -> None:
+    from larsight.evals import promote
+
+    text = ("copy a trained VLM folder into checkpoints/ after two agent-eval runs show it is no worse "
+            "(refused otherwise; --dry-run only compares)")
+    m = sub.add_parser("promote", help=text, description=text)
+    promote.add_arguments(m)
+    m.set_defaults(func=lambda args: promote.run(args))
+
+
 # ============================================================================ eval
 _EVAL_VERBS = (
     ("agent", "larsight.evals.agent_eval.cli", "run the agent evaluation suites (evals/suites) with "
@@ -496,7 +506,7 @@ def add_eval(sub) -> None:
 
 # ============================================================================ assembly
 VERBS = (add_simulate, add_convert, add_inspect, add_demo, add_shards, add_pretrain, add_finetune, add_align,
-         add_classify, add_index, add_ask, add_ui, add_eval, add_mcp, add_feedback)
+         add_classify, add_index, add_ask, add_ui, add_eval, add_promote, add_mcp, add_feedback)
 """Where verbs are registered: each adds its parser to the subparsers it is given."""
 
 

@@ -238,6 +238,11 @@ def cmd_align(args) -> int:
     _existing(args.init, "--init")
     if args.stage == "actions":
         return _cmd_align_actions(args)
+    if args.stage == "prefs":
+        from larsight.ui.cli_prefs import cmd_align_prefs   # DPO from expert feedback
+
+        _check_run_dir(args)
+        return cmd_align_prefs(args)
     _check_run_dir(args)
 
     from larsight.encoder.training import resolve_run_dir
@@ -268,24 +273,39 @@ def _cmd_align_actions(args) -> int:
 
     cfg = ActionsConfig(run_dir=run_dir, init=args.init, steps=args.steps, batch_size=args.batch_size,
                         lr=args.lora_lr, warmup=args.warmup, eval_n=args.eval_n, seed=args.seed,
-                        time_limit_min=args.time_limit, ckpt_every=args.ckpt_every, resume=args.resume)
+                        time_limit_min=args.time_limit, ckpt_every=args.ckpt_every, resume=args.resume,
+                        explain_fraction=args.explain_fraction)
+    from larsight.agent.vlm_actions import explanation_verdicts
+
     align_actions(cfg, action_json_schema(), parse=lambda t: parse_action(t).model_dump(),
-                  command="larsight " + " ".join(shlex.quote(a) for a in args.argv))
+                  command="larsight " + " ".join(shlex.quote(a) for a in args.argv), check=explanation_verdicts)
     return 0
 
 
 def _stage(text: str):
-    return text if text == "actions" else int(text)
+    return text if text in ("actions", "prefs") else int(text)
 
 
 def add_align(sub) -> None:
     al = sub.add_parser("align", help="align the encoder to the language model: stage 1 "
                         "(LM frozen: contrastive + captioning) or stage 2 (QLoRA instructions)")
-    al.add_argument("--stage", type=_stage, choices=[1, 2, "actions"], required=True,
+    al.add_argument("--stage", type=_stage, choices=[1, 2, "actions", "prefs"], required=True,
                     help="1, 2, or actions: QLoRA on the agent's action corpus (qformer/align_actions.py; "
-                         "--init a stage-2 VLM folder, default the shipped one)")
+                         "--init a stage-2 VLM folder, default the shipped one); prefs: DPO on the adapters from "
+                         "expert feedback (qformer/align_prefs.py; --feedback)")
     al.add_argument("--eval-n", type=count(0), default=120,
                     help="--stage actions: held-out-template examples decoded before and after training")
+    al.add_argument("--explain-fraction", type=nonneg(hi=1.0), default=0.0,
+                    help="--stage actions: share of each batch from the grounded-explanation corpus "
+                         "(qformer/corpus/explanations.py); > 0 also evaluates eval_n/2 held-out explanations "
+                         "with the validator (first-draft contradiction rate)")
+    al.add_argument("--feedback", default=None,
+                    help="--stage prefs: expert feedback to train on with DPO (qformer/align_prefs.py): a "
+                         "`larsight feedback export --format dpo` file, a feedback database file or a SQLAlchemy URL")
+    al.add_argument("--beta", type=positive(), default=0.1, help="--stage prefs: DPO beta")
+    al.add_argument("--eval-fraction", type=nonneg(hi=0.9), default=0.1,
+                    help="--stage prefs: share of answers held out for the before/after evaluation")
+    al.add_argument("--limit", type=count(), default=None, help="--stage prefs: use the first N usable pairs")
     al.add_argument("--encoder", default=None, help="encoder checkpoint (default: the shipped one)")
     al.add_argument("--lm", default="smollm2-135m-instruct",
                     help="language model: the bundled default or a local HF model directory")

@@ -17,6 +17,10 @@
 ``jsonl``: every item, one a line: ``{"feedback": {...}, "answer": {...}}`` with the full context
 (question, event, tools with inputs and outputs, claim table, model versions, the prompt).
 
+Every ``dpo`` pair also carries what rebuilds the VLM's input for it without the database
+(``larsight align --stage prefs`` reads these files): ``event`` (the event reference), ``question``
+and ``tools`` (the chosen answer's tool calls with their outputs, as stored).
+
 The lines are built by the database (SQLite's and MySQL's ``json_object``, PostgreSQL's
 ``json_build_object``; other databases: in Python), so that 100k items export in seconds
 (evals/reports/feedback_bench.md). The file is written beside ``out`` and renamed over it when
@@ -153,7 +157,7 @@ def _pair_spec(kind: str, chosen, rejected, extra: list) -> list:
     f, a = FeedbackRow, AnswerRow
     return [("prompt", a.prompt), ("chosen", chosen), ("rejected", rejected), ("kind", literal_column(f"'{kind}'")),
             ("feedback_id", f.id), ("answer_id", f.answer_id), *extra, ("event", a.event),
-            ("question", a.question), ("author", f.author)]
+            ("question", a.question), ("author", f.author), ("tools", _Raw(a.tools_json))]
 
 
 def _dpo(conn, fh, status: Optional[str]) -> tuple[dict, dict, list[int]]:
@@ -199,16 +203,17 @@ def _verdict_pairs(conn, fh, st: list, used: list[int]) -> tuple[int, int]:
         pairs += [(u, d) for u in v["up"] for d in v["down"] if u.answer_id != d.answer_id][:MAX_VERDICT_PAIRS]
         in_groups += len(v["up"]) + len(v["down"])
     need = sorted({x.answer_id for p in pairs for x in p})
-    texts: dict[str, tuple[str, str]] = {}
+    texts: dict[str, tuple[str, str, str]] = {}
     for i in range(0, len(need), 900):
-        rows = conn.execute(select(a.id, a.text, a.prompt).where(a.id.in_(need[i:i + 900])))
-        texts.update({r[0]: (r[1], r[2]) for r in rows})
+        rows = conn.execute(select(a.id, a.text, a.prompt, a.tools_json).where(a.id.in_(need[i:i + 900])))
+        texts.update({r[0]: (r[1], r[2], r[3]) for r in rows})
     for up, down in pairs:
         fh.write(json.dumps({"prompt": texts[up.answer_id][1], "chosen": texts[up.answer_id][0],
                              "rejected": texts[down.answer_id][0], "kind": "verdict", "feedback_id": up.id,
                              "rejected_feedback_id": down.id, "answer_id": up.answer_id,
                              "rejected_answer_id": down.answer_id, "event": up.event, "question": up.question,
-                             "author": up.author}, ensure_ascii=False) + "\n")
+                             "author": up.author, "tools": json.loads(texts[up.answer_id][2] or "[]")},
+                            ensure_ascii=False) + "\n")
         used += [up.id, down.id]
     n_thumbs = conn.execute(select(func.count()).select_from(f).where(*thumbs)).scalar()
     paired = {x.id for p in pairs for x in p}

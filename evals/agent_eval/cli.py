@@ -51,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N cases")
     p.add_argument("--temperature", type=float, default=0.0, help="vlm brain: sample the tool at this temperature")
     p.add_argument("--vlm", default=None, help="VLM folder for the vlm brain (default: checkpoints/vlm_smollm2)")
+    p.add_argument("--policy", choices=("keywords", "actions"), default=None,
+                   help="vlm brain: how it chooses (default $LARSIGHT_VLM_POLICY or keywords); actions: the VLM "
+                        "emits the action (agent.vlm_actions)")
+    p.add_argument("--action-vlm", default=None,
+                   help="vlm brain, --policy actions: the action model folder (default $LARSIGHT_ACTION_VLM or "
+                        "checkpoints/vlm_actions)")
     p.add_argument("--base-url", default=None, help="openai brain: the endpoint")
     p.add_argument("--model", default=None, help="openai brain: the model name")
     p.add_argument("--no-tool-cache", action="store_true", help="run the tools again in every trial")
@@ -65,6 +71,8 @@ def run_dir_for(args, brain: str) -> Path:
     slug = brain.replace(":", "_").replace(".", "_").replace("/", "_")
     if args.temperature > 0 and brain == "vlm":
         slug += f"_T{args.temperature:g}"
+    if brain == "vlm" and (getattr(args, "policy", None) == "actions" or getattr(args, "action_vlm", None)):
+        slug += "_actions"
     return Path(args.out_root) / f"eval_{slug}"
 
 
@@ -91,6 +99,10 @@ def run(args) -> int:
         kw = {}
         if b == "vlm" and args.vlm:
             kw["vlm"] = args.vlm
+        if b == "vlm" and (args.policy or args.action_vlm):
+            kw["policy"] = args.policy or "actions"
+            if args.action_vlm:
+                kw["action_vlm"] = args.action_vlm
         if b == "openai":
             kw.update(base_url=args.base_url, model_name=args.model)
         s = run_agent_eval(args.suite, brain=b, out=out, k=args.k, workers=args.workers, brain_kw=kw,

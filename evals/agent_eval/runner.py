@@ -314,6 +314,25 @@ def _event_order(cases: list[Case]) -> list[Case]:
     return sorted(cases, key=lambda c: (first[c.event], cases.index(c)))
 
 
+def models_of(brain: Any, brain_kw: Optional[dict]) -> dict[str, str]:
+    """The model folders a named brain uses, each ``name@sha256[:12]`` of its weights (so a
+    run says which adapters it measured: ``larsight promote`` checks it)."""
+    from larsight.agent.feedback.versions import ENCODER, VLM, file_digest
+
+    kw = brain_kw or {}
+    out = {"encoder": f"{ENCODER.parent.name}@{file_digest(ENCODER) or 'missing'}"}
+    if brain != "vlm":
+        return out
+    folders = {"vlm": Path(kw.get("vlm") or VLM)}
+    if (kw.get("policy") or os.environ.get("LARSIGHT_VLM_POLICY")) == "actions":
+        from larsight.agent.vlm_actions import ACTION_VLM_DIR
+
+        folders["action_vlm"] = Path(kw.get("action_vlm") or os.environ.get("LARSIGHT_ACTION_VLM") or ACTION_VLM_DIR)
+    for name, folder in folders.items():
+        out[name] = f"{folder}@{file_digest(*sorted(folder.glob('*/*.safetensors'))) or 'missing'}"
+    return out
+
+
 def run_agent_eval(suite: Union[str, os.PathLike, list], brain: Any = "rules",
                    out: Union[str, os.PathLike] = "runs/eval_rules", k: int = 3, workers: int = 1,
                    brain_kw: Optional[dict] = None, temperature: float = 0.0, tool_cache: bool = True,
@@ -341,7 +360,8 @@ def run_agent_eval(suite: Union[str, os.PathLike, list], brain: Any = "rules",
             "n_cases": len(cases), "tags_filter": tags, "limit": limit, "indexes": index_map,
             "command": command or "python -m larsight.evals.agent_eval " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "commit": _git(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sessions": sessions}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sessions": sessions,
+            "models": models_of(brain, brain_kw)}
     with atomic_open(out / "run.json", "w") as f:
         json.dump(meta, f, indent=1)
     todo = [(c, [t for t in range(k) if (c.id, t) not in done]) for c in _event_order(cases)]
