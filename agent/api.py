@@ -40,7 +40,7 @@ from .request import request_from_question
 from .evidence import Evidence
 from .graph import (MAX_ACTIONS, MAX_REVISIONS, build_graph, recursion_limit_for, turn_input)
 from .intents import intents
-from .render import render
+from .render import FreeText, render
 from .toolset import ToolSet, register
 from .validate import Check, check_claims, checks_table
 
@@ -78,6 +78,9 @@ class Step(BaseModel):
     action: Optional[str] = Field(None, description="plan: tool, answer, answer without tools or refuse")
     claims: Optional[dict[str, int]] = Field(None, description="validate: verdict counts; compose: typed / "
                                              "from_text claim counts")
+    free_text: Optional[FreeText] = Field(None, description="compose: the language model's own text in the draft "
+                                          "(with its author and the prompt it wrote it from); None when code "
+                                          "rendered the whole draft")
 
     def __str__(self) -> str:
         head = f"[{self.t:6.2f}s] {self.node:8s}"
@@ -120,6 +123,12 @@ class Answer(BaseModel):
     def drafts(self) -> list[str]:
         """Every answer the brain drafted this turn, the last being ``text`` before flags."""
         return [s.text for s in self.steps if s.node == "compose"]
+
+    @property
+    def model_texts(self) -> list[FreeText]:
+        """The language model's own text of each draft this turn, in order (first draft first, the
+        final answer's last); empty when code rendered every draft (rules brain, typed answers)."""
+        return [s.free_text for s in self.steps if s.node == "compose" and s.free_text is not None]
 
     @property
     def first_draft_checks(self) -> dict[str, int]:
@@ -400,7 +409,7 @@ def _to_step(s: dict, obs_by_id: dict) -> Step:
     return Step(index=int(s.get("index", 0)), node=s.get("node", "?"), text=s.get("text", ""),
                 t=float(s.get("t", 0.0)), seconds=s.get("seconds"), decision=s.get("decision"),
                 tool=s.get("tool"), arguments=s.get("arguments"), call=call, scores=s.get("scores"),
-                action=s.get("action"), claims=s.get("claims"))
+                action=s.get("action"), claims=s.get("claims"), free_text=s.get("free_text"))
 
 
 # ============================================================================ module level

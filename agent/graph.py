@@ -247,9 +247,10 @@ def compose_node(state: AgentState) -> dict:
         comp = _composition(d)
         n_typed, n_free = len(comp.typed_claims), len(comp.claims) - len(comp.typed_claims)
         claims = {"typed": n_typed, "from_text": n_free}
+        free = comp.free.model_dump(mode="json") if comp.free is not None and comp.free.text.strip() else None
     else:
-        claims = None
-    return {"trace": (state.get("trace") or []) + [_step(state, "compose", text, claims=claims)]}
+        claims, free = None, None
+    return {"trace": (state.get("trace") or []) + [_step(state, "compose", text, claims=claims, free_text=free)]}
 
 
 def _composition(draft: dict) -> Composition:

@@ -6,9 +6,10 @@
 
 The database is filled through ``FeedbackStore.add_many`` (validation included, batches of
 ``BATCH`` per transaction) with synthetic but realistic items: questions of the agent suites, a
-reconstruct and a classify call per answer (about 1 kB of tool output), 2-5 claims, and feedback
-of every kind (corrections of a number, a class or a count, thumbs, rankings, comments; a
-quarter of the items reviewed). Then, each timed ``--repeats`` times (the median is reported):
+reconstruct and a classify call per answer (about 1 kB of tool output), 2-5 claims, the VLM's own
+text with its prompt (mis-copying the muon's length in 70 % of answers), and feedback of every
+kind (corrections of a number, a class, a count or the VLM's first draft, thumbs, rankings,
+comments; a quarter of the items reviewed). Then, each timed ``--repeats`` times (the median is reported):
 ``list`` (the 50 newest, the 50 newest of one status, the counts by status), ``show`` (one
 item), ``export`` as DPO pairs and as JSON lines of all items, and the same verbs through the
 ``larsight`` command (whose Python start-up and imports are timed on their own with
@@ -46,14 +47,19 @@ QUESTIONS = ("Classify this event and explain why.", "Where is the vertex?", "Ho
              "List the particles with their energies.", "Is there a Michel electron?")
 CLASSES = ("nue_cc", "numu_cc", "nc")
 TARGET_S = 2.0
+EXPLAIN_CONTEXT = ("reconstruct: particles with PID, length, energy and start dE/dx; classify_event: class "
+                   "probabilities; find_vertex: the vertex. Explain from these observations only: the class with "
+                   "its reasons, the particles seen, why not the other classes.")
 
 
 def _answer(rng: random.Random, i: int, question: str, event: str) -> dict:
     cls, length, n_p = rng.choice(CLASSES), round(rng.uniform(5, 300), 1), rng.randint(0, 4)
     vertex = [round(rng.uniform(50, 700), 1) for _ in range(3)]
-    particles = [{"id": k, "type": rng.choice(("muon", "proton", "pion", "electron", "photon")),
+    said = length if rng.random() < 0.3 else round(length * rng.uniform(0.5, 0.9), 1)   # the VLM mis-copies
+    particles = [{"id": 0, "type": "muon", "length_cm": length, "energy_mev": 300.0, "dedx_start_mev_cm": 2.1}] + [
+                 {"id": k, "type": rng.choice(("muon", "proton", "pion", "electron", "photon")),
                   "length_cm": round(rng.uniform(1, 300), 1), "energy_mev": round(rng.uniform(20, 900), 1),
-                  "dedx_start_mev_cm": round(rng.uniform(1.5, 9), 2)} for k in range(4)]
+                  "dedx_start_mev_cm": round(rng.uniform(1.5, 9), 2)} for k in range(1, 4)]
     return {"question": question, "event": event, "brain": "vlm", "thread_id": f"ui-{i:08x}",
             "text": (f"This is a {CLASS_TEXT[cls]} event. The longest track is a muon of {length} cm. "
                      f"There are {n_p} protons. The vertex is at ({vertex[0]}, {vertex[1]}, {vertex[2]}) cm."),
@@ -65,7 +71,10 @@ def _answer(rng: random.Random, i: int, question: str, event: str) -> dict:
                         "verdict": "contradicted", "tool": "reconstruct"},
                        {"claim": {"kind": "vertex", "subject": "vertex", "value": vertex, "unit": "cm"},
                         "verdict": "supported", "tool": "find_vertex"}],
-            "steps": [{"index": 1, "node": "observe", "call": {
+            "steps": [{"index": 0, "node": "compose", "text": "", "free_text": {
+                          "text": f"The muon track is {said} cm long and there are {n_p} protons.", "author": "vlm",
+                          "prompt": f"Observations:\nevent {event}\n{EXPLAIN_CONTEXT}\nQuestion: {question}"}},
+                      {"index": 1, "node": "observe", "call": {
                           "tool": "reconstruct", "arguments": {"event": event}, "ok": True, "seconds": 0.4,
                           "output": {"particles": particles, "vertex_cm": vertex, "topology": f"1mu {n_p}p 0pi"}}},
                       {"index": 3, "node": "observe", "call": {
@@ -82,7 +91,10 @@ def _feedback(rng: random.Random, i: int, answer: dict, previous: Optional[str])
         item.update(verdict="down", corrections=[
             {"claim": 1, "mark": "should_be", "value": round(rng.uniform(5, 300), 1), "unit": "cm"},
             {"claim": 0, "mark": "should_be", "label": rng.choice(CLASSES)},
-            {"claim": 2, "mark": rng.choice(("right", "wrong"))}], comment="the muon exits the volume")
+            {"claim": 2, "mark": rng.choice(("right", "wrong"))},
+            {"claim": 0, "of": "first_draft", "mark": "should_be", "unit": "cm",      # the measured length
+             "value": answer["claims"][1]["claim"]["value"]}],
+            comment="the muon exits the volume")
     elif roll < 0.8:
         item["verdict"] = rng.choice(("up", "down"))
     elif roll < 0.92 and previous is not None:
@@ -172,8 +184,8 @@ def run(db: Path, n: int, repeats: int = 3, rebuild: bool = False, cli: bool = T
         timings[f"export {fmt} (all items)"] = _median_time(
             lambda fmt=fmt: reports.__setitem__(fmt, export(store, out / f"all.{fmt}.jsonl", fmt=fmt)), repeats)
     store.close()
-    res["export"] = {k: {"lines": r.lines, "mb": os.path.getsize(r.path) / 1e6, "pairs_by_kind": r.pairs_by_kind}
-                     for k, r in reports.items()}
+    res["export"] = {k: {"lines": r.lines, "mb": os.path.getsize(r.path) / 1e6, "pairs_by_kind": r.pairs_by_kind,
+                         "tool_errors": r.tool_errors} for k, r in reports.items()}
     commands = {} if not cli else {
         "larsight feedback list --help (start-up only)": ["feedback", "list", "--help"],
         "larsight feedback list": ["feedback", "list", "--db", str(db)],

@@ -17,7 +17,13 @@ the visible-particle counts the evaluation suites score with):
   within ``max(LENGTH_TOL_CM, LENGTH_TOL_REL * truth)``; a length of a species the event lacks is wrong;
 - ``vertex``: within ``VERTEX_TOL_CM`` (the suites' tolerance).
 
-Other kinds (energies, dE/dx, gaps) are not judged. All judged claims right: thumbs up. Else
+Other kinds (energies, dE/dx, gaps) are not judged. An expert reads the trace: when the language
+model wrote its own text (``Answer.model_texts``, the VLM's "why"), the claims of its FIRST-DRAFT
+text are judged too (corrections ``of: first_draft``; the final answer's free-text claims only when
+a revision changed that text, so no claim is marked twice). The store gives each correction its
+blame (``agent.feedback.blame_of``): 'model' where the model's own words said what the
+observations did not, 'tool' where the observations said so (the measurement was off the truth);
+only model errors become VLM training pairs. All judged claims right: thumbs up. Else
 thumbs down with a correction per wrong claim ("should be" the true value or class, or "wrong"
 when there is no true value to give). An answer without a judged claim gets a comment only.
 Stored with ``FeedbackStore.record_answer`` + ``add`` (author ``--author``, source
@@ -77,7 +83,9 @@ class SimExpertReport(BaseModel):
     claims_judged: int = 0
     claims_wrong: dict[str, int] = Field(default_factory=dict, description="wrong claims by kind")
     wrong_from_text: int = Field(0, description="wrong claims read from a language model's free text "
-                                 "(the rest state a tool's measurement: the tool was off the truth)")
+                                 "(first draft or final)")
+    model_errors: int = Field(0, description="corrections blamed on the model (its words, not the observations)")
+    tool_errors: int = Field(0, description="corrections blamed on a tool (the observations were off the truth)")
     feedback_ids: list[int] = Field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -86,7 +94,9 @@ class SimExpertReport(BaseModel):
                 f"by this author, skipped)",
                 f"thumbs up {self.up}, thumbs down {self.down}, no claim to judge {self.no_judged_claim}",
                 f"claims judged {self.claims_judged}, wrong {sum(self.claims_wrong.values())} ({wrong}; "
-                f"{self.wrong_from_text} of them in the language model's own words)"]
+                f"{self.wrong_from_text} of them in the language model's own words)",
+                f"corrections: {self.model_errors} model error(s) (VLM training pairs), {self.tool_errors} tool "
+                f"error(s) (the observations were off the truth; kept for the perception models)"]
 
 
 # ============================================================================ the events
@@ -187,12 +197,14 @@ def judge(checks: list, truth) -> tuple[int, list[dict], Counter]:
 
 
 def _comment(checks: list, corrections: list[dict]) -> str:
+    """The corrections in words: 'claim 2 (count proton 3): truth 1; first-draft claim 0 (...): ...'."""
     parts = []
     for c in corrections:
         said = checks[c["claim"]].claim.describe()
         true = c.get("label") or c.get("value")
-        parts.append(f"claim {c['claim']} ({said}): " + ("wrong" if c["mark"] == "wrong" else f"truth {true}"))
-    return "simulated expert (simulator truth): " + ("; ".join(parts) if parts else "all judged claims right")
+        who = "first-draft claim" if c.get("of") == "first_draft" else "claim"
+        parts.append(f"{who} {c['claim']} ({said}): " + ("wrong" if c["mark"] == "wrong" else f"truth {true}"))
+    return "; ".join(parts)
 
 
 # ============================================================================ the run
@@ -228,14 +240,44 @@ def run_simulated_expert(events: str, n_events: int, questions: int, db: Any = N
     return report
 
 
+def _judged_tables(rec) -> list[tuple[str, list]]:
+    """(whose, claim checks) an expert reads: the answer's claim table (its free-text claims only
+    when a revision changed the model's text), then the model's first-draft text's claims."""
+    from larsight.agent.validate import Check
+
+    answer = [Check.model_validate(c) for c in rec.claims]
+    first = rec.first_draft
+    if first is None:
+        return [("answer", answer)]
+    revised = rec.model_texts[-1].text != first.text
+    keep = [c if (c.claim.source == "tools" or revised) else None for c in answer]
+    return [("answer", keep), ("first_draft", [Check.model_validate(c) for c in first.claims])]
+
+
 def _mark(store, answer, truth, models: dict, author: str, report: SimExpertReport) -> int:
-    judged, corrections, wrong = judge(answer.claims, truth)
-    report.wrong_from_text += sum(answer.claims[c["claim"]].claim.source == "text" for c in corrections)
+    from larsight.agent.feedback import Correction, blame_of, record_from_answer
+
+    rec = record_from_answer(answer, models)
+    judged, corrections, comments = 0, [], []
+    for whose, checks in _judged_tables(rec):
+        rows = [(i, c) for i, c in enumerate(checks) if c is not None]
+        n, fixes, wrong = judge([c for _, c in rows], truth)
+        fixes = [{**f, "claim": rows[f["claim"]][0], "of": whose} for f in fixes]
+        judged += n
+        for kind, k in wrong.items():
+            report.claims_wrong[kind] = report.claims_wrong.get(kind, 0) + k
+        for f in fixes:
+            check = checks[f["claim"]]
+            report.wrong_from_text += check.claim.source == "text" or whose == "first_draft"
+            blame = blame_of(Correction.model_validate(f), check.model_dump(mode="json"))
+            report.model_errors += blame == "model"
+            report.tool_errors += blame == "tool"
+        corrections += fixes
+        comments.append(_comment(checks, fixes))
     report.asked += 1
     report.claims_judged += judged
-    for kind, n in wrong.items():
-        report.claims_wrong[kind] = report.claims_wrong.get(kind, 0) + n
-    item: dict[str, Any] = {"author": author, "comment": _comment(answer.claims, corrections)}
+    text = "; ".join(c for c in comments if c) or "all judged claims right"
+    item: dict[str, Any] = {"author": author, "comment": "simulated expert (simulator truth): " + text}
     if not judged:
         report.no_judged_claim += 1
         item["comment"] = "simulated expert: no claim of this answer can be judged against the truth"
@@ -245,7 +287,7 @@ def _mark(store, answer, truth, models: dict, author: str, report: SimExpertRepo
     else:
         report.up += 1
         item["verdict"] = "up"
-    aid = store.record_answer(answer, models)
+    aid = store.record_answer(rec)
     return store.add({"answer_id": aid, **item}, source=SOURCE)
 
 

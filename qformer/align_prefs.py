@@ -3,12 +3,20 @@
     larsight align --stage prefs --feedback feedback.sqlite --init checkpoints/vlm_smollm2 --steps 200
 
 Pairs come from ``larsight feedback export --format dpo`` (or straight from a feedback database,
-exported into the run folder first): the corrected answer is *chosen*, the original *rejected*.
-The VLM sees each pair's prompt as it sees an explanation request: the event's projected tokens,
-then the explanation prompt rebuilt from the stored answer's tool outputs (``build_prompt``, given
-by the caller: ``explain_prompt(question, Evidence.from_observations(tools))``; without one, the
-pair's stored ``prompt``). The event comes back from its reference (``load_event``); a pair
-whose event cannot be loaded is skipped and counted.
+exported into the run folder first): they are the VLM's OWN text, never the whole answer (most of
+an answer is rendered by code from the tools' typed claims). ``model_correction`` pairs: the
+first-draft text with the expert's model-blamed corrections applied is *chosen*, the first draft
+as written *rejected* (``ranking`` / ``verdict`` pairs: two first drafts from one prompt).
+Corrections that blame a tool are not trained on (the VLM copied the measurement faithfully);
+the manifest counts them (``feedback.tool_errors_left_out``) beside the pairs of each kind
+(``feedback.pairs_by_kind``). Whole-answer pairs of older exports (kind ``correction``) are
+skipped and counted.
+
+The VLM sees each pair's prompt as it saw it when it wrote the first draft: the event's projected
+tokens, then the stored prompt (``explain_prompt(question, Evidence)`` of the observations,
+recorded with the draft); a pair without one gets the prompt rebuilt from its ``tools``
+(``build_prompt``, given by the caller), else its question. The event comes back from its
+reference (``load_event``); a pair whose event cannot be loaded is skipped and counted.
 
 The loss is written here, not taken from TRL's ``DPOTrainer``: the trainer tokenises the prompt
 text and calls ``model(input_ids=...)``, while our prompts begin with projected event embeddings
@@ -123,10 +131,14 @@ class PrefsIO:
     load_event: Callable[[str], Any]
     """An event reference -> ``events.Event`` (raises when it cannot be loaded)."""
     build_prompt: Optional[Callable[[str, list], str]] = None
-    """(question, the answer's tool calls) -> the VLM's user turn; None: the pair's stored prompt."""
+    """(question, the answer's tool calls) -> the VLM's user turn, for pairs without a stored prompt."""
     export_db: Optional[Callable[[str, Path], dict]] = None
     """(database URL or SQLite path, out file) -> export report: writes DPO pairs to ``out``."""
     prompt_name: str = field(default="stored prompt")
+
+
+WHOLE_ANSWER_KINDS = ("correction",)
+"""Pair kinds of older exports whose texts are whole answers (code-rendered): skipped."""
 
 
 # ============================================================================ reading the feedback
@@ -260,6 +272,9 @@ def _usable(raw: list[dict], cfg: PrefsConfig, io: PrefsIO, vlm: VLM) -> tuple[l
     for n, p in enumerate(raw):
         if cfg.limit is not None and len(pairs) >= cfg.limit:
             break
+        if p.get("kind") in WHOLE_ANSWER_KINDS:
+            skip("whole-answer pair of an older export (not the VLM's own text; re-export)")
+            continue
         ref = p.get("event")
         if not isinstance(ref, str) or not ref.strip():
             skip("no event reference")
@@ -277,7 +292,8 @@ def _usable(raw: list[dict], cfg: PrefsConfig, io: PrefsIO, vlm: VLM) -> tuple[l
             skip(f"chosen equals rejected in the first {cfg.max_answer_tokens} tokens")
             continue
         question = p.get("question") or p.get("prompt")
-        prompt = io.build_prompt(question, p.get("tools") or []) if io.build_prompt else (p.get("prompt") or question)
+        prompt = p.get("prompt") if isinstance(p.get("prompt"), str) and p["prompt"].strip() else \
+            io.build_prompt(question, p.get("tools") or []) if io.build_prompt else question
         fids = [int(x) for x in (p.get("feedback_id"), p.get("rejected_feedback_id")) if x is not None]
         pairs.append({"line": n + 1, "event": ref, "prompt": prompt, "chosen": p["chosen"], "rejected": p["rejected"],
                       "kind": p.get("kind", ""), "answer_id": str(p.get("answer_id") or f"line{n + 1}"),
@@ -347,8 +363,13 @@ def _prepare(cfg: PrefsConfig, io: PrefsIO, vlm: VLM, run: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     _save_tensors(folder / "tensors.safetensors", {"event_tokens": tokens, "reference_logps": ref})
     fids = sorted({f for p in pairs for f in p["feedback_ids"]})
-    source.update(pairs_read=len(raw), pairs_used=len(pairs), skipped=skipped, feedback_ids=fids,
-                  n_feedback=len(fids), prompt=io.prompt_name)
+    kinds: dict[str, int] = {}
+    for p in pairs:
+        kinds[p["kind"] or "unnamed"] = kinds.get(p["kind"] or "unnamed", 0) + 1
+    report = source.get("export") or {}
+    source.update(pairs_read=len(raw), pairs_used=len(pairs), pairs_by_kind=kinds, skipped=skipped,
+                  tool_errors_left_out=report.get("tool_errors") if source["type"] == "database" else None,
+                  feedback_ids=fids, n_feedback=len(fids), prompt=io.prompt_name)
     prepared = {"source": source, "events": refs, "pairs": pairs}
     _write_json(folder / "pairs.json", prepared)
     return prepared
@@ -481,7 +502,8 @@ def align_prefs(cfg: PrefsConfig, io: PrefsIO, command: Optional[str] = None) ->
         print(f"held-out preference accuracy {h0['preference_accuracy']:.3f} -> {h1['preference_accuracy']:.3f}, "
               f"reward margin {h0['mean_reward_margin']:.3f} -> {h1['mean_reward_margin']:.3f} ({h0['n']} pairs)")
     summary = {"run_dir": str(run), "stage": "prefs", "step": step, "pairs": len(pairs),
-               "train_pairs": len(train_idx), "heldout_pairs": h0.get("n", 0), **metrics,
+               "train_pairs": len(train_idx), "heldout_pairs": h0.get("n", 0),
+               "feedback": {k: source.get(k) for k in ("pairs_by_kind", "tool_errors_left_out", "skipped")}, **metrics,
                **{f"heldout_{k}_{when}": evals[when]["heldout"].get(k) for when in ("before", "after")
                   for k in ("preference_accuracy", "mean_reward_margin")}}
     _write_json(run / "summary.json", summary)

@@ -22,18 +22,24 @@ torch.set_num_threads(1)
 REF = "sim:nu:seed=5:voxel=0.6:index={}"
 
 
-def _answer(i: int, length: float) -> dict:
-    """An agent answer as JSON with a typed claim table and one tool call (as agent.Answer dumps)."""
+def _prompt(i: int, measured: float) -> str:
+    return f"Observations:\nreconstruct: muon {measured:.1f} cm\nQuestion: How long is the muon? (event {i})"
+
+
+def _answer(i: int, said: float, measured: float) -> dict:
+    """An answer of the VLM brain as JSON (as agent.Answer dumps): a typed claim of the tool's
+    measurement, the VLM's own text (which says ``said`` cm) with the prompt it wrote it from."""
     ref = REF.format(i)
-    return {"question": "How long is the muon?", "event": ref, "brain": "rules", "thread_id": None,
-            "text": f"This is a nu_mu CC event. The longest track is a muon of {length} cm.",
-            "claims": [{"claim": {"kind": "event_class", "subject": "event", "value": "numu_cc"},
-                        "verdict": "supported"},
-                       {"claim": {"kind": "track_length", "subject": "muon", "value": length, "unit": "cm",
+    text = f"The muon track is {said:g} cm long."
+    return {"question": "How long is the muon?", "event": ref, "brain": "vlm", "thread_id": None,
+            "text": f"The longest track is a muon of {measured} cm. The VLM explains: {text}",
+            "claims": [{"claim": {"kind": "track_length", "subject": "muon", "value": measured, "unit": "cm",
                                   "qualifier": "longest"}, "verdict": "supported", "tool": "reconstruct"}],
             "steps": [{"index": 1, "node": "observe", "call": {
                 "tool": "reconstruct", "arguments": {"event": ref}, "ok": True, "purpose": "action", "event": ref,
-                "output": {"particles": [{"type": "muon", "length_cm": length}]}}}]}
+                "output": {"particles": [{"type": "muon", "length_cm": measured}]}}},
+                {"index": 2, "node": "compose", "text": text,
+                 "free_text": {"text": text, "author": "vlm", "prompt": _prompt(i, measured)}}]}
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +62,21 @@ def vlm_dir(tmp_path_factory, smollm2_dir):
 
 @pytest.fixture(scope="module")
 def feedback_db(tmp_path_factory):
-    """Six answers on three events, each corrected (52 cm where it said something else), and one
-    answer about an event that cannot be loaded."""
+    """Six answers on three events whose VLM text mis-copies the measured length (52 + i cm),
+    each corrected to it (model errors); one about an event that cannot be loaded; one whose
+    tool measurement was wrong (a tool error: no pair)."""
     path = tmp_path_factory.mktemp("fb") / "feedback.sqlite"
     store = FeedbackStore(path)
-    for i, length in enumerate([45.3, 61.0, 12.5, 30.2, 70.7, 8.8]):
-        aid = store.record_answer(_answer(i % 3, length))
+    for i, said in enumerate([25.3, 61.0, 12.5, 30.2, 70.7, 8.8]):
+        aid = store.record_answer(_answer(i % 3, said, 52.0 + i))
         store.add({"answer_id": aid, "verdict": "down", "author": "kt",
-                   "corrections": [{"claim": 1, "value": 52 + i, "unit": "cm"}]})
-    bad = _answer(0, 40.0) | {"event": "event:deadbeef"}
+                   "corrections": [{"claim": 0, "of": "first_draft", "value": 52 + i, "unit": "cm"}]})
+    bad = _answer(0, 40.0, 10.0) | {"event": "event:deadbeef"}
     store.add({"answer_id": store.record_answer(bad), "verdict": "down",
-               "corrections": [{"claim": 1, "value": 10, "unit": "cm"}]})
+               "corrections": [{"claim": 0, "of": "first_draft", "value": 10, "unit": "cm"}]})
+    faithful = _answer(1, 30.0, 30.0)
+    store.add({"answer_id": store.record_answer(faithful), "verdict": "down",
+               "corrections": [{"claim": 0, "value": 44, "unit": "cm"}]})
     store.close()
     return path
 
@@ -125,17 +135,17 @@ def test_split_holds_out_whole_answers_independent_of_order():
     assert split_by_answer(["a"], 0.5, seed=0) == set() and split_by_answer(ids, 0.0, seed=0) == set()
 
 
-def test_dpo_export_lines_carry_the_event_and_tool_outputs(feedback_db, tmp_path):
+def test_dpo_export_lines_are_the_models_own_text_with_its_prompt(feedback_db, tmp_path):
     store = FeedbackStore(feedback_db)
     try:
-        export(store, tmp_path / "p.jsonl", fmt="dpo")
+        rep = export(store, tmp_path / "p.jsonl", fmt="dpo")
     finally:
         store.close()
     pairs = read_pairs(tmp_path / "p.jsonl")
-    assert len(pairs) == 7
+    assert len(pairs) == 7 and rep.tool_errors == 1 and {p["kind"] for p in pairs} == {"model_correction"}
     assert pairs[0]["event"] == REF.format(0) and pairs[0]["question"] == "How long is the muon?"
-    assert pairs[0]["tools"][0]["output"]["particles"][0]["length_cm"] == 45.3
-    assert "52.0 cm" in pairs[0]["chosen"] and "45.3 cm" in pairs[0]["rejected"]
+    assert pairs[0]["prompt"] == _prompt(0, 52.0) and "tools" not in pairs[0]
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("The muon track is 52.0 cm long.", "The muon track is 25.3 cm long.")
 
 
 # ============================================================================ training
@@ -144,9 +154,13 @@ def test_two_steps_from_a_feedback_database_write_the_manifest_and_eval(vlm_dir,
     run = tmp_path / "run"
     summary = align_prefs(_cfg(run, feedback_db, vlm_dir), _io(events, prompts), command="larsight align --stage prefs")
     assert summary["step"] == 2 and summary["pairs"] == 6 and summary["train_pairs"] + summary["heldout_pairs"] == 6
-    assert prompts and prompts[0][1][0]["tool"] == "reconstruct"   # prompts rebuilt from the tool outputs
+    assert prompts == []                       # the stored prompts, not rebuilt from the tools
+    prepared = json.loads((run / "prepared" / "pairs.json").read_text())["pairs"]
+    assert {p["prompt"] for p in prepared} == {_prompt(i % 3, 52.0 + i) for i in range(6)}
     man = json.loads((run / "vlm" / "vlm.json").read_text())
     fb = man["feedback"]
+    assert fb["pairs_by_kind"] == {"model_correction": 6} and fb["tool_errors_left_out"] == 1
+    assert summary["feedback"]["pairs_by_kind"] == {"model_correction": 6}
     assert man["kind"] == "align-prefs" and man["beta"] == 0.1 and man["steps"] == 2 and man["has_adapter"]
     assert fb["type"] == "database" and fb["source"] == str(feedback_db.resolve())
     assert fb["n_feedback"] == 6 and len(fb["feedback_ids"]) == 6 and fb["skipped"] == {"event cannot be loaded": 1}
@@ -188,6 +202,25 @@ def test_a_dpo_file_is_named_by_its_sha256(vlm_dir, feedback_db, events, tmp_pat
     assert fb["pairs_used"] == 3 and fb["n_feedback"] == 3
 
 
+def test_whole_answer_pairs_are_skipped_and_a_pair_without_prompt_gets_one_built(vlm_dir, events, tmp_path):
+    tools = [{"tool": "reconstruct", "ok": True, "output": {"particles": [{"type": "muon", "length_cm": 52.0}]}}]
+    lines = [{"kind": "correction", "prompt": "Event: x", "chosen": "The whole answer, 52 cm.",
+              "rejected": "The whole answer, 45 cm.", "question": "q", "event": REF.format(0)},
+             {"kind": "model_correction", "chosen": "The muon track is 52 cm long.",
+              "rejected": "The muon track is 45 cm long.", "question": "How long?", "event": REF.format(1),
+              "tools": tools}]
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    prompts: list = []
+    run = tmp_path / "run"
+    align_prefs(_cfg(run, f, vlm_dir, steps=1, eval_fraction=0.0), _io(events, prompts))
+    prepared = json.loads((run / "prepared" / "pairs.json").read_text())
+    assert [p["kind"] for p in prepared["pairs"]] == ["model_correction"] and len(prompts) == 1
+    assert prepared["pairs"][0]["prompt"].startswith("How long? measured:")
+    assert prepared["source"]["skipped"] == {"whole-answer pair of an older export (not the VLM's own text; re-export)": 1}
+    assert prepared["source"]["tool_errors_left_out"] is None        # a file: the export's count is not known
+
+
 # ============================================================================ bad feedback
 def test_malformed_and_empty_feedback_are_clear_errors(vlm_dir, events, tmp_path):
     bad = tmp_path / "bad.jsonl"
@@ -223,7 +256,7 @@ def test_cli_stage_prefs_end_to_end_and_its_errors(vlm_dir, feedback_db, tmp_pat
                  "--batch-size", "1", "--run-dir", str(run), "--limit", "2"]) == 0
     man = json.loads((run / "vlm" / "vlm.json").read_text())
     assert man["kind"] == "align-prefs" and man["feedback"]["pairs_used"] == 2
-    assert man["feedback"]["prompt"].startswith("explain_prompt")
+    assert man["feedback"]["prompt"].startswith("the stored prompt")
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     capsys.readouterr()

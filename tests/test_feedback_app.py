@@ -72,14 +72,17 @@ def test_a_click_in_the_chat_stores_feedback_with_its_context(bot, event_ref, tm
 
     item = fh.store.get(2)
     assert item.verdict == "down" and item.author == "kt" and item.source == "ui"
-    assert [(c.claim, c.mark, c.value) for c in item.corrections] == [(row[0], "should_be", 3.0)]
+    assert [(c.claim, c.mark, c.value, c.blame) for c in item.corrections] == [(row[0], "should_be", 3.0, "tool")]
     a = item.answer
     assert a.event == event_ref and a.question == "How many protons are there?" and a.brain == "rules"
     assert "reconstruct" in [t["tool"] for t in a.tools] and a.tools[0]["output"]
     assert a.models["brain"] == "rules" and a.models["encoder"].startswith("encoder_tiny@")
-    pairs = tmp_path / "p.jsonl"
-    assert export(fh.store, pairs).pairs_by_kind == {"correction": 1}
-    assert "3 protons" in pairs.read_text()
+    # the rules brain's answer is rendered from the tools' claims: the count was the tool's error,
+    # not VLM training data (the jsonl export keeps it)
+    rep = export(fh.store, tmp_path / "p.jsonl")
+    assert rep.lines == 0 and rep.tool_errors == 1
+    export(fh.store, tmp_path / "all.jsonl", fmt="jsonl")
+    assert "3 protons" in (tmp_path / "all.jsonl").read_text()      # the corrected answer, for review
 
     # bad input in the panel: a message, nothing stored
     bad = [[r[0], r[1], r[2], "should be" if r is row else "", "3 cm" if r is row else ""] for r in claims]

@@ -15,7 +15,8 @@ def test_bench_builds_times_and_reports(tmp_path):
         counts = s.counts()
     assert sum(counts.values()) == 300 and counts["reviewed"] > 0 and counts["new"] > 0
     kinds = res["export"]["dpo"]["pairs_by_kind"]
-    assert kinds.get("correction", 0) > 100 and kinds.get("ranking", 0) > 0
+    assert kinds.get("model_correction", 0) > 50 and kinds.get("ranking", 0) > 0
+    assert res["export"]["dpo"]["tool_errors"] > 100
     assert res["export"]["jsonl"]["lines"] == 300
     assert {"list (50 newest)", "export dpo (all items)", "export jsonl (all items)"} <= set(res["timings"])
     assert any("ix_feedback_status_id" in plan for name, plan in res["plans"] if name == "list --status")

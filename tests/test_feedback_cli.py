@@ -8,7 +8,7 @@ from larsight.agent.feedback import FeedbackStore
 from larsight.ui.cli import main
 from larsight.ui.cli_args import EXIT_BAD_INPUT, EXIT_USAGE
 
-from test_feedback_store import _answer
+from test_feedback_store import PROMPT, _answer, _vlm_answer
 
 
 @pytest.fixture
@@ -27,8 +27,10 @@ def _one_line_error(capsys) -> str:
 
 def test_add_list_show_mark_export(db, tmp_path, capsys):
     review = tmp_path / "review.jsonl"
-    items = [{"answer": _answer(), "verdict": "down", "comment": "the muon exits at 52 cm",
-              "corrections": [{"claim": 1, "mark": "should_be", "value": 52, "unit": "cm"}]},
+    # the tool measured 182 cm (the truth: 52 cm, the muon exits); the VLM's first draft said 140 cm
+    items = [{"answer": _vlm_answer(140.0), "verdict": "down", "comment": "the muon exits at 52 cm",
+              "corrections": [{"claim": 0, "mark": "should_be", "value": 52, "unit": "cm"},
+                              {"claim": 0, "of": "first_draft", "value": 182, "unit": "cm"}]},
              {"answer": _answer(question="Where is the vertex?"), "verdict": "up", "author": "ms"}]
     review.write_text("\n".join(json.dumps(x) for x in items) + "\n")
     assert main(["feedback", "add", str(review), "--author", "kt"]) == 0
@@ -42,7 +44,9 @@ def test_add_list_show_mark_export(db, tmp_path, capsys):
 
     assert main(["feedback", "show", "1"]) == 0
     out = capsys.readouterr().out
-    assert "Q: How long is the muon?" in out and "reconstruct(" in out and "<- expert: should_be 52.0 cm" in out
+    assert "Q: How long is the muon?" in out and "reconstruct(" in out
+    assert "<- expert: should_be 52.0 cm [tool error]" in out and "<- expert: should_be 182.0 cm [model error]" in out
+    assert "first draft (vlm): The muon track is 140 cm long" in out
 
     assert main(["feedback", "mark", "1", "--status", "reviewed"]) == 0
     assert main(["feedback", "list", "--status", "reviewed", "--json"]) == 0
@@ -51,9 +55,11 @@ def test_add_list_show_mark_export(db, tmp_path, capsys):
 
     out_file = tmp_path / "prefs.jsonl"
     assert main(["feedback", "export", "--format", "dpo", "--out", str(out_file), "--mark-exported"]) == 0
-    assert "wrote 1 pair(s) (1 correction)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote 1 pair(s) (1 model_correction)" in out and "1 correction(s) of tool errors" in out
     pair = json.loads(out_file.read_text().splitlines()[0])
-    assert "52.0 cm" in pair["chosen"] and "45.3 cm" in pair["rejected"] and "How long" in pair["prompt"]
+    assert "182 cm" in pair["chosen"] and "140 cm" in pair["rejected"] and pair["prompt"] == PROMPT.format(
+        q="How long is the muon?")
     with FeedbackStore(db) as s:
         assert (s.get(1).status, s.get(2).status) == ("exported", "new")   # 2 gave no pair: not exported
 

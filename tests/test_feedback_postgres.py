@@ -16,7 +16,7 @@ import pytest
 
 from larsight.agent.feedback import FeedbackInputError, FeedbackStore, export
 
-from test_feedback_store import _answer
+from test_feedback_store import _vlm_answer
 
 PORT = 54329
 
@@ -63,16 +63,18 @@ def _writer(url, aid, worker, n):
 def test_the_store_on_postgresql(pg_url, tmp_path):
     with FeedbackStore(pg_url) as s:
         assert s.where.startswith("postgresql+psycopg://larsight@")
-        a1, a2 = s.record_answer(_answer()), s.record_answer(_answer(length=60.0))
+        a1, a2 = s.record_answer(_vlm_answer(140.0)), s.record_answer(_vlm_answer(182.0))
         fid = s.add({"answer_id": a1, "verdict": "down", "author": "kt",
-                     "corrections": [{"claim": 1, "value": 0.52, "unit": "m"}]})
+                     "corrections": [{"claim": 0, "of": "first_draft", "value": 1.82, "unit": "m"},
+                                     {"claim": 0, "value": 52, "unit": "cm"}]})
         s.add({"answer_id": a2, "better_than": a1})
         with pytest.raises(FeedbackInputError, match="is a length"):
             s.add({"answer_id": a1, "corrections": [{"claim": 1, "value": 3, "unit": "MeV"}]})
         with pytest.raises(FeedbackInputError, match="item 2: no answer"):
             s.add_many([{"answer_id": a1, "verdict": "up"}, {"answer_id": "gone", "verdict": "up"}])
         item = s.get(fid)
-        assert item.corrections[0].value == pytest.approx(52.0) and item.answer.tools[0]["tool"] == "reconstruct"
+        assert item.corrections[0].value == pytest.approx(182.0) and item.answer.tools[0]["tool"] == "reconstruct"
+        assert [c.blame for c in item.corrections] == ["model", "tool"] and item.answer.first_draft.prompt
         assert [r.id for r in s.list()] == [fid + 1, fid]
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_writer, args=(pg_url, a1, w, 10)) for w in range(2)]
@@ -84,9 +86,10 @@ def test_the_store_on_postgresql(pg_url, tmp_path):
     with FeedbackStore(pg_url) as s:                   # "the app restarts"
         assert s.counts()["new"] == 22
         rep = export(s, tmp_path / "p.jsonl", fmt="dpo")
-        assert rep.pairs_by_kind == {"correction": 1, "ranking": 1}
+        assert rep.pairs_by_kind == {"model_correction": 1, "ranking": 1} and rep.tool_errors == 1
         pair = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
-        assert "52.0 cm" in pair["chosen"] and "45.3 cm" in pair["rejected"]
+        assert "182 cm" in pair["chosen"] and "140 cm" in pair["rejected"]
         rep = export(s, tmp_path / "all.jsonl", fmt="jsonl")
         lines = [json.loads(x) for x in (tmp_path / "all.jsonl").read_text().splitlines()]
-        assert rep.lines == 22 and lines[0]["answer"]["tools"][0]["output"]["particles"][0]["length_cm"] == 45.3
+        assert rep.lines == 22 and lines[0]["answer"]["tools"][0]["output"]["particles"][0]["length_cm"] == 182.0
+        assert lines[0]["feedback"]["corrections"][1]["blame"] == "tool"

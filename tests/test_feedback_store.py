@@ -28,6 +28,37 @@ def _answer(question="How long is the muon?", length=45.3, event="sim:nu:seed=0:
                 "output": {"particles": [{"type": "muon", "length_cm": length}]}}}]}
 
 
+PROMPT = "Observations:\nreconstruct: muon track 182.0 cm, 1 proton\nQuestion: {q}\nExplain from the observations."
+
+
+def _vlm_answer(said=140.0, question="How long is the muon?", measured=182.0, revised=None,
+                event="sim:nu:seed=0:voxel=0.6:index=1"):
+    """An answer of the VLM brain as JSON: a typed claim from the tool (the muon's measured length)
+    and the model's own text (its first draft says ``said`` cm; ``revised``: the final draft's
+    text, else the same), with the prompt it wrote it from."""
+    first = f"The muon track is {said:g} cm long, a MIP-like track from the vertex."
+    final = revised or first
+    steps = [{"index": 1, "node": "observe", "call": {
+                 "tool": "reconstruct", "arguments": {"event": event}, "ok": True, "purpose": "action", "event": event,
+                 "output": {"particles": [{"type": "muon", "length_cm": measured}, {"type": "proton", "length_cm": 4.0}]}}},
+             {"index": 2, "node": "compose", "text": f"The muon is {measured} cm long. The VLM explains: {first}",
+              "free_text": {"text": first, "author": "vlm", "label": "The VLM explains:",
+                            "prompt": PROMPT.format(q=question)}}]
+    if revised:
+        steps.append({"index": 4, "node": "compose", "text": f"The muon is {measured} cm long. {final}",
+                      "free_text": {"text": final, "author": "vlm", "prompt": PROMPT.format(q=question)}})
+    final_said = said if not revised else measured
+    return {"question": question, "event": event, "brain": "vlm", "thread_id": None,
+            "text": f"The longest track is a muon of {measured} cm. The VLM explains: {final}",
+            "claims": [{"claim": {"kind": "track_length", "subject": "muon", "value": measured, "unit": "cm",
+                                  "qualifier": "longest", "tool": "reconstruct"}, "verdict": "supported",
+                        "tool": "reconstruct"},
+                       {"claim": {"kind": "track_length", "subject": "muon", "value": final_said, "unit": "cm",
+                                  "source": "text", "text": f"muon track is {final_said:g} cm", "start": 4},
+                        "verdict": "supported" if final_said == measured else "contradicted", "tool": "reconstruct"}],
+            "steps": steps}
+
+
 @pytest.fixture
 def store(tmp_path):
     s = FeedbackStore(tmp_path / "feedback.sqlite")
@@ -225,9 +256,10 @@ def test_notebook_forms_of_corrections():
 
 
 def test_export_dpo_pairs_of_every_kind_and_jsonl(store, tmp_path):
-    a1, a2 = store.record_answer(_answer()), store.record_answer(_answer(length=60.0))
-    a3 = store.record_answer(_answer(question="Where is the vertex?"))
-    f_fix = store.add({"answer_id": a1, "verdict": "down", "corrections": [{"claim": 1, "value": 52, "unit": "cm"}]})
+    a1, a2 = store.record_answer(_vlm_answer(140.0)), store.record_answer(_vlm_answer(182.0))
+    a3 = store.record_answer(_vlm_answer(150.0, question="Where is the vertex?"))
+    f_fix = store.add({"answer_id": a1, "verdict": "down",
+                       "corrections": [{"claim": 0, "of": "first_draft", "value": 182, "unit": "cm"}]})
     f_rank = store.add({"answer_id": a2, "better_than": a1, "author": "kt"})
     f_up = store.add({"answer_id": a2, "verdict": "up"})
     f_down = store.add({"answer_id": a1, "verdict": "down"})
@@ -235,20 +267,118 @@ def test_export_dpo_pairs_of_every_kind_and_jsonl(store, tmp_path):
     f_comment = store.add({"answer_id": a3, "comment": "fine"})
     rep = export(store, tmp_path / "p.jsonl", fmt="dpo", mark_exported=True)
     pairs = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert rep.pairs_by_kind == {"correction": 1, "ranking": 1, "verdict": 1} and rep.lines == 3 == len(pairs)
+    assert rep.pairs_by_kind == {"model_correction": 1, "ranking": 1, "verdict": 1} and rep.lines == 3 == len(pairs)
     by = {p["kind"]: p for p in pairs}
-    assert "52.0 cm" in by["correction"]["chosen"] and "45.3 cm" in by["correction"]["rejected"]
-    assert "Question: How long is the muon?" in by["correction"]["prompt"] and "Tool reconstruct" in by["correction"]["prompt"]
-    assert "60.0 cm" in by["ranking"]["chosen"] and "45.3 cm" in by["ranking"]["rejected"]
+    assert by["model_correction"]["chosen"].startswith("The muon track is 182 cm long")
+    assert by["model_correction"]["rejected"].startswith("The muon track is 140 cm long")
+    assert by["model_correction"]["prompt"] == PROMPT.format(q="How long is the muon?")
+    assert "182 cm" in by["ranking"]["chosen"] and "140 cm" in by["ranking"]["rejected"]
     assert (by["verdict"]["feedback_id"], by["verdict"]["rejected_feedback_id"]) == (f_up, f_down)
-    assert sum(rep.skipped.values()) == 2
+    assert all("tools" not in p and "The VLM explains" not in p["chosen"] + p["rejected"] for p in pairs)
+    assert sum(rep.skipped.values()) == 2 and rep.tool_errors == 0
     status = {i: store.get(i).status for i in (f_fix, f_rank, f_up, f_down, f_lone, f_comment)}
     assert [status[i] for i in (f_fix, f_rank, f_up, f_down)] == ["exported"] * 4
     assert status[f_lone] == status[f_comment] == "new" and rep.marked == 4
     rep = export(store, tmp_path / "all.jsonl", fmt="jsonl", status="new")
     lines = [json.loads(x) for x in (tmp_path / "all.jsonl").read_text().splitlines()]
     assert rep.lines == 2 and [x["feedback"]["id"] for x in lines] == [f_lone, f_comment]
-    assert lines[0]["answer"]["tools"][0]["tool"] == "reconstruct" and lines[0]["answer"]["claims"][1]["claim"]["value"] == 45.3
+    assert lines[0]["answer"]["tools"][0]["tool"] == "reconstruct" and lines[0]["answer"]["claims"][0]["claim"]["value"] == 182.0
+    assert lines[0]["answer"]["model_texts"][0]["prompt"] == PROMPT.format(q="Where is the vertex?")
+
+
+def test_a_miscopied_length_in_the_models_text_is_a_model_error_and_a_dpo_pair(store, tmp_path):
+    """Observations: muon 182 cm; the VLM's text says 140 cm. Corrected through the answer's claim
+    table or the first draft's: blame 'model', and a pair of the model's own text."""
+    aid = store.record_answer(_vlm_answer(140.0))
+    rec = store.answer(aid)
+    assert [m.text for m in rec.model_texts] == ["The muon track is 140 cm long, a MIP-like track from the vertex."]
+    first = rec.model_texts[0].claims
+    row = next(i for i, c in enumerate(first) if c["claim"]["kind"] == "track_length")
+    assert first[row]["verdict"] == "contradicted" and first[row]["evidence"]["length_cm"] == 182.0
+    f1 = store.add({"answer_id": aid, "verdict": "down", "author": "kt",
+                    "corrections": [{"claim": row, "of": "first_draft", "value": 1.82, "unit": "m"}]})
+    f2 = store.add({"answer_id": aid, "corrections": [{"claim": 1, "value": 182, "unit": "cm"}]})   # the text's claim
+    assert [c.blame for c in store.get(f1).corrections] == ["model"] == [c.blame for c in store.get(f2).corrections]
+    assert store.get(f1).corrections[0].observed == "supported"
+    # an expert value the observations contradict too (the tool was off as well): no pair
+    f3 = store.add({"answer_id": aid, "corrections": [{"claim": row, "of": "first_draft", "value": 100, "unit": "cm"}]})
+    assert [(c.blame, c.observed) for c in store.get(f3).corrections] == [("model", "contradicted")]
+    rep = export(store, tmp_path / "p.jsonl", fmt="dpo")
+    pairs = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert rep.pairs_by_kind == {"model_correction": 2} and rep.tool_errors == 0 and sum(rep.skipped.values()) == 1
+    for p in pairs:
+        assert p["chosen"] == "The muon track is 182 cm long, a MIP-like track from the vertex."
+        assert p["rejected"] == rec.model_texts[0].text and p["prompt"] == rec.model_texts[0].prompt
+        assert p["event"] == rec.event and p["question"] == "How long is the muon?"
+
+
+def test_a_wrong_measurement_faithfully_copied_is_a_tool_error_and_no_pair(store, tmp_path):
+    """The typed claim (182 cm, supported by the observations) and the model's faithful copy of it
+    are both corrected to the truth: the tool was off; the VLM has nothing to learn."""
+    aid = store.record_answer(_vlm_answer(182.0))
+    fid = store.add({"answer_id": aid, "verdict": "down", "corrections": [
+        {"claim": 0, "value": 150, "unit": "cm"}, {"claim": 0, "of": "first_draft", "value": 150, "unit": "cm"}]})
+    assert [c.blame for c in store.get(fid).corrections] == ["tool", "tool"]
+    rep = export(store, tmp_path / "p.jsonl", fmt="dpo")
+    assert rep.lines == 0 and rep.pairs_by_kind == {} and rep.tool_errors == 2
+    assert rep.skipped == {"corrections of tool errors only (kept in the jsonl export)": 1}
+    export(store, tmp_path / "all.jsonl", fmt="jsonl")
+    line = json.loads((tmp_path / "all.jsonl").read_text())
+    assert [c["blame"] for c in line["feedback"]["corrections"]] == ["tool", "tool"]
+    # a mark 'right' has no blame; an answer without model text has no first draft to correct
+    assert store.get(store.add({"answer_id": aid, "corrections": [{"claim": 1, "mark": "right"}]})).corrections[0].blame is None
+    plain = store.record_answer(_answer())
+    with pytest.raises(FeedbackInputError, match="no text of a language model"):
+        store.add({"answer_id": plain, "corrections": [{"claim": 0, "of": "first_draft", "mark": "wrong"}]})
+
+
+def test_an_error_fixed_by_the_revision_still_teaches_the_first_draft(store, tmp_path):
+    aid = store.record_answer(_vlm_answer(140.0, revised="The muon track is 182 cm long, a MIP-like track."))
+    rec = store.answer(aid)
+    assert len(rec.model_texts) == 2 and rec.first_draft.text != rec.model_texts[-1].text
+    store.add({"answer_id": aid, "corrections": [{"claim": 0, "of": "first_draft", "value": 182, "unit": "cm"}]})
+    rep = export(store, tmp_path / "p.jsonl", fmt="dpo")
+    pair = json.loads((tmp_path / "p.jsonl").read_text())
+    assert rep.pairs_by_kind == {"model_correction": 1} and "140 cm" in pair["rejected"] and "182 cm" in pair["chosen"]
+
+
+OLD_SCHEMA = ("""CREATE TABLE answers (id VARCHAR(32) NOT NULL PRIMARY KEY, created DATETIME, event TEXT,
+    question TEXT, text TEXT, prompt TEXT, claims_json TEXT, event_class VARCHAR(16), probabilities_json TEXT,
+    brain VARCHAR(64), thread_id VARCHAR(200), models_json TEXT, latency_s FLOAT, tools_json TEXT)""",
+              """CREATE TABLE feedback (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    answer_id VARCHAR(32) REFERENCES answers(id), verdict VARCHAR(8), corrections_json TEXT, chosen TEXT,
+    comment TEXT, author VARCHAR(200), better_than VARCHAR(32) REFERENCES answers(id), status VARCHAR(20),
+    source VARCHAR(20), created DATETIME, updated DATETIME)""",
+              "CREATE TABLE larsight_feedback_meta (key VARCHAR(64) NOT NULL PRIMARY KEY, value TEXT)")
+
+
+def test_a_database_of_the_previous_schema_opens_and_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    for sql in OLD_SCHEMA:
+        con.execute(sql)
+    claims = json.dumps(_answer()["claims"])
+    con.execute("INSERT INTO answers VALUES ('abc', '2026-01-01 10:00:00', 'sim:x', 'How long is the muon?', "
+                "'The muon is 45.3 cm.', 'Question: How long', ?, NULL, '{}', 'rules', NULL, '{}', NULL, '[]')", (claims,))
+    con.execute("INSERT INTO feedback (answer_id, verdict, corrections_json, comment, author, status, source, created, "
+                "updated) VALUES ('abc', 'down', '[{\"claim\": 1, \"mark\": \"wrong\"}]', 'old', 'kt', 'new', 'api', "
+                "'2026-01-01 10:00:00', '2026-01-01 10:00:00')")
+    con.commit()
+    con.close()
+    with pytest.raises(FeedbackDatabaseError, match="older larsight.*writable to upgrade"):
+        FeedbackStore(path, read_only=True)
+    with FeedbackStore(path) as s:
+        old = s.get(1)
+        assert old.comment == "old" and old.corrections[0].blame is None and old.answer.model_texts == []
+        aid = s.record_answer(_vlm_answer(140.0))
+        s.add({"answer_id": aid, "corrections": [{"claim": 0, "of": "first_draft", "value": 182, "unit": "cm"}]})
+        s.add({"answer_id": "abc", "verdict": "up"})
+        rep = export(s, tmp_path / "p.jsonl", fmt="dpo")
+        assert rep.pairs_by_kind == {"model_correction": 1} and len(s.list()) == 3
+    cols = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(answers)")}
+    assert {"model_texts_json", "draft_text", "draft_prompt"} <= cols
+    with FeedbackStore(path, read_only=True) as ro:      # upgraded: opens read-only now
+        assert ro.get(1).comment == "old"
 
 
 def test_a_failed_export_leaves_the_earlier_file_intact(store, tmp_path, monkeypatch):
@@ -273,8 +403,9 @@ def test_a_failed_export_leaves_the_earlier_file_intact(store, tmp_path, monkeyp
 
 def test_the_python_export_path_writes_what_the_database_path_writes(store, tmp_path, monkeypatch):
     # databases without json_object / json_build_object get their lines built in Python
-    a1, a2 = store.record_answer(_answer()), store.record_answer(_answer(length=60.0))
-    store.add({"answer_id": a1, "verdict": "down", "comment": "é ✓", "corrections": [{"claim": 2, "value": 4}]})
+    a1, a2 = store.record_answer(_vlm_answer(140.0)), store.record_answer(_vlm_answer(182.0))
+    store.add({"answer_id": a1, "verdict": "down", "comment": "é ✓",
+               "corrections": [{"claim": 0, "of": "first_draft", "value": 182, "unit": "cm"}]})
     store.add({"answer_id": a2, "better_than": a1})
     store.add({"answer_id": a1, "comment": "nothing to pair"})
     ex = importlib.import_module("larsight.agent.feedback.export")
@@ -287,4 +418,4 @@ def test_the_python_export_path_writes_what_the_database_path_writes(store, tmp_
     for fmt in ("dpo", "jsonl"):
         assert out["sql", fmt] == out["python", fmt] and out["sql", fmt]
     assert out["sql", "jsonl"][0]["feedback"]["comment"] == "é ✓"
-    assert [p["kind"] for p in out["sql", "dpo"]] == ["correction", "ranking"]
+    assert [p["kind"] for p in out["sql", "dpo"]] == ["model_correction", "ranking"]

@@ -6,7 +6,11 @@ import math
 
 import pytest
 
-from larsight.agent import Agent
+import json
+
+from larsight.agent import Agent, Decision, RulesBrain
+from larsight.agent.context import Context, revision
+from larsight.agent.render import FreeText
 from larsight.agent.claims import Claim
 from larsight.agent.feedback import FeedbackStore, export
 from larsight.agent.validate import Check
@@ -15,7 +19,7 @@ from larsight.evals.simulated_expert import (HELDOUT_SEEDS, LENGTH_TOL_CM, TRAIN
 from larsight.events.vocabulary import event_facts
 from larsight.tools.event_keys import parse_event_ref
 
-from helpers.agent import FAKES, VERTEX
+from helpers.agent import FAKES, VERTEX, fake_reco
 
 SPEC = f"sim:nu:seed={TRAIN_SEED}:voxel=0.6"
 
@@ -96,7 +100,8 @@ def test_two_events_with_the_rules_brain_store_feedback_that_equals_the_truth(tm
     assert rep.events == 2 and rep.asked == 8 and len(rep.feedback_ids) == 8
     assert rep.up + rep.down + rep.no_judged_claim == 8 and rep.down >= 1
     assert rep.claims_wrong.get("vertex") == 1          # the fake vertex is far from any true one
-    assert rep.wrong_from_text == 0                     # the rules brain states only measurements
+    assert rep.wrong_from_text == 0 == rep.model_errors  # the rules brain states only measurements
+    assert rep.tool_errors == sum(len(c) for c in [store_corrections(db, rep.feedback_ids)]) >= 1
     store = FeedbackStore(db)
     try:
         items = [store.get(i) for i in rep.feedback_ids]
@@ -112,11 +117,76 @@ def test_two_events_with_the_rules_brain_store_feedback_that_equals_the_truth(tm
         again = run_simulated_expert(SPEC, 2, 4, db=db, agent=agent, progress=False)
         assert again.asked == 0 and again.already_marked == 8
         assert len(store.list(author="sim-expert", limit=None)) == 8
-        # the corrections become DPO pairs
+        # the tools' errors are no VLM training data: no DPO pair, counted
         rep_x = export(store, tmp_path / "p.jsonl", fmt="dpo")
-        assert rep_x.pairs_by_kind.get("correction", 0) >= 1
+        assert rep_x.lines == 0 and rep_x.tool_errors == rep.tool_errors
     finally:
         store.close()
+
+
+def store_corrections(db, ids):
+    with FeedbackStore(db) as store:
+        return [c for i in ids for c in store.get(i).corrections]
+
+
+class MisCopyingVLM(RulesBrain):
+    """The rules brain's answers plus a model's own text that says the muon is 1.40 m long (the
+    fake tool measured 40 cm), revised when the validator sends it back."""
+
+    name = "vlm-miscopy"
+
+    def decide(self, ctx: Context) -> Decision:
+        if ctx.feedback:
+            return revision(ctx)
+        d = super().decide(ctx)
+        if d.action != "answer" or not d.grounded or d.composition is None:
+            return d
+        free = FreeText(text="The muon track is 1.40 m long.", label="The VLM explains:", author="vlm",
+                        prompt=f"Observations: muon 40.0 cm\nQuestion: {ctx.question}")
+        return d.model_copy(update={"composition": d.composition.model_copy(update={"free": free})})
+
+
+def _miscopying_run(tmp_path, tools):
+    db = tmp_path / "fb.sqlite"
+    agent = Agent(MisCopyingVLM(), tools=tools, run_dir=tmp_path / "agent")
+    rep = run_simulated_expert(SPEC, 1, 2, db=db, agent=agent, progress=False)
+    corrections = store_corrections(db, rep.feedback_ids)
+    first = [c for c in corrections if c.of == "first_draft"]
+    assert first and all(c.blame == "model" for c in first if c.mark != "right")
+    assert rep.model_errors == sum(c.blame == "model" for c in corrections) >= 1
+    assert rep.tool_errors == sum(c.blame == "tool" for c in corrections)
+    assert "model error(s)" in "\n".join(rep.lines())
+    with FeedbackStore(db) as store:
+        rx = export(store, tmp_path / "p.jsonl", fmt="dpo")
+    pairs = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    return rep, first, rx, pairs
+
+
+def test_the_first_draft_is_judged_and_its_errors_blamed_on_the_model(tmp_path):
+    """The tool measured the muon right (the truth's length); the model's text said 1.40 m: a
+    model error, and a pair whose chosen text states the truth in the unit the model wrote."""
+    truth = _truth_of(next(sim_events(SPEC, 1))[0])
+    muon = max(p.length_cm for p in truth.of_type("muon"))
+
+    def reco(ev):
+        out = fake_reco(ev)
+        out["particles"][0]["length_cm"] = muon
+        return out
+    rep, first, rx, pairs = _miscopying_run(tmp_path, dict(FAKES, reconstruct=reco))
+    assert {c.observed for c in first if c.value is not None} == {"supported"}
+    assert rx.pairs_by_kind.get("model_correction", 0) == len(pairs) >= 1
+    for p in pairs:
+        assert p["rejected"] == "The muon track is 1.40 m long." and p["prompt"].startswith("Observations: muon 40.0")
+        assert p["chosen"] == f"The muon track is {muon / 100:.2f} m long."
+
+
+def test_a_model_error_on_a_wrong_measurement_makes_no_pair(tmp_path):
+    """The tool's 40 cm is off the truth AND the model mis-copied it: the expert's true value is
+    not in the observations, so a pair would teach the VLM to contradict its evidence."""
+    rep, first, rx, pairs = _miscopying_run(tmp_path, FAKES)
+    assert {c.observed for c in first if c.value is not None} == {"contradicted"}
+    assert pairs == [] and rx.tool_errors == rep.tool_errors >= 1
+    assert any("the observations contradict the expert's value" in k for k in rx.skipped)
 
 
 def test_held_out_seeds_and_bad_specs_are_refused(capsys, tmp_path):

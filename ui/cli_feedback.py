@@ -141,21 +141,31 @@ def _show_text(item) -> str:
              "models: " + (", ".join(f"{k} {v}" for k, v in a.models.items()) or "-"),
              f"Q: {a.question}", f"A: {a.text}", "tools: " + (", ".join(
                  f"{t.get('tool')}({json.dumps(t.get('arguments') or {}, default=str)})" for t in a.tools) or "none")]
-    fixes = {c.claim: c for c in item.corrections}
     lines.append("claims:")
-    for i, chk in enumerate(a.claims):
-        c = chk.get("claim", chk)
-        fix = fixes.get(i)
-        mark = "" if fix is None else f"  <- expert: {fix.mark}" + (
-            f" {fix.label}" if fix.label else f" {fix.value} {fix.unit or ''}".rstrip() if fix.value is not None else "")
-        value = c.get("value") if c.get("value") is not None else c.get("label") or c.get("vector")
-        lines.append(f"  [{i}] {c.get('kind')} {c.get('subject') or c.get('particle') or ''} {value if value is not None else ''}"
-                     f" {c.get('unit') or ''} ({chk.get('verdict', '?')}){mark}")
+    lines += _claim_lines(a.claims, {c.claim: c for c in item.corrections if c.of == "answer"})
+    if a.first_draft is not None:
+        lines.append(f"first draft ({a.first_draft.author}): {a.first_draft.text}")
+        lines += _claim_lines(a.first_draft.claims, {c.claim: c for c in item.corrections if c.of == "first_draft"})
     if item.better_than:
         lines.append(f"ranked better than answer {item.better_than}")
     if item.comment:
         lines.append(f"comment: {item.comment}")
     return "\n".join(lines)
+
+
+def _claim_lines(claims: list[dict], fixes: dict) -> list[str]:
+    """A claim table with the expert's marks (and whom each correction blames)."""
+    lines = []
+    for i, chk in enumerate(claims):
+        c = chk.get("claim", chk)
+        fix = fixes.get(i)
+        mark = "" if fix is None else f"  <- expert: {fix.mark}" + (
+            f" {fix.label}" if fix.label else f" {fix.value} {fix.unit or ''}".rstrip() if fix.value is not None else "") \
+            + (f" [{fix.blame} error]" if fix.blame else "")
+        value = c.get("value") if c.get("value") is not None else c.get("label") or c.get("vector")
+        lines.append(f"  [{i}] {c.get('kind')} {c.get('subject') or c.get('particle') or ''} {value if value is not None else ''}"
+                     f" {c.get('unit') or ''} ({chk.get('verdict', '?')}){mark}")
+    return lines
 
 
 @_bad_input
@@ -187,6 +197,8 @@ def cmd_feedback_export(args) -> int:
           + (f"; {rep.marked} marked exported" if rep.marked else ""))
     for reason, n in rep.skipped.items():
         print(f"  skipped {n}: {reason}")
+    if rep.tool_errors:
+        print(f"  {rep.tool_errors} correction(s) of tool errors: not VLM training data (in the jsonl export)")
     return 0
 
 

@@ -1,10 +1,11 @@
 """``larsight align --stage prefs``: DPO on the VLM's adapters from expert feedback.
 
 The training itself is ``qformer.align_prefs`` (the qformer layer); this wires in what belongs to
-the higher layers: the agent's event references (``agent.toolset.resolve``), the feedback database
-(``agent.feedback``: exported to DPO pairs inside the run folder) and the explanation prompt
-rebuilt from the stored answer's tool outputs (``qformer.corpus.explain_schema.explain_prompt``
-over ``agent.evidence.Evidence``; while that module is absent, the pair's stored prompt).
+the higher layers: the agent's event references (``agent.toolset.resolve``) and the feedback database
+(``agent.feedback``: exported to DPO pairs of the VLM's own text inside the run folder). Each pair
+carries the prompt the VLM wrote its first draft from, as stored with the answer; a pair without
+one (a hand-written file) gets it rebuilt from its ``tools``
+(``qformer.corpus.explain_schema.explain_prompt`` over ``agent.evidence.Evidence``).
 """
 from __future__ import annotations
 
@@ -39,8 +40,7 @@ def agent_io():
             store.close()
 
     return PrefsIO(load_event=resolve, build_prompt=build if explain_prompt else None, export_db=export_db,
-                   prompt_name="explain_prompt(question, Evidence of the tools)" if explain_prompt
-                   else "stored prompt (feedback prompt_text)")
+                   prompt_name="the stored prompt of the first draft (else explain_prompt of the pair's tools)")
 
 
 def cmd_align_prefs(args) -> int:
@@ -65,4 +65,8 @@ def cmd_align_prefs(args) -> int:
         raise BadInputError(str(e)) from None
     print(f"align prefs: step {summary['step']} -> {summary['run_dir']}/vlm (the --init VLM is unchanged; "
           f"compare before promoting: larsight eval compare)")
+    fb = summary.get("feedback") or {}
+    kinds = ", ".join(f"{n} {k}" for k, n in (fb.get("pairs_by_kind") or {}).items()) or "none"
+    left = fb.get("tool_errors_left_out")
+    print(f"pairs: {kinds}" + (f"; {left} tool error(s) left out (not the VLM's)" if left else ""))
     return 0

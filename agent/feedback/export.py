@@ -4,22 +4,31 @@
     report = export(FeedbackStore(), "prefs.jsonl", fmt="dpo")    # ExportReport: pairs, skipped
 
 ``dpo``: one JSON object a line, ``{"prompt", "chosen", "rejected", "kind", ...}`` (the
-``prompt`` / ``chosen`` / ``rejected`` fields TRL's DPOTrainer reads), from three sources:
+``prompt`` / ``chosen`` / ``rejected`` fields TRL's DPOTrainer reads). The pairs are the language
+model's OWN text (``AnswerRecord.model_texts``), never the whole answer: most of an answer is
+rendered by code from the tools' typed claims, and training the VLM on those words would teach it
+nothing it wrote. ``prompt`` is the prompt the model wrote its first draft from, as stored
+(``qformer.corpus.explain_schema.explain_prompt`` for the VLM). Three sources:
 
-- ``correction``: an item that marks claims wrong or gives their right value: chosen is the
-  answer rewritten from the corrected claims (``render.corrected_text``, written once when the
-  item is stored), rejected the original;
+- ``model_correction``: an item whose corrections blame the model (``models.blame_of``: its own
+  words said what the observations did not): chosen is the first-draft text with those
+  corrections applied (``feedback.model_chosen``, written once when the item is stored), rejected
+  the first draft as the model wrote it. Corrections that blame a tool (the model copied the
+  measurement faithfully; the tool was off the truth) are not VLM training data: they are counted
+  in ``ExportReport.tool_errors`` and kept in the ``jsonl`` export for the perception models;
 - ``ranking``: an item that ranks its answer better than another answer to the same question
-  (``better_than``): chosen is its answer, rejected the other;
-- ``verdict``: answers to the same question about the same event, one thumbed up and one thumbed
-  down, from items with nothing else to say (at most ``MAX_VERDICT_PAIRS`` per question).
+  (``better_than``), both with a first-draft model text from the same prompt: chosen is its
+  answer's first-draft text, rejected the other's;
+- ``verdict``: first-draft texts from one prompt, one answer thumbed up and one thumbed down,
+  from items with nothing else to say (at most ``MAX_VERDICT_PAIRS`` per question).
 
 ``jsonl``: every item, one a line: ``{"feedback": {...}, "answer": {...}}`` with the full context
-(question, event, tools with inputs and outputs, claim table, model versions, the prompt).
+(question, event, tools with inputs and outputs, claim table, model versions, the prompt, the
+model's texts with their prompts and claim tables); each correction carries its ``blame``; the
+feedback carries ``chosen`` (the whole answer as corrected, for review) and ``model_chosen``.
 
-Every ``dpo`` pair also carries what rebuilds the VLM's input for it without the database
-(``larsight align --stage prefs`` reads these files): ``event`` (the event reference), ``question``
-and ``tools`` (the chosen answer's tool calls with their outputs, as stored).
+Every ``dpo`` pair also names its ``event`` (the reference the preference stage re-loads for the
+event tokens), ``question``, ``answer_id``, ``feedback_id`` and ``author``.
 
 The lines are built by the database (SQLite's and MySQL's ``json_object``, PostgreSQL's
 ``json_build_object``; other databases: in Python), so that 100k items export in seconds
@@ -63,6 +72,8 @@ class ExportReport(BaseModel):
     lines: int = Field(0, description="lines written (pairs for dpo, items for jsonl)")
     pairs_by_kind: dict[str, int] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict, description="items that gave no pair, by reason")
+    tool_errors: int = Field(0, description="corrections that blame a tool (not VLM training data; kept in "
+                             "the jsonl export)")
     marked: int = Field(0, description="items moved to status 'exported'")
     seconds: float = 0.0
 
@@ -142,78 +153,97 @@ def _jsonl(conn, fh, status: Optional[str]) -> list[int]:
     f, a = FeedbackRow, AnswerRow
     spec = [("feedback", [("id", f.id), ("answer_id", f.answer_id), ("verdict", f.verdict),
                           ("corrections", _Raw(f.corrections_json)), ("comment", f.comment), ("author", f.author),
-                          ("better_than", f.better_than), ("status", f.status), ("source", f.source),
+                          ("better_than", f.better_than), ("chosen", f.chosen), ("model_chosen", f.model_chosen),
+                          ("status", f.status), ("source", f.source),
                           ("created", cast(f.created, String)),
                           ("updated", cast(f.updated, String))]),
             ("answer", [("id", a.id), ("created", cast(a.created, String)), ("event", a.event),
                         ("question", a.question), ("text", a.text), ("claims", _Raw(a.claims_json)),
                         ("tools", _Raw(a.tools_json)), ("event_class", a.event_class),
                         ("class_probabilities", _Raw(a.probabilities_json)), ("brain", a.brain),
-                        ("thread_id", a.thread_id), ("models", _Raw(a.models_json)), ("prompt", a.prompt)])]
+                        ("thread_id", a.thread_id), ("models", _Raw(a.models_json)), ("prompt", a.prompt),
+                        ("model_texts", _Raw(a.model_texts_json))])]
     return _write_lines(conn, fh, spec, lambda q: q.join(a, a.id == f.answer_id), _status(status))
 
 
 def _pair_spec(kind: str, chosen, rejected, extra: list) -> list:
     f, a = FeedbackRow, AnswerRow
-    return [("prompt", a.prompt), ("chosen", chosen), ("rejected", rejected), ("kind", literal_column(f"'{kind}'")),
-            ("feedback_id", f.id), ("answer_id", f.answer_id), *extra, ("event", a.event),
-            ("question", a.question), ("author", f.author), ("tools", _Raw(a.tools_json))]
+    return [("prompt", a.draft_prompt), ("chosen", chosen), ("rejected", rejected),
+            ("kind", literal_column(f"'{kind}'")), ("feedback_id", f.id), ("answer_id", f.answer_id), *extra,
+            ("event", a.event), ("question", a.question), ("author", f.author)]
 
 
-def _dpo(conn, fh, status: Optional[str]) -> tuple[dict, dict, list[int]]:
+def _occurrences(col, pattern: str):
+    """How many times ``pattern`` occurs in the text column ``col`` (portable SQL)."""
+    return (func.length(col) - func.length(func.replace(col, pattern, ""))) / len(pattern)
+
+
+TOOL_BLAME, MODEL_BLAME = '"blame": "tool"', '"blame": "model"'
+
+
+def _dpo(conn, fh, status: Optional[str]) -> tuple[dict, dict, list[int], int]:
+    """(pairs by kind, skipped items by reason, feedback ids used, tool-blamed corrections)."""
     f, a, b = FeedbackRow, AnswerRow, aliased(AnswerRow)
     st = _status(status)
     on_a = lambda q: q.join(a, a.id == f.answer_id)  # noqa: E731
     kinds, skipped = {}, {}
-    used = _write_lines(conn, fh, _pair_spec("correction", f.chosen, a.text, []), on_a, [f.chosen.is_not(None), *st])
-    kinds["correction"] = len(used)
+    used = _write_lines(conn, fh, _pair_spec("model_correction", f.model_chosen, a.draft_text, []), on_a,
+                        [f.model_chosen.is_not(None), a.draft_text.is_not(None), *st])
+    kinds["model_correction"] = len(used)
+    count = lambda *w: int(conn.execute(select(func.count()).select_from(f).join(a, a.id == f.answer_id)  # noqa: E731
+                                        .where(*w, *st)).scalar() or 0)
+    n = count(f.model_chosen.is_(None), f.corrections_json.contains(MODEL_BLAME))
+    if n:
+        skipped["model errors without a pair (made in a revision, or the observations contradict the "
+                "expert's value too: the tool was off as well)"] = n
+    tool_errors = int(conn.execute(select(func.coalesce(func.sum(_occurrences(f.corrections_json, TOOL_BLAME)), 0))
+                                   .where(*st)).scalar() or 0)
+    n = count(f.corrections_json.contains(TOOL_BLAME), f.corrections_json.not_like(f"%{MODEL_BLAME}%"))
+    if n:
+        skipped["corrections of tool errors only (kept in the jsonl export)"] = n
     both = lambda q: q.join(a, a.id == f.answer_id).join(b, b.id == f.better_than)  # noqa: E731
-    ids = _write_lines(conn, fh, _pair_spec("ranking", a.text, b.text, [("rejected_answer_id", f.better_than)]),
-                       both, [f.better_than.is_not(None), a.question == b.question, *st])
+    same = [a.draft_text.is_not(None), b.draft_text.is_not(None), a.draft_prompt == b.draft_prompt,
+            a.draft_text != b.draft_text]
+    ids = _write_lines(conn, fh, _pair_spec("ranking", a.draft_text, b.draft_text,
+                                            [("rejected_answer_id", f.better_than)]),
+                       both, [f.better_than.is_not(None), a.question == b.question, *same, *st])
     kinds["ranking"], used = len(ids), used + ids
     n_ranked = conn.execute(select(func.count()).select_from(f).where(f.better_than.is_not(None), *st)).scalar()
     if n_ranked - len(ids):
-        skipped["ranked answers to different questions"] = int(n_ranked - len(ids))
+        skipped["ranked answers without model texts from one prompt"] = int(n_ranked - len(ids))
     kinds["verdict"], lone = _verdict_pairs(conn, fh, st, used)
     if lone:
-        skipped["thumbs without an opposite verdict on the same question"] = lone
-    none = conn.execute(select(func.count()).select_from(f).where(
-        f.chosen.is_(None), f.better_than.is_(None), f.verdict.is_(None), *st)).scalar()
-    if none:
-        skipped["no correction that changes the answer, no ranking, no verdict"] = int(none)
-    return {k: v for k, v in kinds.items() if v}, skipped, used
+        skipped["thumbs without an opposite verdict on a model text from the same prompt"] = lone
+    n = count(f.corrections_json == "[]", f.better_than.is_(None), f.verdict.is_(None))
+    if n:
+        skipped["no correction, no ranking, no verdict"] = n
+    return {k: v for k, v in kinds.items() if v}, skipped, used, tool_errors
 
 
 def _verdict_pairs(conn, fh, st: list, used: list[int]) -> tuple[int, int]:
-    """Thumbs up vs thumbs down on the same question and event, from items with nothing else:
-    (pairs written, thumbs left without a pair). The database finds the questions that have
-    both; only their items come to Python."""
+    """Thumbs up vs thumbs down on first-draft model texts from the same prompt, from items with
+    nothing else: (pairs written, thumbs left without a pair). The database finds the prompts
+    that have both; only their items come to Python."""
     f, a = FeedbackRow, AnswerRow
-    thumbs = [f.chosen.is_(None), f.better_than.is_(None), f.verdict.is_not(None), *st]
+    thumbs = [f.corrections_json == "[]", f.better_than.is_(None), f.verdict.is_not(None), *st]
+    mine = [*thumbs, a.draft_text.is_not(None)]
     n_up, n_down = (func.sum(case((f.verdict == v, 1), else_=0)) for v in ("up", "down"))
-    mixed = (select(a.event, a.question).select_from(f).join(a, a.id == f.answer_id).where(*thumbs)
-             .group_by(a.event, a.question).having(and_(n_up > 0, n_down > 0)).subquery())
-    q = (select(f.id, f.answer_id, f.verdict, a.event, a.question, f.author).join(a, a.id == f.answer_id)
-         .join(mixed, and_(mixed.c.event == a.event, mixed.c.question == a.question)).where(*thumbs).order_by(f.id))
-    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: {"up": [], "down": []})
+    mixed = (select(a.draft_prompt).select_from(f).join(a, a.id == f.answer_id).where(*mine)
+             .group_by(a.draft_prompt).having(and_(n_up > 0, n_down > 0)).subquery())
+    q = (select(f.id, f.answer_id, f.verdict, a.event, a.question, a.draft_prompt, a.draft_text, f.author)
+         .join(a, a.id == f.answer_id).join(mixed, mixed.c.draft_prompt == a.draft_prompt)
+         .where(*mine).order_by(f.id))
+    groups: dict[str, dict[str, list]] = defaultdict(lambda: {"up": [], "down": []})
     for r in conn.execute(q):
-        groups[(r.event, r.question)][r.verdict].append(r)
-    pairs, in_groups = [], 0
+        groups[r.draft_prompt][r.verdict].append(r)
+    pairs = []
     for v in groups.values():
-        pairs += [(u, d) for u in v["up"] for d in v["down"] if u.answer_id != d.answer_id][:MAX_VERDICT_PAIRS]
-        in_groups += len(v["up"]) + len(v["down"])
-    need = sorted({x.answer_id for p in pairs for x in p})
-    texts: dict[str, tuple[str, str, str]] = {}
-    for i in range(0, len(need), 900):
-        rows = conn.execute(select(a.id, a.text, a.prompt, a.tools_json).where(a.id.in_(need[i:i + 900])))
-        texts.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        pairs += [(u, d) for u in v["up"] for d in v["down"] if u.draft_text != d.draft_text][:MAX_VERDICT_PAIRS]
     for up, down in pairs:
-        fh.write(json.dumps({"prompt": texts[up.answer_id][1], "chosen": texts[up.answer_id][0],
-                             "rejected": texts[down.answer_id][0], "kind": "verdict", "feedback_id": up.id,
-                             "rejected_feedback_id": down.id, "answer_id": up.answer_id,
-                             "rejected_answer_id": down.answer_id, "event": up.event, "question": up.question,
-                             "author": up.author, "tools": json.loads(texts[up.answer_id][2] or "[]")},
-                            ensure_ascii=False) + "\n")
+        fh.write(json.dumps({"prompt": up.draft_prompt, "chosen": up.draft_text, "rejected": down.draft_text,
+                             "kind": "verdict", "feedback_id": up.id, "rejected_feedback_id": down.id,
+                             "answer_id": up.answer_id, "rejected_answer_id": down.answer_id, "event": up.event,
+                             "question": up.question, "author": up.author}, ensure_ascii=False) + "\n")
         used += [up.id, down.id]
     n_thumbs = conn.execute(select(func.count()).select_from(f).where(*thumbs)).scalar()
     paired = {x.id for p in pairs for x in p}
@@ -243,13 +273,14 @@ def export(store, out: Union[str, os.PathLike], fmt: Literal["dpo", "jsonl"] = "
     # written beside ``path`` and renamed over it when complete (events.formats.atomic)
     with atomic_open(path, "w", encoding="utf-8") as fh, store._read() as conn:
         items = conn.execute(select(func.count()).select_from(FeedbackRow).where(*_status(status))).scalar()
+        tool_errors = 0
         if fmt == "jsonl":
             used = _jsonl(conn, fh, status)
         else:
-            kinds, skipped, used = _dpo(conn, fh, status)
+            kinds, skipped, used, tool_errors = _dpo(conn, fh, status)
     report = ExportReport(path=str(path), format=fmt, items=int(items),
                           lines=len(used) if fmt == "jsonl" else sum(kinds.values()),
-                          pairs_by_kind=kinds, skipped=skipped)
+                          pairs_by_kind=kinds, skipped=skipped, tool_errors=tool_errors if fmt == "dpo" else 0)
     if mark_exported and used:
         ids = sorted(set(used))
         with store._write("marked exported") as conn:

@@ -8,6 +8,25 @@ m (stored in cm), an energy MeV, GeV or keV (stored in MeV), a shower's start dE
 MIP (stored in MeV/cm), a count a whole number, a vertex three numbers in cm, a class one of
 nue_cc / numu_cc / nc, a particle one of the particle names. A value of the wrong unit or type
 is refused with a message naming the claim and what it takes.
+
+A correction is of the answer's claim table (``of="answer"``, the default) or of the claims of the
+language model's FIRST-DRAFT text (``of="first_draft"``: ``AnswerRecord.model_texts[0].claims``,
+what an expert reading the trace marks). When stored it gets its ``blame`` (``blame_of``):
+
+- ``"tool"``: the observations supported the claim (verdict ``supported``: the model stated what
+  the tools measured, so the measurement was off), or the claim was rendered by code from the
+  tools (a typed claim, ``source`` 'tools');
+- ``"model"``: the claim is the model's own words (read from its free text: ``source`` 'text',
+  with ``text`` / ``start``; every claim of a first draft) and the observations did not support
+  it (``contradicted``: the model mis-copied a measurement; ``unverifiable``: it said what nothing
+  measured);
+- None for a mark ``right``, or a claim without a verdict.
+
+Only model errors become preference pairs for the VLM (``export``); tool errors are data for the
+perception models (the JSON-lines export keeps them). A model error is also checked as corrected
+against the observations (``observed``): where they contradict the expert's value too (the model
+mis-copied AND the tool was off), the corrected text would teach the VLM to contradict its
+evidence, so no pair is made of it.
 """
 from __future__ import annotations
 
@@ -24,7 +43,8 @@ from larsight.events.vocabulary import CLASS_TEXT, MIP_DEDX
 
 __all__ = ["FeedbackInputError", "Correction", "FeedbackIn", "AnswerRecord", "FeedbackItem",
            "STATUSES", "VERDICTS", "MARKS", "check_correction", "parse_corrected", "answer_id_of",
-           "record_from_answer", "PARTICLES", "corrections_from"]
+           "record_from_answer", "PARTICLES", "corrections_from", "ModelText", "blame_of", "Blame",
+           "claim_table", "observed_verdict"]
 
 STATUSES = ("new", "reviewed", "exported", "used-in-training")
 VERDICTS = ("up", "down")
@@ -34,6 +54,8 @@ PARTICLES = ("muon", "electron", "photon", "proton", "pion", "kaon", "pi0", "tra
 Status = Literal["new", "reviewed", "exported", "used-in-training"]
 Verdict = Literal["up", "down"]
 Mark = Literal["right", "wrong", "should_be"]
+Blame = Literal["model", "tool"]
+Of = Literal["answer", "first_draft"]
 
 _LENGTH = {"cm": 1.0, "mm": 0.1, "m": 100.0}
 _ENERGY = {"mev": 1.0, "gev": 1000.0, "kev": 0.001}
@@ -65,6 +87,14 @@ class Correction(BaseModel):
     value: Optional[Union[float, list[float]]] = Field(None, description="corrected number (or x, y, z)")
     unit: Optional[str] = Field(None, description="unit of value: cm, mm, m, MeV, GeV, keV, MeV/cm, MIP")
     label: Optional[str] = Field(None, description="corrected class or particle (nue_cc, photon, absent, ...)")
+    of: Of = Field("answer", description="whose claim table 'claim' indexes: the answer's, or the claims of "
+                   "the language model's first-draft text")
+    blame: Optional[Blame] = Field(None, description="set when stored (blame_of): 'model' (the model's own "
+                                   "words, not backed by the observations) or 'tool' (the observations "
+                                   "said so: the tool was off)")
+    observed: Optional[Literal["supported", "contradicted", "unverifiable"]] = Field(
+        None, description="set when stored, for model errors: the corrected claim checked against the answer's "
+        "observations ('contradicted': the tool was off too, and no preference pair is made of it)")
 
     @field_validator("value")
     @classmethod
@@ -93,6 +123,16 @@ class FeedbackIn(BaseModel):
     source: str = Field("api", max_length=20)
 
 
+class ModelText(BaseModel):
+    """A language model's own text in one draft of an answer, with the prompt it wrote it from and
+    its claims checked against the answer's observations (the claim table of that text)."""
+
+    text: str
+    author: str = "model"
+    prompt: Optional[str] = None
+    claims: list[dict[str, Any]] = Field(default_factory=list, description="{claim, verdict, evidence, ...}")
+
+
 class AnswerRecord(BaseModel):
     """An answer with everything that backs it, as stored."""
 
@@ -110,6 +150,12 @@ class AnswerRecord(BaseModel):
     brain: str = ""
     thread_id: Optional[str] = None
     models: dict[str, str] = Field(default_factory=dict, description="versions of the models used")
+    model_texts: list[ModelText] = Field(default_factory=list, description="the language model's own text "
+                                         "of each draft (first draft first, the final one last)")
+
+    @property
+    def first_draft(self) -> Optional[ModelText]:
+        return self.model_texts[0] if self.model_texts else None
 
 
 class FeedbackItem(BaseModel):
@@ -155,7 +201,83 @@ def record_from_answer(answer: Any, models: Optional[dict[str, str]] = None) -> 
         id=aid, event=data.get("event"), question=data["question"], text=data["text"],
         claims=list(data.get("claims") or []), tools=calls, event_class=data.get("event_class"),
         class_probabilities=data.get("class_probabilities") or {}, brain=str(data.get("brain") or ""),
-        thread_id=data.get("thread_id"), models={**(data.get("models") or {}), **(models or {})})
+        thread_id=data.get("thread_id"), models={**(data.get("models") or {}), **(models or {})},
+        model_texts=_model_texts(data, calls))
+
+
+def _model_texts(data: dict, calls: list[dict]) -> list[ModelText]:
+    """The model's text of each compose step (``Step.free_text``), its claims checked against the
+    answer's tool outputs."""
+    from ..evidence import Evidence            # the agent's modules import nothing of feedback
+    from ..render import FreeText
+    from ..validate import check_claims
+
+    texts = [st["free_text"] for st in data.get("steps") or []
+             if isinstance(st, dict) and st.get("node") == "compose" and st.get("free_text")]
+    if not texts:
+        return []
+    evidence = Evidence.from_observations(calls, data.get("event"))
+    out = []
+    for t in texts:
+        free = FreeText.model_validate(t)
+        checks = check_claims(free.claims(), evidence)
+        out.append(ModelText(text=free.text, author=free.author, prompt=free.prompt,
+                             claims=[c.model_dump(mode="json") for c in checks]))
+    return out
+
+
+def claim_table(corr: Correction, answer_claims: list[dict], model_texts: list) -> list[dict]:
+    """The claim table a correction indexes (the answer's, or the first draft's)."""
+    if corr.of == "answer":
+        return answer_claims
+    if not model_texts:
+        raise FeedbackInputError(f"claim {corr.claim} of the first draft: this answer has no text of a "
+                                 f"language model (only code-rendered drafts); correct the answer's claims")
+    first = model_texts[0]
+    return list(first.claims if isinstance(first, ModelText) else first.get("claims") or [])
+
+
+def observed_verdict(corr: Correction, check: dict, tools: list[dict], event: Optional[str]) -> Optional[str]:
+    """The verdict of the observations (the answer's tool outputs) on the claim as corrected; None
+    when the correction gives no value to check (a mark 'wrong', a kind not checked this way)."""
+    from ..claims import Claim
+    from ..evidence import Evidence
+    from ..validate import check_claim
+
+    c = dict(check.get("claim", check))
+    kind, label = c.get("kind"), corr.label
+    if corr.mark != "should_be":
+        return None
+    if kind == "vertex" and isinstance(corr.value, list):
+        c["value"] = tuple(corr.value)
+    elif kind == "event_class" and label:
+        c.update(value=label, qualifier=None)
+    elif kind in ("present", "absent") and label in ("present", "absent"):
+        c["kind"] = label
+    elif isinstance(corr.value, (int, float)) and isinstance(c.get("value"), (int, float)):
+        c["value"] = float(corr.value)
+    else:
+        return None
+    try:
+        claim = Claim.model_validate(c)
+    except ValueError:
+        return None
+    return check_claim(claim, Evidence.from_observations(tools, event)).verdict
+
+
+def blame_of(corr: Correction, check: dict) -> Optional[str]:
+    """'model', 'tool' or None for a checked correction of the claim ``check`` (module docstring)."""
+    if corr.mark == "right":
+        return None
+    verdict = check.get("verdict")
+    if verdict is None:
+        return None
+    if verdict == "supported":
+        return "tool"
+    claim = check.get("claim", check)
+    own = corr.of == "first_draft" or claim.get("source") == "text" or \
+        (claim.get("source") is None and bool(claim.get("text")))
+    return "model" if own else "tool"
 
 
 # ============================================================================ corrections

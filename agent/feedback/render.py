@@ -13,6 +13,7 @@ read from free text with ``particle`` / ``vector`` / ``label``, ``text`` and ``s
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Optional
 
@@ -125,13 +126,30 @@ def _number_forms(x: float) -> list[str]:
     return list(dict.fromkeys([f"{x:.1f}", f"{x:.0f}", f"{x:g}", f"{x:.2f}"]))
 
 
-def _find(sentences: list[str], p: dict, text: str, spans: list[tuple[int, int]]) -> tuple[Optional[int], Optional[str]]:
-    """(sentence index, the words of the value in it) of where the answer states claim ``p``."""
+_SCALES = {"track_length": (1.0, 0.01, 10.0), "shower_gap": (1.0, 0.01, 10.0), "energy": (1.0, 0.001)}
+"""The factors from a claim's stored unit (cm, MeV) to the units a text may state it in (m, mm; GeV)."""
+
+
+def _stated(sentence: str, p: dict) -> tuple[Optional[str], float]:
+    """(the words of a free-text claim's number in ``sentence``, the factor of the unit they are in)."""
+    if p["number"] is None:
+        return None, 1.0
+    for factor in _SCALES.get(p["kind"], (1.0,)):
+        words = next((f for f in _number_forms(p["number"] * factor) if f in p["text"] and _word_at(sentence, f) >= 0),
+                     None)
+        if words is not None:
+            return words, factor
+    return next((f for f in _number_forms(p["number"]) if _word_at(sentence, f) >= 0), None), 1.0
+
+
+def _find(sentences: list[str], p: dict, text: str,
+          spans: list[tuple[int, int]]) -> tuple[Optional[int], Optional[str], float]:
+    """(sentence index, the words of the value in it, the factor of their unit) of where the answer
+    states claim ``p``."""
     if p["text"] and isinstance(p["start"], int) and text[p["start"]:p["start"] + len(p["text"])] == p["text"]:
         i = next((i for i, (a, b) in enumerate(spans) if a <= p["start"] < b), None)
         if i is not None:
-            return i, next((f for f in _number_forms(p["number"]) if f in sentences[i]), None) \
-                if p["number"] is not None else None
+            return (i, *_stated(sentences[i], p))
     if p["kind"] == "event_class" and p["label"]:
         forms = [CLASS_TEXT.get(p["label"], p["label"]), p["label"]]
     elif p["kind"] == "vertex" and p["vector"]:
@@ -143,8 +161,8 @@ def _find(sentences: list[str], p: dict, text: str, spans: list[tuple[int, int]]
     for f in forms:
         for i, s in enumerate(sentences):
             if _word_at(s, f) >= 0:
-                return i, f if p["number"] is not None else None
-    return None, None
+                return i, f if p["number"] is not None else None, 1.0
+    return None, None, 1.0
 
 
 def _word_at(s: str, w: str, start: int = 0) -> int:
@@ -182,7 +200,7 @@ def corrected_text(text: str, claims: list[dict], corrections: list[dict]) -> st
         if corr.get("mark") == "right" or corr["claim"] >= len(claims):
             continue
         p = _parts(claims[corr["claim"]])
-        i, words = _find(sentences, p, text, spans)
+        i, words, factor = _find(sentences, p, text, spans)
         if corr.get("mark") == "wrong":
             if i is not None:
                 out[i] = None
@@ -193,7 +211,8 @@ def corrected_text(text: str, claims: list[dict], corrections: list[dict]) -> st
         elif q["kind"] == "count" and words is not None and _count_edit(out[i], words, p, q):
             out[i] = _count_edit(out[i], words, p, q)
         elif words is not None and q["number"] is not None and q["kind"] == p["kind"]:
-            new, at = f"{q['number']:.{_decimals(words)}f}", _word_at(out[i], words)
+            places = max(_decimals(words), round(-math.log10(factor)) if factor < 1 else 0)   # 1.4 m -> 1.82 m
+            new, at = f"{q['number'] * factor:.{places}f}", _word_at(out[i], words)
             out[i] = out[i][:at] + new + out[i][at + len(words):] if at >= 0 else out[i]
         else:
             out[i] = claim_sentence(q)

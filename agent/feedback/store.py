@@ -31,9 +31,9 @@ from sqlalchemy import func, inspect, select, update
 from sqlalchemy.engine import Connection, make_url
 
 from .models import (STATUSES, AnswerRecord, Correction, FeedbackIn, FeedbackInputError, FeedbackItem,
-                     check_correction, record_from_answer)
+                     ModelText, blame_of, check_correction, claim_table, observed_verdict, record_from_answer)
 from .render import corrected_text, prompt_text
-from .tables import AnswerRow, Base, FeedbackRow, make_engine
+from .tables import ADDED_COLUMNS, AnswerRow, Base, FeedbackRow, make_engine
 
 __all__ = ["FeedbackStore", "FeedbackDatabaseError", "FeedbackSummary", "default_feedback_target",
            "to_url"]
@@ -169,10 +169,30 @@ class FeedbackStore:
             if missing:
                 raise FeedbackDatabaseError(f"{self.where} is not a feedback database (no table "
                                             f"{', '.join(sorted(missing))})")
+            with self._errors("read"), self.engine.connect() as conn:
+                if self._missing_columns(conn):
+                    raise FeedbackDatabaseError(f"{self.where} was written by an older larsight (feedback "
+                                                f"schema 1); open it once writable to upgrade it")
             return
-        with self._errors("written"):
-            # under the write lock: several processes opening a new file create it once
-            Base.metadata.create_all(self.engine.execution_options(larsight_write=True))
+        with self._errors("written"), self.engine.connect() as conn:
+            conn = conn.execution_options(larsight_write=True)
+            with conn.begin():
+                # under the write lock: several processes opening a new file create it once, and
+                # a database of an older schema gets its new columns once
+                Base.metadata.create_all(conn)
+                for table, name, sql_type, default in self._missing_columns(conn):
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"
+                                         + (f" DEFAULT {default}" if default else ""))
+
+    @staticmethod
+    def _missing_columns(conn: Connection) -> list[tuple[str, str, str, Optional[str]]]:
+        """(table, column, SQL type, default) of the columns that schema 2 added and the database lacks."""
+        insp = inspect(conn)
+        out = []
+        for table, cols in ADDED_COLUMNS.items():
+            have = {c["name"] for c in insp.get_columns(table)}
+            out += [(table, name, t, d) for name, t, d in cols if name not in have]
+        return out
 
     # ---------------------------------------------------------------- answers
     def record_answer(self, answer: Any, models: Optional[dict[str, str]] = None) -> str:
@@ -183,16 +203,18 @@ class FeedbackStore:
             self._insert_answers(conn, [rec])
         return rec.id
 
-    def _existing(self, conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """{answer id: (its claim table as JSON text, its text)} of the ``ids`` that are stored."""
+    def _existing(self, conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+        """{answer id: (its claim table as JSON text, its text, its model texts as JSON text)} of the
+        ``ids`` that are stored."""
         ids = sorted(set(ids))
-        out: dict[str, str] = {}
+        out: dict[str, tuple[str, str, str]] = {}
+        a = AnswerRow
         for i in range(0, len(ids), CHUNK):
-            q = select(AnswerRow.id, AnswerRow.claims_json, AnswerRow.text).where(AnswerRow.id.in_(ids[i:i + CHUNK]))
-            out.update({r[0]: (r[1], r[2]) for r in conn.execute(q)})
+            q = select(a.id, a.claims_json, a.text, a.model_texts_json).where(a.id.in_(ids[i:i + CHUNK]))
+            out.update({r[0]: (r[1], r[2], r[3] or "[]") for r in conn.execute(q)})
         return out
 
-    def _insert_answers(self, conn: Connection, recs: list[AnswerRecord]) -> dict[str, tuple[str, str]]:
+    def _insert_answers(self, conn: Connection, recs: list[AnswerRecord]) -> dict[str, tuple[str, str, str]]:
         """Insert the records not stored yet (one statement for all); returns ``_existing`` of all."""
         claims = self._existing(conn, [r.id for r in recs])
         new = {r.id: r for r in recs if r.id not in claims}
@@ -202,9 +224,12 @@ class FeedbackStore:
                          claims_json=dumps(r.claims, default=str), tools_json=dumps(r.tools, default=str),
                          prompt=prompt_text(r), event_class=r.event_class,
                          probabilities_json=dumps(r.class_probabilities), brain=r.brain, thread_id=r.thread_id,
-                         models_json=dumps(r.models), latency_s=None) for r in new.values()]
+                         models_json=dumps(r.models), latency_s=None,
+                         model_texts_json=dumps([m.model_dump(mode="json") for m in r.model_texts]),
+                         draft_text=r.first_draft.text if r.first_draft else None,
+                         draft_prompt=r.first_draft.prompt if r.first_draft else None) for r in new.values()]
             conn.execute(AnswerRow.__table__.insert(), rows)
-            claims.update({r["id"]: (r["claims_json"], r["text"]) for r in rows})
+            claims.update({r["id"]: (r["claims_json"], r["text"], r["model_texts_json"]) for r in rows})
         return claims
 
     def answer(self, answer_id: str) -> AnswerRecord:
@@ -235,9 +260,10 @@ class FeedbackStore:
             wanted = {x for fb in parsed for x in (fb.answer_id, fb.better_than) if x and x not in claims}
             claims.update(self._existing(conn, wanted))
             rows, now = [], _now()
+            tools_of = self._tools_reader(conn)
             for n, (fb, rec) in enumerate(zip(parsed, recs)):
                 try:
-                    rows.append(_feedback_row(fb, rec, claims, source, now))
+                    rows.append(_feedback_row(fb, rec, claims, source, now, tools_of))
                 except FeedbackInputError as e:
                     prefix = f"item {n + 1}: " if len(parsed) > 1 else ""
                     raise FeedbackInputError(f"{prefix}{e}; nothing was written") from None
@@ -246,6 +272,18 @@ class FeedbackStore:
                 return [int(conn.execute(table.insert(), rows[0]).inserted_primary_key[0])]
             res = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
             return [int(r[0]) for r in res]
+
+    @staticmethod
+    def _tools_reader(conn: Connection):
+        """answer id -> (its tool calls, its event), read when first asked (only model errors need them)."""
+        cache: dict[str, tuple[list, Optional[str]]] = {}
+
+        def read(aid: str) -> tuple[list, Optional[str]]:
+            if aid not in cache:
+                row = conn.execute(select(AnswerRow.tools_json, AnswerRow.event).where(AnswerRow.id == aid)).first()
+                cache[aid] = (json.loads(row[0] or "[]"), row[1]) if row else ([], None)
+            return cache[aid]
+        return read
 
     def get(self, feedback_id: int) -> FeedbackItem:
         """One piece of feedback with its answer (FeedbackInputError when there is none)."""
@@ -311,8 +349,8 @@ class FeedbackStore:
 
 
 # ============================================================================ rows <-> models
-def _feedback_row(fb: FeedbackIn, rec: Optional[AnswerRecord], claims: dict[str, tuple[str, str]],
-                  source: Optional[str], now: datetime) -> dict:
+def _feedback_row(fb: FeedbackIn, rec: Optional[AnswerRecord], claims: dict[str, tuple[str, str, str]],
+                  source: Optional[str], now: datetime, tools_of) -> dict:
     """The feedback table's row for ``fb`` after its checks (FeedbackInputError says which), with
     the corrected answer written once here (``chosen``), so that an export only copies it."""
     aid = fb.answer_id
@@ -326,13 +364,20 @@ def _feedback_row(fb: FeedbackIn, rec: Optional[AnswerRecord], claims: dict[str,
         raise FeedbackInputError(f"no answer {aid!r} in the feedback database (it was never "
                                  f"recorded, or it is in another database)")
     table = json.loads(claims[aid][0]) if fb.corrections else []
-    fixes = [check_correction(c, table) for c in fb.corrections]
+    texts = [ModelText.model_validate(m) for m in json.loads(claims[aid][2])] if fb.corrections else []
+    fixes = []
+    for c in fb.corrections:
+        own = claim_table(c, table, texts)
+        fix = check_correction(c, own)
+        blame = blame_of(fix, own[fix.claim])
+        observed = observed_verdict(fix, own[fix.claim], *tools_of(aid)) if blame == "model" else None
+        fixes.append(fix.model_copy(update={"blame": blame, "observed": observed}))
     fix_dicts = [c.model_dump() for c in fixes]
     chosen = None
     if any(c.mark != "right" for c in fixes):
-        chosen = corrected_text(claims[aid][1], table, fix_dicts)
+        chosen = corrected_text(claims[aid][1], table, [c for c in fix_dicts if c["of"] == "answer"])
         chosen = chosen if chosen.strip() and chosen != claims[aid][1] else None
-    if len({c.claim for c in fixes}) != len(fixes):
+    if len({(c.of, c.claim) for c in fixes}) != len(fixes):
         raise FeedbackInputError("two corrections of the same claim: give one per claim")
     if fb.better_than is not None:
         if fb.better_than == aid:
@@ -342,8 +387,37 @@ def _feedback_row(fb: FeedbackIn, rec: Optional[AnswerRecord], claims: dict[str,
     if fb.verdict is None and not fixes and not fb.comment.strip() and fb.better_than is None:
         raise FeedbackInputError("empty feedback: give a verdict, a correction, a comment or a ranking")
     return dict(answer_id=aid, verdict=fb.verdict, corrections_json=json.dumps(fix_dicts), chosen=chosen,
+                model_chosen=model_chosen(table, texts, fixes),
                 comment=fb.comment, author=fb.author, better_than=fb.better_than, status=fb.status,
                 source=source or fb.source, created=now, updated=now)
+
+
+def model_chosen(answer_claims: list[dict], texts: list[ModelText], fixes: list[Correction]) -> Optional[str]:
+    """The first-draft model text with the model-blamed corrections applied (those of the answer's
+    claims only when the first draft makes the same claim; none that the observations contradict:
+    the tool was off too); None when none changes it."""
+    first = texts[0] if texts else None
+    if first is None:
+        return None
+    keys = [_key(c) for c in first.claims]
+    on_first = []
+    for c in fixes:
+        if c.blame != "model" or c.observed == "contradicted":
+            continue
+        if c.of == "first_draft":
+            on_first.append(c.model_dump())
+        elif _key(answer_claims[c.claim]) in keys:
+            on_first.append({**c.model_dump(), "claim": keys.index(_key(answer_claims[c.claim]))})
+    if not on_first:
+        return None
+    fixed = corrected_text(first.text, first.claims, on_first)
+    return fixed if fixed.strip() and fixed != first.text else None
+
+
+def _key(check: dict) -> tuple:
+    c = check.get("claim", check)
+    value = c.get("value")
+    return (c.get("kind"), c.get("subject"), tuple(value) if isinstance(value, list) else value, c.get("qualifier"))
 
 
 def _parse(item: Any, n: int) -> FeedbackIn:
@@ -364,7 +438,8 @@ def _answer_record(row) -> AnswerRecord:
                         question=row["question"], text=row["text"], claims=json.loads(row["claims_json"]),
                         tools=json.loads(row["tools_json"]), event_class=row["event_class"],
                         class_probabilities=json.loads(row["probabilities_json"]), brain=row["brain"],
-                        thread_id=row["thread_id"], models=json.loads(row["models_json"]))
+                        thread_id=row["thread_id"], models=json.loads(row["models_json"]),
+                        model_texts=json.loads(row.get("model_texts_json") or "[]"))
 
 
 def _feedback_item(row, answer: Optional[AnswerRecord]) -> FeedbackItem:

@@ -5,6 +5,12 @@ inputs and outputs, text, claim table, model versions; keyed by ``answer_id_of``
 ``feedback`` (verdict, per-claim corrections, comment, author, status, timestamps; many per
 answer). JSON fields are stored as text, so the JSON-lines export copies them without decoding.
 
+Schema 2 added the language model's own texts: ``answers.model_texts_json`` (every draft's model
+text with its prompt and claim table), ``answers.draft_text`` / ``draft_prompt`` (the first
+draft's, what the DPO export reads) and ``feedback.model_chosen`` (the first-draft text as the
+expert's model-blamed corrections fix it). ``ADDED_COLUMNS`` lists them: a database written by
+schema 1 gets them when it is opened (``FeedbackStore._ensure_schema``).
+
 SQLite (the default) is opened in WAL mode with a busy timeout, and writes take the write lock
 when they begin (``BEGIN IMMEDIATE``): writers in several processes queue instead of failing.
 """
@@ -18,9 +24,9 @@ from sqlalchemy import (DateTime, Float, ForeignKey, Index, Integer, String, Tex
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "AnswerRow", "FeedbackRow", "make_engine", "SCHEMA_VERSION"]
+__all__ = ["Base", "AnswerRow", "FeedbackRow", "make_engine", "SCHEMA_VERSION", "ADDED_COLUMNS"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Base(DeclarativeBase):
@@ -43,6 +49,9 @@ class AnswerRow(Base):
     thread_id: Mapped[Optional[str]] = mapped_column(String(200))
     models_json: Mapped[str] = mapped_column(Text, default="{}")
     latency_s: Mapped[Optional[float]] = mapped_column(Float)
+    draft_text: Mapped[Optional[str]] = mapped_column(Text, doc="the model's first-draft text (None: no model text)")
+    draft_prompt: Mapped[Optional[str]] = mapped_column(Text, doc="the prompt the model wrote draft_text from")
+    model_texts_json: Mapped[str] = mapped_column(Text, default="[]", doc="agent.feedback.ModelText of each draft")
     # the largest column last: SQLite reads a row's columns in order through its overflow pages,
     # so the review and the DPO export (which never read the tool outputs) stop before them
     tools_json: Mapped[str] = mapped_column(Text, default="[]")
@@ -58,6 +67,8 @@ class FeedbackRow(Base):
     corrections_json: Mapped[str] = mapped_column(Text, default="[]")
     chosen: Mapped[Optional[str]] = mapped_column(Text, doc="the answer as corrected (None: no correction "
                                                   "changes it); written with the item, copied by the export")
+    model_chosen: Mapped[Optional[str]] = mapped_column(Text, doc="the first-draft model text with the "
+                                                        "model-blamed corrections applied (None: none applies)")
     comment: Mapped[str] = mapped_column(Text, default="")
     author: Mapped[str] = mapped_column(String(200), default="", index=True)
     better_than: Mapped[Optional[str]] = mapped_column(ForeignKey("answers.id"))
@@ -65,6 +76,12 @@ class FeedbackRow(Base):
     source: Mapped[str] = mapped_column(String(20), default="api")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+ADDED_COLUMNS = {"answers": (("draft_text", "TEXT", None), ("draft_prompt", "TEXT", None),
+                             ("model_texts_json", "TEXT", "'[]'")),
+                 "feedback": (("model_chosen", "TEXT", None),)}
+"""Columns added after schema 1: (name, SQL type, default) by table."""
 
 
 class MetaRow(Base):
