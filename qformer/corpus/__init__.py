@@ -12,7 +12,10 @@
 
 The agent's action has its own corpus: ``qformer.corpus.actions`` (question templates and
 phrase bank in ``action_phrases``, the grammar's shared words and canonical text in
-``action_schema``), trained by ``larsight align --stage actions``.
+``action_schema``), trained by ``larsight align --stage actions``. So do the grounded
+explanations (``--explain-fraction``): ``explanations`` (examples), ``explanation_phrases``
+(question and sentence templates, train and held-out kept apart) and ``explain_schema`` (the
+tools' measurements written as the text the VLM explains from).
 
 The facts, the visibility thresholds and the topology notation are the event's physics
 vocabulary and live in ``larsight.events.vocabulary`` (re-exported here); this package only
