@@ -286,3 +286,21 @@ def test_brain_generates_with_the_action_model(smollm2_dir, tmp_path, event):
     assert compose.claims is not None and "from_text" in compose.claims
     if text:
         assert text[:20] in a.drafts[0]
+
+
+@pytest.mark.slow   # the bundled SmolLM2's tokenizer (see above)
+def test_split_batch_loss_equals_the_joint_batch_loss(smollm2_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    from larsight.qformer.align_actions import _loss
+    from larsight.qformer.corpus.actions import action_examples
+    from larsight.qformer.corpus.explanations import explanation_examples
+
+    vlm, _ = _tiny_vlm_folder(tmp_path, smollm2_dir)
+    vlm.lm.eval()
+    exs = action_examples(3, seed=1) + explanation_examples(2, seed=1)
+    pool = torch.randn(4, vlm.projector.config.n_queries, vlm.lm.config.hidden_size)
+    with torch.no_grad():
+        split = _loss(vlm, pool, exs, np.random.default_rng(5))
+        idx = torch.as_tensor(np.random.default_rng(5).integers(len(pool), size=len(exs)))
+        joint = vlm.lm(**vlm.assemble(pool[idx], [e["prompt"] for e in exs], [e["target"] for e in exs])).loss
+    assert torch.allclose(split, joint, rtol=1e-4, atol=1e-5), (split, joint)
