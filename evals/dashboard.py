@@ -102,6 +102,12 @@ REPORTS: list[Report] = [
            lambda q: ["--n", "40", "--seed", "0", "--no-progress", "--out", str(q / "fuzz.md")],
            "fuzz.md", "fuzz.json", [], "20",
            "clear errors, raw exceptions, hangs, crashes and silently accepted bad data per mutation kind"),
+    Report("robustness", "Robustness: every perception metric per simulator knob, coarse grid, real event",
+           "larsight.evals.robustness_report", ["--n", "100", "--counts", "--no-progress"],
+           lambda q: ["--quick", "--no-progress", "--out", str(q), "--work", str(q / "robustness_work")],
+           "robustness.md", "robustness.json", ["robustness/macro_f1_drop.png", "robustness/event_accuracy_drop.png"],
+           "6", "macro-F1, per-class F1, ARI, event-class accuracy, vertex and reconstruct counts at both ends of "
+           "each knob's range; drop vs in-domain; the real PILArNet-M event"),
 ]
 NAMES = [r.name for r in REPORTS]
 
