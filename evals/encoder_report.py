@@ -61,7 +61,7 @@ from larsight.encoder.pretrain import PretrainConfig, pretrain  # noqa: E402
 from larsight.events.formats.atomic import atomic_open  # noqa: E402
 
 from .encoder_report_md import CONFIGS, markdown  # noqa: E402
-from .report_common import REPO, copy_atomic, git_commit, machine, rel, write_json  # noqa: E402
+from .report_common import REPO, copy_atomic, file_sha1, git_commit, machine, rel, write_json  # noqa: E402
 
 SHIPPED_PRETRAINED = REPO / "checkpoints" / "encoder_tiny_pretrained" / "encoder.safetensors"
 TARGETS = [  # (key, label, comparison, target)
@@ -123,20 +123,7 @@ def cell_settings(args, pretrained: Path, init: str, mode: str, size: Optional[i
             "steps": args.steps_full if mode == "full" else args.steps_probe,
             "batch_size": args.batch_size, "lr": args.lr_full if mode == "full" else args.lr_probe,
             "seed": args.seed, "n_eval": args.n_eval,
-            "pretrained_sha1": _file_sha1(pretrained)}
-
-
-_SHA1: dict[tuple[str, int, int], str] = {}
-
-
-def _file_sha1(path: Path) -> str:
-    """Content hash of the pretrained weights: cached cells stay valid when the same file is
-    copied or moved (e.g. from runs/pretrain into checkpoints/), and only then."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA1:
-        _SHA1[key] = hashlib.sha1(path.read_bytes()).hexdigest()
-    return _SHA1[key]
+            "pretrained_sha1": file_sha1(pretrained)}
 
 
 def run_cell(args, pretrained: Path, init: str, mode: str, size: Optional[int], work: Path

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from larsight.agent.feedback.versions import file_digest
+from larsight.agent.feedback.versions import folder_digest
 from larsight.events.formats.atomic import atomic_open
 
 __all__ = ["Gate", "gate", "promote", "GATED"]
@@ -40,20 +40,16 @@ class PromotionError(ValueError):
     """A promotion that the evidence does not allow (or that cannot be checked)."""
 
 
-def folder_digest(folder: Path) -> Optional[str]:
-    return file_digest(*sorted(Path(folder).glob("*/*.safetensors")))
-
-
-def _summary(spec: str) -> tuple[dict, str]:
+def _summary(spec: str) -> dict:
     from .compare import load   # the agent's imports (seconds): not when the CLI parser is built
 
-    data, label = load(spec)
+    data, _ = load(spec)
     if "overall" not in data:
         runs = data.get("runs") or {}
         if len(runs) != 1:
             raise PromotionError(f"{spec}: give one agent run (a run folder or its report.json), not {len(runs)} brains")
         data = next(iter(runs.values()))
-    return data, label
+    return data
 
 
 def _digests(summary: dict) -> set[str]:
@@ -86,8 +82,8 @@ class Gate:
 def gate(candidate_dir: Path, dest: Path, baseline_run: str, candidate_run: str,
          noise: Optional[float] = None) -> tuple[Gate, dict, dict]:
     """Check the two runs against the folders and compare them (raises ``PromotionError``)."""
-    base, _ = _summary(baseline_run)
-    cand, _ = _summary(candidate_run)
+    base = _summary(baseline_run)
+    cand = _summary(candidate_run)
     want = folder_digest(candidate_dir)
     if want is None:
         raise PromotionError(f"{candidate_dir}: no weights (*/*.safetensors) to promote")
@@ -124,10 +120,10 @@ def promote(candidate_dir: str, dest: str, baseline_run: str, candidate_run: str
         raise PromotionError(f"{src}: not a VLM folder (no vlm.json)")
     if src.resolve() == dst.resolve():
         raise PromotionError("the candidate is already the destination folder")
-    from .compare import compare
+    from .compare import compare_agent   # the agent's imports: only when promoting
 
     g, base, cand = gate(src, dst, baseline_run, candidate_run, noise)
-    text = compare(baseline_run, candidate_run)
+    text = compare_agent(base, cand, baseline_run, candidate_run)   # the runs as loaded by the gate
     decision = "promoted" if g.passed else ("promoted with --force" if force else "refused")
     record = {"from": str(src), "to": str(dst), "baseline_run": baseline_run, "candidate_run": candidate_run,
               "gate": g.rows, "decision": decision if not dry_run else f"dry run: would be {decision}",

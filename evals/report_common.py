@@ -2,6 +2,7 @@
 formatting, the code version and the machine, and atomic JSON / file copies."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -66,3 +67,17 @@ def write_json(path: Path, obj: Any) -> None:
 def copy_atomic(src: Path, dst: Path) -> None:
     with atomic_open(dst, "wb") as fh:
         fh.write(src.read_bytes())
+
+
+_SHA1: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha1(path: Path) -> str:
+    """Content hash of a weights file (for caches of computed results): cached results stay
+    valid when the same file is copied or moved, and only then; hashed once per file version
+    (path, size, modification time)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA1:
+        _SHA1[key] = hashlib.sha1(path.read_bytes()).hexdigest()
+    return _SHA1[key]

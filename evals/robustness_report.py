@@ -34,7 +34,7 @@ import numpy as np
 
 from larsight.events.sim.knobs import SPEC_BY_NAME, SPECS, KnobError
 
-from .report_common import REPO, machine, rel, write_json
+from .report_common import REPO, file_sha1, machine, rel, write_json
 
 REPORTS = REPO / "evals" / "reports"
 WORK = Path("runs") / "robustness_work"
@@ -84,14 +84,6 @@ def all_settings(knobs: Optional[Sequence[str]] = None, coarse: bool = True, rea
 
 
 # ============================================================================ computing
-def sha1_of(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_path(work: Path, sha1: str, setting: Setting, n: int, seed: int, counts: bool = False) -> Path:
     key = hashlib.sha1(json.dumps([sha1, setting.name, setting.knobs, setting.kind, n, seed]
                                   + (["counts"] if counts else []),
@@ -205,7 +197,7 @@ def run_settings(run: Run, settings: list[Setting]) -> dict[str, dict]:
     """Each setting's metrics, from the cache where present; the model loads only if needed."""
     from tqdm.auto import tqdm
 
-    sha1 = sha1_of(run.checkpoint)
+    sha1 = file_sha1(run.checkpoint)
     run.work.mkdir(parents=True, exist_ok=True)
     loaded, out = None, {}
     for s in tqdm(settings, desc="robustness", unit="setting", disable=not run.progress):
@@ -279,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     run = Run(a.checkpoint, a.n, a.seed, knobs, a.work, not a.no_progress, counts=a.counts)
     results = run_settings(run, settings)
     header = {"command": "python -m larsight.evals.robustness_report " + " ".join(map(shlex.quote, argv)),
-              "checkpoint": rel(a.checkpoint), "checkpoint_sha1": sha1_of(a.checkpoint),
+              "checkpoint": rel(a.checkpoint), "checkpoint_sha1": file_sha1(a.checkpoint),
               "data": f"simulated nu events, eval split of data seed {a.seed} "
                       f"(simulator seed {1000 * a.seed + 2}), the same event indices in every setting",
               "seed": a.seed, "n": a.n, "wall_s": round(time.time() - t0, 1), "computed": run.computed,

@@ -60,6 +60,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from larsight.encoder.checkpoint import has_train_state, load_train_state, save_train_state
+from larsight.encoder.shards import sha256
 from larsight.encoder.training import LossLog, StopRequest, check_resume_config, command_line, lr_at
 from larsight.events.formats.atomic import atomic_open
 
@@ -151,14 +152,6 @@ def is_sqlite(path: Path) -> bool:
         return False
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_line(obj: Any, where: str) -> dict:
     if not isinstance(obj, dict):
         raise PrefsInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -203,10 +196,10 @@ def _feedback_file(cfg: PrefsConfig, io: PrefsIO, run: Path) -> tuple[Path, dict
         out = run / "feedback.dpo.jsonl"
         report = io.export_db(src, out)
         return out, {"type": "database", "source": src if "://" in src else str(path.resolve()),
-                     "export": report, "export_sha256": _sha256(out)}
+                     "export": report, "export_sha256": sha256(out)}
     if path.is_dir():
         raise PrefsInputError(f"--feedback {src}: a folder; give a DPO .jsonl file or a database")
-    return path, {"type": "file", "source": str(path.resolve()), "sha256": _sha256(path)}
+    return path, {"type": "file", "source": str(path.resolve()), "sha256": sha256(path)}
 
 
 def split_by_answer(answer_ids: list[str], fraction: float, seed: int) -> set[str]:

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["model_versions", "file_digest"]
+__all__ = ["model_versions", "file_digest", "folder_digest"]
 
 ROOT = Path(__file__).resolve().parents[2]
 ENCODER = ROOT / "checkpoints" / "encoder_tiny" / "model.safetensors"
@@ -43,6 +43,11 @@ def file_digest(*paths: Path) -> Optional[str]:
     return digest
 
 
+def folder_digest(folder: Path) -> Optional[str]:
+    """``file_digest`` of a model folder's weights (``*/*.safetensors``: projector, adapter)."""
+    return file_digest(*sorted(Path(folder).glob("*/*.safetensors")))
+
+
 def _vlm_folder(brain: Any) -> Optional[Path]:
     vlm = getattr(brain, "_vlm", None)
     for cand in (vlm, getattr(vlm, "folder", None), getattr(vlm, "path", None)):
@@ -52,8 +57,7 @@ def _vlm_folder(brain: Any) -> Optional[Path]:
 
 
 def _vlm_version(folder: Path) -> dict[str, str]:
-    weights = sorted(folder.glob("*/*.safetensors"))
-    out = {"vlm": f"{folder.name}@{file_digest(*weights) or 'unhashed'}"}
+    out = {"vlm": f"{folder.name}@{folder_digest(folder) or 'unhashed'}"}
     manifest = folder / "vlm.json"
     if manifest.is_file():
         try:

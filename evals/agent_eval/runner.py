@@ -317,7 +317,7 @@ def _event_order(cases: list[Case]) -> list[Case]:
 def models_of(brain: Any, brain_kw: Optional[dict]) -> dict[str, str]:
     """The model folders a named brain uses, each ``name@sha256[:12]`` of its weights (so a
     run says which adapters it measured: ``larsight promote`` checks it)."""
-    from larsight.agent.feedback.versions import ENCODER, VLM, file_digest
+    from larsight.agent.feedback.versions import ENCODER, VLM, file_digest, folder_digest
 
     kw = brain_kw or {}
     out = {"encoder": f"{ENCODER.parent.name}@{file_digest(ENCODER) or 'missing'}"}
@@ -329,7 +329,7 @@ def models_of(brain: Any, brain_kw: Optional[dict]) -> dict[str, str]:
 
         folders["action_vlm"] = Path(kw.get("action_vlm") or os.environ.get("LARSIGHT_ACTION_VLM") or ACTION_VLM_DIR)
     for name, folder in folders.items():
-        out[name] = f"{folder}@{file_digest(*sorted(folder.glob('*/*.safetensors'))) or 'missing'}"
+        out[name] = f"{folder}@{folder_digest(folder) or 'missing'}"
     return out
 
 
